@@ -1,0 +1,35 @@
+# atoll build, test and benchmark entry points.
+GO ?= go
+PYTHON ?= python3
+BIN := bin/atoll
+
+.PHONY: build proto test test-go test-python bench demo clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/atoll
+
+# Regenerate the Go and Python code for api/ (needs protoc-gen-go and
+# protoc-gen-go-grpc on PATH and grpcio-tools installed).
+proto:
+	$(PYTHON) -m grpc_tools.protoc -I api \
+		--go_out=. --go_opt=module=github.com/atoll-dev/atoll \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/atoll-dev/atoll \
+		--python_out=python --pyi_out=python --grpc_python_out=python \
+		api/atoll/v1/atoll.proto
+
+test: build test-go test-python
+
+test-go:
+	$(GO) test -count=1 ./...
+
+test-python: build
+	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests
+
+bench: build
+	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) bench/bench.py
+
+demo: build
+	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) examples/quickstart.py
+
+clean:
+	rm -rf bin

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/server"
+	"github.com/atoll-dev/atoll/python"
+)
+
+// DefaultListen is the server's address unless told otherwise: loopback only.
+const DefaultListen = "127.0.0.1:28655"
+
+type serverOptions struct {
+	listen   string
+	dataDir  string
+	python   string
+	logLevel string
+	insecure bool
+}
+
+func newServerCommand() *cobra.Command {
+	var opts serverOptions
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the atoll server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServer(cmd.Context(), opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", DefaultListen, "address to serve gRPC on (host:port)")
+	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
+	f.StringVar(&opts.python, "python", "python3", "Python interpreter for workers")
+	f.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
+	return cmd
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "atoll", "server")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "atoll-server")
+	}
+	return filepath.Join(home, ".local", "share", "atoll", "server")
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// checkListen refuses addresses other machines can reach unless the
+// operator said so: without TLS, keys would cross the network in clear.
+func checkListen(addr string, insecure bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	if insecure {
+		return nil
+	}
+	return fmt.Errorf("refusing to listen on %s without TLS: other machines could reach it; "+
+		"use a loopback address such as %s, or pass --insecure", addr, DefaultListen)
+}
+
+func runServer(ctx context.Context, opts serverOptions) error {
+	log, err := newLogger(opts.logLevel)
+	if err != nil {
+		return err
+	}
+	if err := checkListen(opts.listen, opts.insecure); err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(opts.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	sdkDir, err := python.WriteSDK(filepath.Join(dataDir, "runtime"))
+	if err != nil {
+		return err
+	}
+	agent, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("locate the atoll binary: %w", err)
+	}
+	envs, err := newHostEnvironments(ctx, opts.python)
+	if err != nil {
+		return err
+	}
+	sched := scheduler.New(scheduler.Options{
+		Launcher: processLauncher{},
+		Logger:   log.With("component", "scheduler"),
+	})
+	functions := server.NewFunctions(server.Options{
+		Catalog:      machine.Defaults(),
+		Environments: envs,
+		Scheduler:    sched,
+		AgentPath:    agent,
+		SDKDir:       sdkDir,
+		WorkerEnv:    workerEnv(),
+		Logger:       log.With("component", "server"),
+	})
+
+	lis, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
+		grpc.MaxSendMsgSize(server.MaxMessageBytes),
+	)
+	functions.Register(gs)
+	server.NewAdmin(sched).Register(gs)
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- gs.Serve(lis) }()
+	log.Info("atoll server listening", "addr", lis.Addr().String(), "data_dir", dataDir)
+
+	select {
+	case err = <-serveErr:
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = sched.Shutdown(shutdownCtx)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-shutdownCtx.Done():
+		gs.Stop()
+	}
+	return err
+}
+
+// workerEnv is the environment every worker starts from: nothing of the
+// server's own environment leaks into it.
+func workerEnv() []string {
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"LANG=C.UTF-8",
+		"PYTHONUNBUFFERED=1",
+		"PYTHONDONTWRITEBYTECODE=1",
+	}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "TZ=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

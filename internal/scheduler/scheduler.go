@@ -1,0 +1,274 @@
+// Package scheduler owns the warm workers: it hands a call an idle worker
+// of the same pool or starts a new one through a Launcher, keeps released
+// workers warm for their keep_alive and tears them down at expiry. It does
+// not build environments, enforce limits or speak gRPC; it defines the
+// Launcher interface it needs and nothing more.
+package scheduler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// PoolKey identifies interchangeable workers: a warm worker only ever serves
+// calls of the same account, function, environment and machine type.
+type PoolKey struct {
+	Account     string
+	Function    string
+	EnvKey      string
+	MachineType string
+}
+
+// DefaultStartTimeout bounds how long a new worker may take to become ready.
+const DefaultStartTimeout = 2 * time.Minute
+
+// Options configures a Scheduler.
+type Options struct {
+	Launcher Launcher
+	Logger   *slog.Logger
+	// StartTimeout bounds a worker's start; 0 means DefaultStartTimeout.
+	StartTimeout time.Duration
+}
+
+// Scheduler manages warm pools of workers.
+type Scheduler struct {
+	launcher     Launcher
+	log          *slog.Logger
+	startTimeout time.Duration
+
+	mu      sync.Mutex
+	idle    map[PoolKey][]*Worker
+	workers map[string]*Worker
+	closed  bool
+	wg      sync.WaitGroup
+}
+
+// New returns a scheduler that starts workers with opts.Launcher.
+func New(opts Options) *Scheduler {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := opts.StartTimeout
+	if timeout == 0 {
+		timeout = DefaultStartTimeout
+	}
+	return &Scheduler{
+		launcher:     opts.Launcher,
+		log:          log,
+		startTimeout: timeout,
+		idle:         make(map[PoolKey][]*Worker),
+		workers:      make(map[string]*Worker),
+	}
+}
+
+// Prepare readies what a new worker needs (its environment, say) and
+// returns its spec, plus a function to call once that worker has ended.
+type Prepare func(ctx context.Context) (spec WorkerSpec, ended func(), err error)
+
+// Acquire returns a worker for key that is reserved for the caller until
+// Release or Discard: the most recently used idle one of the pool, or else a
+// new one, started from the spec that prepare returns. prepare is only called
+// when no idle worker can serve, so a warm call does no preparation.
+func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare) (*Worker, error) {
+	if w, err := s.takeIdle(key); w != nil || err != nil {
+		return w, err
+	}
+	spec, ended, err := prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.start(ctx, key, spec, ended)
+}
+
+func (s *Scheduler) takeIdle(key PoolKey) (*Worker, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	pool := s.idle[key]
+	for len(pool) > 0 {
+		w := pool[len(pool)-1]
+		pool = pool[:len(pool)-1]
+		if w.dead {
+			continue
+		}
+		s.idle[key] = pool
+		w.idle = false
+		w.idleGen++
+		return w, nil
+	}
+	delete(s.idle, key)
+	return nil, nil
+}
+
+func newWorkerID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "w-" + hex.EncodeToString(b[:])
+}
+
+func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*Worker, error) {
+	if spec.ID == "" {
+		spec.ID = newWorkerID()
+	}
+	spec.Account = key.Account
+	ctx, cancel := context.WithTimeout(ctx, s.startTimeout)
+	defer cancel()
+	proc, err := s.launcher.Start(ctx, spec)
+	if err != nil {
+		if ended != nil {
+			ended()
+		}
+		return nil, err
+	}
+	w := newWorker(spec.ID, key, proc)
+	w.ended = ended
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		w.stop()
+		return nil, ErrClosed
+	}
+	s.workers[w.ID] = w
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.reap(w)
+
+	if err := w.awaitReady(ctx); err != nil {
+		s.Discard(w)
+		return nil, err // reap calls ended
+	}
+	s.log.Debug("worker started", "worker", w.ID, "function", key.Function, "machine_type", key.MachineType, "took", time.Since(w.Started))
+	return w, nil
+}
+
+// reap forgets a worker once its process has ended, whatever ended it.
+func (s *Scheduler) reap(w *Worker) {
+	defer s.wg.Done()
+	exit, err := w.wait()
+	s.mu.Lock()
+	w.dead = true
+	delete(s.workers, w.ID)
+	if w.idle {
+		s.removeIdleLocked(w)
+	}
+	s.mu.Unlock()
+	if w.ended != nil {
+		w.ended()
+	}
+	s.log.Debug("worker ended", "worker", w.ID, "code", exit.Code, "signal", exit.Signal, "oom", exit.OOMKilled, "err", err)
+}
+
+func (s *Scheduler) removeIdleLocked(w *Worker) {
+	pool := s.idle[w.Key]
+	for i, x := range pool {
+		if x == w {
+			pool = append(pool[:i], pool[i+1:]...)
+			break
+		}
+	}
+	if len(pool) == 0 {
+		delete(s.idle, w.Key)
+	} else {
+		s.idle[w.Key] = pool
+	}
+	w.idle = false
+}
+
+// Release returns a worker after a successful call. It stays warm for
+// keepAlive, then is torn down; keepAlive <= 0 tears it down now.
+func (s *Scheduler) Release(w *Worker, keepAlive time.Duration) {
+	if keepAlive <= 0 {
+		s.Discard(w)
+		return
+	}
+	s.mu.Lock()
+	if s.closed || w.dead {
+		s.mu.Unlock()
+		s.Discard(w)
+		return
+	}
+	w.idle = true
+	w.idleGen++
+	w.lastUsed = time.Now()
+	gen := w.idleGen
+	s.idle[w.Key] = append(s.idle[w.Key], w)
+	s.mu.Unlock()
+	time.AfterFunc(keepAlive, func() { s.expire(w, gen) })
+}
+
+func (s *Scheduler) expire(w *Worker, gen uint64) {
+	s.mu.Lock()
+	if !w.idle || w.idleGen != gen {
+		s.mu.Unlock()
+		return
+	}
+	s.removeIdleLocked(w)
+	s.mu.Unlock()
+	s.log.Debug("keep_alive expired", "worker", w.ID)
+	w.stop()
+}
+
+// Discard tears a worker down now (after a crash, a cancelled call, or
+// keep_alive=0).
+func (s *Scheduler) Discard(w *Worker) {
+	s.mu.Lock()
+	if w.idle {
+		s.removeIdleLocked(w)
+	}
+	s.mu.Unlock()
+	w.stop()
+}
+
+// WorkerInfo describes a live worker for status listings.
+type WorkerInfo struct {
+	ID        string
+	Key       PoolKey
+	RunnerPID int
+	Idle      bool
+	Started   time.Time
+	LastUsed  time.Time
+}
+
+// Workers lists the live workers, oldest first.
+func (s *Scheduler) Workers() []WorkerInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]WorkerInfo, 0, len(s.workers))
+	for _, w := range s.workers {
+		out = append(out, WorkerInfo{ID: w.ID, Key: w.Key, RunnerPID: w.RunnerPID, Idle: w.idle, Started: w.Started, LastUsed: w.lastUsed})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
+	return out
+}
+
+// Shutdown tears down every worker and waits for them to end or ctx to
+// pass. Acquire fails with ErrClosed afterwards.
+func (s *Scheduler) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	all := make([]*Worker, 0, len(s.workers))
+	for _, w := range s.workers {
+		all = append(all, w)
+	}
+	s.idle = make(map[PoolKey][]*Worker)
+	s.mu.Unlock()
+	for _, w := range all {
+		go w.stop()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

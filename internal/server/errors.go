@@ -1,0 +1,83 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/scheduler"
+)
+
+// ErrInvalidRequest marks a request the SDK should never have sent.
+var ErrInvalidRequest = errors.New("invalid request")
+
+// ErrPythonUnavailable marks a Python version the server cannot provide.
+var ErrPythonUnavailable = errors.New("python version unavailable")
+
+// ErrEnvironmentBuild marks an environment that failed to build.
+var ErrEnvironmentBuild = errors.New("environment build failed")
+
+func invalid(msg string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, msg)
+}
+
+// failure maps an error of a run to the Failure the SDK turns into an
+// exception. The message is what the user reads: it says what happened and
+// what to do.
+func (f *Functions) failure(err error, req *atollv1.RunRequest) *atollv1.Failure {
+	mt := req.GetMachineType()
+	var crash *scheduler.CrashError
+	var ser *scheduler.SerializationError
+	switch {
+	case errors.Is(err, machine.ErrUnknownType):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, Message: err.Error(), MachineType: mt}
+	case errors.Is(err, ErrInvalidRequest):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_INVALID_REQUEST, Message: err.Error()}
+	case errors.Is(err, ErrPythonUnavailable):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_PYTHON_UNAVAILABLE, Message: err.Error()}
+	case errors.Is(err, ErrEnvironmentBuild):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD, Message: err.Error()}
+	case errors.As(err, &ser):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_SERIALIZATION, Message: ser.Message}
+	case errors.As(err, &crash) && crash.Exit.OOMKilled:
+		return &atollv1.Failure{
+			Kind: atollv1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY,
+			Message: fmt.Sprintf("the worker ran out of memory: machine type %s allows %s; "+
+				"use a larger machine_type or use less memory", mt, f.memoryOf(mt)),
+			ExitCode: int32(crash.Exit.Code), Signal: int32(crash.Exit.Signal), MachineType: mt,
+		}
+	case errors.As(err, &crash):
+		return &atollv1.Failure{
+			Kind:     atollv1.FailureKind_FAILURE_KIND_WORKER_CRASHED,
+			Message:  crash.Message,
+			ExitCode: int32(crash.Exit.Code), Signal: int32(crash.Exit.Signal), MachineType: mt,
+		}
+	case errors.Is(err, scheduler.ErrClosed):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_CANCELLED, Message: "the server is shutting down; try again once it is back"}
+	default:
+		f.log.Error("run failed", "function", req.GetFunctionName(), "err", err)
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_INTERNAL, Message: fmt.Sprintf("internal server error: %v", err)}
+	}
+}
+
+func (f *Functions) memoryOf(name string) string {
+	t, err := f.opts.Catalog.Lookup(name)
+	if err != nil {
+		return "its limit"
+	}
+	return machine.FormatBytes(t.MemoryBytes)
+}
+
+// envPoolKey names an environment spec for the warm pools without building
+// anything: the same spec always gives the same key.
+func envPoolKey(env *atollv1.Environment) string {
+	reqs := append([]string(nil), env.GetRequirements()...)
+	sort.Strings(reqs)
+	sum := sha256.Sum256([]byte(env.GetPythonVersion() + "\x00" + strings.Join(reqs, "\x00")))
+	return hex.EncodeToString(sum[:12])
+}

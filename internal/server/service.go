@@ -1,0 +1,172 @@
+// Package server implements the gRPC services of atoll server: it checks a
+// call, resolves its environment, gets a worker from the scheduler, streams
+// the call's output and outcome back, and maps domain errors to what the SDK
+// understands. It holds no scheduling, building or sandbox logic itself.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"google.golang.org/grpc"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/scheduler"
+)
+
+// MaxMessageBytes bounds one gRPC message, and so a call's serialized
+// function plus arguments, or its result.
+const MaxMessageBytes = math.MaxInt32
+
+// DefaultAccount owns calls while authentication is not configured.
+const DefaultAccount = "default"
+
+// Environment is a ready environment for a worker.
+type Environment struct {
+	// Key identifies the environment (part of the warm-pool key).
+	Key string
+	// Python is the interpreter to run.
+	Python string
+	// RuntimeDir holds the runner's own needs ("" if the interpreter has them).
+	RuntimeDir string
+	// ReadOnlyPaths must be visible inside the worker.
+	ReadOnlyPaths []string
+	// Release is called when the worker using the environment ends.
+	Release func()
+}
+
+// Environments resolves a call's environment spec, building it if needed.
+// Build output goes to logf line by line.
+type Environments interface {
+	Resolve(ctx context.Context, spec *atollv1.Environment, logf func(string)) (Environment, error)
+}
+
+// Options configures the Functions service.
+type Options struct {
+	Catalog      machine.Catalog
+	Environments Environments
+	Scheduler    *scheduler.Scheduler
+	// AgentPath is the atoll binary workers run as their agent.
+	AgentPath string
+	// SDKDir holds the atoll Python package for workers.
+	SDKDir string
+	// WorkerEnv is the base environment of every worker.
+	WorkerEnv []string
+	Logger    *slog.Logger
+}
+
+// Functions implements atoll.v1.Functions.
+type Functions struct {
+	atollv1.UnimplementedFunctionsServer
+	opts Options
+	log  *slog.Logger
+}
+
+// NewFunctions returns the Functions service.
+func NewFunctions(opts Options) *Functions {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Functions{opts: opts, log: log}
+}
+
+// Register adds the service to a gRPC server.
+func (f *Functions) Register(s *grpc.Server) {
+	atollv1.RegisterFunctionsServer(s, f)
+}
+
+type runStream = grpc.ServerStreamingServer[atollv1.RunEvent]
+
+// Run executes one call. Every outcome, success or failure, is sent as the
+// stream's last event; gRPC status errors are left for transport and
+// authentication problems.
+func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
+	ctx := stream.Context()
+	result, err := f.run(ctx, req, stream)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: f.failure(err, req)}})
+	}
+	return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Result{Result: result}})
+}
+
+func sendStatus(stream runStream, phase atollv1.Phase, msg string) {
+	_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: &atollv1.Status{Phase: phase, Message: msg}}})
+}
+
+func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream runStream) (*atollv1.Result, error) {
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	mt, err := f.opts.Catalog.Lookup(req.GetMachineType())
+	if err != nil {
+		return nil, err
+	}
+	account := accountOf(ctx)
+	key := scheduler.PoolKey{Account: account, Function: req.GetFunctionName(), MachineType: mt.Name}
+	var env Environment
+	w, err := f.acquire(ctx, &key, req, mt, &env, stream)
+	if err != nil {
+		return nil, err
+	}
+	call := &atollv1.WorkerCall{Function: req.GetFunction(), Arguments: req.GetArguments()}
+	result, err := w.Call(ctx, call, func(o *atollv1.Output) {
+		_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
+	})
+	var ser *scheduler.SerializationError
+	switch {
+	case err == nil, errors.As(err, &ser):
+		f.opts.Scheduler.Release(w, keepAlive(req))
+	default:
+		f.opts.Scheduler.Discard(w)
+	}
+	return result, err
+}
+
+// acquire resolves the environment and gets a worker for the call; the
+// environment is only resolved when no warm worker can take the call, so a
+// warm call costs no environment work.
+func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, env *Environment, stream runStream) (*scheduler.Worker, error) {
+	key.EnvKey = envPoolKey(req.GetEnvironment())
+	spec := scheduler.WorkerSpec{Machine: mt}
+	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
+		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
+			_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: &atollv1.Output{
+				Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n"),
+			}}})
+		})
+		if err != nil {
+			return spec, nil, err
+		}
+		*env = resolved
+		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
+		spec.Args = []string{f.opts.AgentPath, "worker", "--python", resolved.Python, "--sdk", f.opts.SDKDir, "--runtime", resolved.RuntimeDir}
+		spec.Env = f.opts.WorkerEnv
+		spec.ReadOnlyPaths = append([]string{f.opts.SDKDir}, resolved.ReadOnlyPaths...)
+		return spec, resolved.Release, nil
+	})
+}
+
+func keepAlive(req *atollv1.RunRequest) time.Duration {
+	return time.Duration(req.GetKeepAliveSeconds() * float64(time.Second))
+}
+
+func validate(req *atollv1.RunRequest) error {
+	switch {
+	case len(req.GetFunction()) == 0:
+		return invalid("the request carries no function")
+	case req.GetKeepAliveSeconds() < 0 || math.IsNaN(req.GetKeepAliveSeconds()):
+		return invalid(fmt.Sprintf("keep_alive must be 0 or more seconds, got %v", req.GetKeepAliveSeconds()))
+	case req.GetEnvironment().GetPythonVersion() == "":
+		return invalid("the request does not say which Python version the caller runs")
+	}
+	return nil
+}

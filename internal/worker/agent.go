@@ -1,0 +1,253 @@
+// Package worker is the agent that runs inside each worker's sandbox. It
+// starts the Python runner, hands it calls from the server, captures its
+// file descriptors 1 and 2 (so output of C code and subprocesses streams
+// too) and reports output, results and the runner's death upstream. It
+// speaks the worker protocol (package wire) on its own stdin and stdout; it
+// never decides scheduling, limits or environments.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/wire"
+)
+
+// bootstrap starts the runner: the SDK directory goes first on sys.path so
+// the atoll package is always this server's, the runtime directory last so
+// that packages the user pinned win over the runner's own. The runner is
+// loaded from its file, so that importing it does not import the whole SDK
+// (and gRPC) into every worker; the SDK is imported only when a call needs it.
+const bootstrap = `import sys, importlib.util
+sdk, runtime = sys.argv[1], sys.argv[2]
+sys.path.insert(1, sdk)
+if runtime:
+    sys.path.append(runtime)
+spec = importlib.util.spec_from_file_location("atoll_runner", sdk + "/atoll/_runner.py")
+runner = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runner)
+runner.main()
+`
+
+// flushTimeout bounds how long a result waits for output still in flight.
+const flushTimeout = 5 * time.Second
+
+// Options configures the agent.
+type Options struct {
+	// Python is the interpreter that runs the runner.
+	Python string
+	// SDKDir holds the atoll package (see package python).
+	SDKDir string
+	// RuntimeDir, if set, holds the runner's third-party needs.
+	RuntimeDir string
+	// Dir is the runner's working directory ("" = inherit).
+	Dir string
+	// In and Out carry the worker protocol.
+	In  io.Reader
+	Out io.Writer
+	// Logger receives the agent's own diagnostics (its stderr).
+	Logger *slog.Logger
+}
+
+// Agent runs one Python runner on behalf of the server.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+	out  *wire.Writer
+}
+
+// New returns an agent; Run starts it.
+func New(opts Options) *Agent {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{opts: opts, log: log, out: wire.NewWriter(opts.Out)}
+}
+
+func (a *Agent) send(ev *atollv1.WorkerEvent) {
+	if err := a.out.Write(ev); err != nil {
+		a.log.Debug("cannot report to server", "err", err)
+	}
+}
+
+type runner struct {
+	cmd      *exec.Cmd
+	calls    *os.File
+	stdout   *outputPipe
+	stderr   *outputPipe
+	results  chan frame
+	readErr  error
+	waitDone chan struct{}
+}
+
+func (a *Agent) startRunner() (*runner, error) {
+	callR, callW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(a.opts.Python, "-u", "-c", bootstrap, a.opts.SDKDir, a.opts.RuntimeDir)
+	cmd.Dir = a.opts.Dir
+	cmd.Stdout, cmd.Stderr = outW, errW
+	cmd.ExtraFiles = []*os.File{callR, resW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start python runner %s: %w", a.opts.Python, err)
+	}
+	for _, f := range []*os.File{callR, resW, outW, errW} {
+		f.Close()
+	}
+	r := &runner{
+		cmd:      cmd,
+		calls:    callW,
+		stdout:   newOutputPipe(outR, atollv1.Stream_STREAM_STDOUT, a.send),
+		stderr:   newOutputPipe(errR, atollv1.Stream_STREAM_STDERR, a.send),
+		results:  make(chan frame),
+		waitDone: make(chan struct{}),
+	}
+	go func() {
+		defer close(r.results)
+		for {
+			f, err := readFrame(resR)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					r.readErr = err
+				}
+				resR.Close()
+				return
+			}
+			r.results <- f
+		}
+	}()
+	return r, nil
+}
+
+func (r *runner) flushOutput() {
+	r.stdout.Flush(flushTimeout)
+	r.stderr.Flush(flushTimeout)
+}
+
+// Run serves calls until the server closes the protocol stream, the runner
+// dies or ctx ends. A runner's death is reported as a WORKER_CRASHED failure.
+func (a *Agent) Run(ctx context.Context) error {
+	r, err := a.startRunner()
+	if err != nil {
+		a.reportFailure(err.Error(), -1, 0)
+		return err
+	}
+	defer r.cmd.Process.Kill()
+
+	first, ok := <-r.results
+	if !ok || first.kind != frameReady {
+		return a.runnerDied(r, "the Python runner exited while starting")
+	}
+	a.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: int32(r.cmd.Process.Pid)}}})
+
+	calls := make(chan *atollv1.WorkerCall)
+	go a.readCalls(calls)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case call, ok := <-calls:
+			if !ok {
+				// The server is done with this worker.
+				r.calls.Close()
+				return nil
+			}
+			if err := writeCall(r.calls, call); err != nil {
+				return a.runnerDied(r, fmt.Sprintf("could not hand the call to the runner: %v", err))
+			}
+			f, ok := <-r.results
+			if !ok {
+				return a.runnerDied(r, "the worker process died during the call")
+			}
+			r.flushOutput()
+			ev, err := f.event()
+			if err != nil {
+				a.reportFailure(err.Error(), -1, 0)
+				return err
+			}
+			a.send(ev)
+		case _, ok := <-r.results:
+			if !ok {
+				return a.runnerDied(r, "the worker process died while idle")
+			}
+		}
+	}
+}
+
+func (a *Agent) readCalls(calls chan<- *atollv1.WorkerCall) {
+	defer close(calls)
+	in := wire.NewReader(a.opts.In)
+	for {
+		call := new(atollv1.WorkerCall)
+		if err := in.Read(call); err != nil {
+			if !errors.Is(err, io.EOF) {
+				a.log.Warn("reading calls", "err", err)
+			}
+			return
+		}
+		calls <- call
+	}
+}
+
+// runnerDied reports the runner's exit status once its output is forwarded.
+func (a *Agent) runnerDied(r *runner, what string) error {
+	r.flushOutput()
+	werr := r.cmd.Wait()
+	code, sig := -1, 0
+	if st, ok := r.cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		if st.Signaled() {
+			sig = int(st.Signal())
+		} else {
+			code = st.ExitStatus()
+		}
+	}
+	msg := what
+	switch {
+	case sig != 0:
+		msg = fmt.Sprintf("%s: killed by signal %d (%s)", what, sig, syscall.Signal(sig))
+	case code >= 0:
+		msg = fmt.Sprintf("%s: exit status %d", what, code)
+	}
+	if r.readErr != nil {
+		msg += fmt.Sprintf(" (%v)", r.readErr)
+	}
+	a.reportFailure(msg, code, sig)
+	r.stdout.Close()
+	r.stderr.Close()
+	if werr == nil {
+		werr = errors.New(msg)
+	}
+	return werr
+}
+
+func (a *Agent) reportFailure(msg string, code, sig int) {
+	a.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Failure{Failure: &atollv1.Failure{
+		Kind:     atollv1.FailureKind_FAILURE_KIND_WORKER_CRASHED,
+		Message:  msg,
+		ExitCode: int32(code),
+		Signal:   int32(sig),
+	}}})
+}

@@ -1,0 +1,108 @@
+package worker
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+)
+
+// Frame types of the agent <-> runner channel; python/atoll/_runner.py is
+// the other end and documents the layout.
+const (
+	frameCall          = 'C'
+	frameReady         = 'Y'
+	frameResult        = 'R'
+	frameException     = 'E'
+	frameUnpicklable   = 'S'
+	frameHeaderLen     = 5
+	maxRunnerFrameSize = 1<<31 - 1
+)
+
+type frame struct {
+	kind    byte
+	payload []byte
+}
+
+func writeCall(w io.Writer, call *atollv1.WorkerCall) error {
+	fn, args := call.GetFunction(), call.GetArguments()
+	size := 1 + 4 + len(fn) + len(args)
+	if size > maxRunnerFrameSize {
+		return fmt.Errorf("call of %d bytes exceeds the %d byte limit", size, maxRunnerFrameSize)
+	}
+	var head [frameHeaderLen + 4]byte
+	binary.BigEndian.PutUint32(head[0:4], uint32(size))
+	head[4] = frameCall
+	binary.BigEndian.PutUint32(head[5:9], uint32(len(fn)))
+	for _, b := range [][]byte{head[:], fn, args} {
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readFrame(r io.Reader) (frame, error) {
+	var head [frameHeaderLen]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return frame{}, err
+	}
+	n := binary.BigEndian.Uint32(head[0:4])
+	if n < 1 {
+		return frame{}, fmt.Errorf("runner sent an empty frame")
+	}
+	payload := make([]byte, n-1)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return frame{}, fmt.Errorf("runner frame cut short: %w", io.ErrUnexpectedEOF)
+	}
+	return frame{kind: head[4], payload: payload}, nil
+}
+
+// event converts a runner's result frame into the event sent upstream.
+func (f frame) event() (*atollv1.WorkerEvent, error) {
+	switch f.kind {
+	case frameResult:
+		return resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Value{Value: f.payload}}), nil
+	case frameException:
+		fields, err := splitFields(f.payload, 4)
+		if err != nil {
+			return nil, err
+		}
+		exc := &atollv1.RemoteException{
+			Pickled:   fields[0],
+			TypeName:  string(fields[1]),
+			Message:   string(fields[2]),
+			Traceback: string(fields[3]),
+		}
+		return resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Exception{Exception: exc}}), nil
+	case frameUnpicklable:
+		return &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Failure{Failure: &atollv1.Failure{
+			Kind:    atollv1.FailureKind_FAILURE_KIND_SERIALIZATION,
+			Message: string(f.payload),
+		}}}, nil
+	default:
+		return nil, fmt.Errorf("runner sent unexpected frame %q", f.kind)
+	}
+}
+
+func resultEvent(r *atollv1.Result) *atollv1.WorkerEvent {
+	return &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: r}}
+}
+
+func splitFields(b []byte, n int) ([][]byte, error) {
+	out := make([][]byte, 0, n)
+	for range n {
+		if len(b) < 4 {
+			return nil, fmt.Errorf("runner exception frame is malformed")
+		}
+		l := binary.BigEndian.Uint32(b)
+		b = b[4:]
+		if uint64(len(b)) < uint64(l) {
+			return nil, fmt.Errorf("runner exception frame is malformed")
+		}
+		out = append(out, b[:l])
+		b = b[l:]
+	}
+	return out, nil
+}

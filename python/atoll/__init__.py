@@ -1,0 +1,55 @@
+"""atoll: run Python functions in isolated, reusable environments.
+
+Example::
+
+    from atoll import isolated
+
+    @isolated(requirements=["pyjokes"], machine_type="M", keep_alive=30)
+    def joke():
+        import pyjokes
+        return pyjokes.get_joke()
+
+    print(joke())
+"""
+
+from atoll._api import IsolatedFunction, isolated
+from atoll._cached import cached
+from atoll._credentials import CloudKeyCredentials
+from atoll._errors import (
+    AtollError,
+    AuthenticationError,
+    CallTimeoutError,
+    EnvironmentBuildError,
+    MachineTypeError,
+    NoCapacityError,
+    OutOfMemoryError,
+    PythonVersionError,
+    QuotaExceededError,
+    RemoteError,
+    SerializationError,
+    ServerUnavailableError,
+    WorkerCrashedError,
+)
+from atoll._host import cloud, local
+
+__all__ = [
+    "AtollError",
+    "AuthenticationError",
+    "CallTimeoutError",
+    "CloudKeyCredentials",
+    "EnvironmentBuildError",
+    "IsolatedFunction",
+    "MachineTypeError",
+    "NoCapacityError",
+    "OutOfMemoryError",
+    "PythonVersionError",
+    "QuotaExceededError",
+    "RemoteError",
+    "SerializationError",
+    "ServerUnavailableError",
+    "WorkerCrashedError",
+    "cached",
+    "cloud",
+    "isolated",
+    "local",
+]

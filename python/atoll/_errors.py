@@ -1,0 +1,135 @@
+"""atoll's exceptions: one root class, and the table that maps what the
+server reports to them."""
+
+from __future__ import annotations
+
+import grpc
+
+from atoll.v1 import atoll_pb2 as pb
+
+
+class AtollError(Exception):
+    """Root of every error atoll itself raises."""
+
+
+class SerializationError(AtollError):
+    """A function, argument or return value could not be pickled."""
+
+
+class RemoteError(AtollError):
+    """The function raised an exception that cannot be rebuilt here.
+
+    ``type_name``, ``remote_message`` and ``remote_traceback`` carry what the
+    worker reported.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str):
+        super().__init__(
+            f"{type_name}: {message}\n\nRemote traceback:\n{traceback}".rstrip()
+        )
+        self.type_name = type_name
+        self.remote_message = message
+        self.remote_traceback = traceback
+
+
+class WorkerCrashedError(AtollError):
+    """The worker died before returning (os._exit, a segfault, a signal).
+
+    ``exit_code`` is its exit status (-1 when a signal ended it) and
+    ``signal`` the signal number (0 if none).
+    """
+
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.signal = signal
+
+
+class OutOfMemoryError(WorkerCrashedError):
+    """The worker was killed for exceeding its machine type's memory."""
+
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0, machine_type: str = ""):
+        super().__init__(message, exit_code, signal)
+        self.machine_type = machine_type
+
+
+class EnvironmentBuildError(AtollError):
+    """The environment could not be built; the message carries the installer's error."""
+
+
+class PythonVersionError(EnvironmentBuildError):
+    """The server cannot provide the caller's Python version."""
+
+
+class MachineTypeError(AtollError, ValueError):
+    """The machine type is unknown to the server or can never fit it."""
+
+
+class NoCapacityError(AtollError):
+    """No capacity freed up for the call within the server's queue timeout."""
+
+
+class AuthenticationError(AtollError):
+    """The server refused the credentials."""
+
+
+class ServerUnavailableError(AtollError):
+    """The atoll server could not be reached."""
+
+
+class CallTimeoutError(AtollError):
+    """The call did not finish in time."""
+
+
+class QuotaExceededError(AtollError):
+    """An account's storage quota would be exceeded."""
+
+
+class ProtocolError(AtollError):
+    """The server sent something this SDK does not understand."""
+
+
+_FAILURES: dict[int, type[AtollError]] = {
+    pb.FAILURE_KIND_INVALID_REQUEST: ProtocolError,
+    pb.FAILURE_KIND_UNKNOWN_MACHINE_TYPE: MachineTypeError,
+    pb.FAILURE_KIND_ENVIRONMENT_BUILD: EnvironmentBuildError,
+    pb.FAILURE_KIND_PYTHON_UNAVAILABLE: PythonVersionError,
+    pb.FAILURE_KIND_NO_CAPACITY: NoCapacityError,
+    pb.FAILURE_KIND_SERIALIZATION: SerializationError,
+    pb.FAILURE_KIND_CANCELLED: AtollError,
+    pb.FAILURE_KIND_INTERNAL: AtollError,
+}
+
+_STATUS_CODES: dict[grpc.StatusCode, type[AtollError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: AuthenticationError,
+    grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: CallTimeoutError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExceededError,
+}
+
+
+def from_failure(failure: pb.Failure) -> AtollError:
+    """Turns the server's Failure event into the exception to raise."""
+    kind = failure.kind
+    if kind == pb.FAILURE_KIND_OUT_OF_MEMORY:
+        return OutOfMemoryError(failure.message, failure.exit_code, failure.signal, failure.machine_type)
+    if kind == pb.FAILURE_KIND_WORKER_CRASHED:
+        return WorkerCrashedError(failure.message, failure.exit_code, failure.signal)
+    return _FAILURES.get(kind, AtollError)(failure.message)
+
+
+def from_rpc_error(err: grpc.RpcError, target: str) -> AtollError:
+    """Turns a gRPC error into the exception to raise."""
+    code = err.code() if hasattr(err, "code") else None
+    details = err.details() if hasattr(err, "details") else str(err)
+    cls = _STATUS_CODES.get(code, AtollError)
+    if cls is ServerUnavailableError:
+        return cls(
+            f"could not reach the atoll server at {target}: {details}. "
+            "Start one with `atoll server`, or point ATOLL_HOST at a running server."
+        )
+    if cls is AtollError:
+        name = code.name if code is not None else "UNKNOWN"
+        return cls(f"the atoll server at {target} failed the call ({name}): {details}")
+    return cls(details)

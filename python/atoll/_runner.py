@@ -1,0 +1,159 @@
+"""The in-worker runner: receives calls from the atoll worker agent and runs them.
+
+It imports only the standard library and cloudpickle, so user environments
+never need atoll's own dependencies. The agent starts it with the call
+channel on fd 3 (agent -> runner) and the result channel on fd 4
+(runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
+
+Frames on both channels: a 4-byte big-endian length, then one type byte,
+then the payload (length counts the type byte and the payload).
+  agent -> runner  b"C": u32 len(function) + function + arguments
+  runner -> agent  b"Y": ready (empty payload)
+                   b"R": the pickled return value
+                   b"E": the exception, as four u32-length-prefixed fields:
+                         pickled exception (may be empty), type name,
+                         message, formatted traceback
+                   b"S": the return value could not be pickled (message)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import traceback
+from collections import OrderedDict
+
+CALL_FD = 3
+RESULT_FD = 4
+FUNCTION_CACHE_SIZE = 32
+
+_HEADER = struct.Struct(">IB")
+_U32 = struct.Struct(">I")
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def _read_frame(fd: int) -> tuple[bytes, bytes] | None:
+    header = _read_exact(fd, _HEADER.size)
+    if header is None:
+        return None
+    length, kind = _HEADER.unpack(header)
+    payload = _read_exact(fd, length - 1) if length > 1 else b""
+    if payload is None:
+        return None
+    return bytes([kind]), payload
+
+
+def _write_frame(fd: int, kind: bytes, *parts: bytes) -> None:
+    length = 1 + sum(len(p) for p in parts)
+    data = [_HEADER.pack(length, kind[0]), *parts]
+    for chunk in data:
+        view = memoryview(chunk)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _field(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "replace")
+    return _U32.pack(len(value)) + value
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _exception_frame(exc: BaseException, cloudpickle) -> tuple[bytes, ...]:
+    # The first frame is the runner's own; the user's code starts below it.
+    user_tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    tb = "".join(traceback.format_exception(type(exc), exc, user_tb))
+    try:
+        pickled = cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - an unpicklable exception still reports its text
+        pickled = b""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001
+        message = "<unprintable exception>"
+    return (_field(pickled), _field(_type_name(exc)), _field(message), _field(tb))
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream must not lose the result
+            pass
+
+
+def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
+    import cloudpickle
+
+    functions: OrderedDict[bytes, object] = OrderedDict()
+    _write_frame(result_fd, b"Y")
+    while True:
+        frame = _read_frame(call_fd)
+        if frame is None:
+            return 0
+        kind, payload = frame
+        if kind != b"C":
+            print(f"atoll runner: unexpected frame {kind!r}", file=sys.stderr)
+            return 2
+        (fn_len,) = _U32.unpack_from(payload)
+        fn_bytes = payload[_U32.size : _U32.size + fn_len]
+        arg_bytes = payload[_U32.size + fn_len :]
+        del payload
+        try:
+            # The same function bytes map to the same function object, so
+            # module globals set by one call are seen by the next.
+            fn = functions.get(fn_bytes)
+            if fn is None:
+                fn = cloudpickle.loads(fn_bytes)
+                functions[fn_bytes] = fn
+                if len(functions) > FUNCTION_CACHE_SIZE:
+                    functions.popitem(last=False)
+            else:
+                functions.move_to_end(fn_bytes)
+            args, kwargs = cloudpickle.loads(arg_bytes)
+            del arg_bytes
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
+            _flush_std_streams()
+            _write_frame(result_fd, b"E", *_exception_frame(exc, cloudpickle))
+            continue
+        _flush_std_streams()
+        try:
+            result = cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001
+            name = getattr(fn, "__qualname__", "the function")
+            message = (
+                f"the return value of {name} (a {type(value).__qualname__}) "
+                f"could not be pickled: {type(exc).__name__}: {exc}"
+            )
+            _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
+            continue
+        del value
+        _write_frame(result_fd, b"R", result)
+
+
+def main() -> None:
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    sys.argv = ["atoll-worker"]
+    sys.exit(serve())
+
+
+if __name__ == "__main__":
+    main()

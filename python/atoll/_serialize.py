@@ -1,0 +1,147 @@
+"""Serialization by value with cloudpickle, with errors that name the culprit."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import sysconfig
+from typing import Any, Callable
+
+import cloudpickle
+
+from atoll._errors import AtollError, RemoteError, SerializationError
+
+
+def _describe(value: Any) -> str:
+    cls = type(value)
+    module = cls.__module__
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    return f"a {name}"
+
+
+def _first_unpicklable(items: list[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
+    for label, value in items:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure names the culprit
+            return label, value, exc
+    return None
+
+
+_INSTALLED_PREFIXES = tuple(
+    {os.path.realpath(p) for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+)
+
+
+def _ship_module_by_value(fn: Callable[..., Any]) -> None:
+    """Functions of the caller's own modules (a local tasks.py, a test file)
+    cannot be imported in the worker, so they travel by value like those of
+    __main__; installed packages and the standard library travel by reference.
+    """
+    name = getattr(fn, "__module__", None)
+    if not name or name == "__main__" or name.split(".")[0] == "atoll":
+        return
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return
+    real = os.path.realpath(path)
+    if any(real.startswith(prefix + os.sep) for prefix in _INSTALLED_PREFIXES):
+        return
+    if "site-packages" in real.split(os.sep) or "dist-packages" in real.split(os.sep):
+        return
+    cloudpickle.register_pickle_by_value(module)
+
+
+def dumps_function(fn: Callable[..., Any]) -> bytes:
+    """Pickles fn by value; SerializationError names what could not be pickled."""
+    _ship_module_by_value(fn)
+    try:
+        return cloudpickle.dumps(fn)
+    except Exception as exc:  # noqa: BLE001
+        name = getattr(fn, "__qualname__", repr(fn))
+        items: list[tuple[str, Any]] = []
+        try:
+            cv = inspect.getclosurevars(fn)
+            items += [(f"the variable '{k}' it closes over", v) for k, v in cv.nonlocals.items()]
+            items += [(f"the global '{k}'", v) for k, v in cv.globals.items()]
+        except (TypeError, ValueError):
+            pass
+        for i, default in enumerate(getattr(fn, "__defaults__", None) or ()):
+            items.append((f"its default argument #{i}", default))
+        culprit = _first_unpicklable(items)
+        if culprit is None:
+            raise SerializationError(
+                f"cannot send function {name}: it could not be pickled: {type(exc).__name__}: {exc}"
+            ) from exc
+        label, value, inner = culprit
+        raise SerializationError(
+            f"cannot send function {name}: {label} ({_describe(value)}) could not be pickled: "
+            f"{type(inner).__name__}: {inner}. Create it inside the function instead."
+        ) from exc
+
+
+def dumps_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickles (args, kwargs); SerializationError names the argument that failed."""
+    try:
+        return cloudpickle.dumps((args, kwargs), protocol=5)
+    except Exception as exc:  # noqa: BLE001
+        items = [(f"argument {i}", v) for i, v in enumerate(args)]
+        items += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
+        culprit = _first_unpicklable(items)
+        if culprit is None:
+            raise SerializationError(
+                f"cannot send the arguments of {name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        label, value, inner = culprit
+        raise SerializationError(
+            f"cannot send {label} of {name} ({_describe(value)}): it could not be pickled: "
+            f"{type(inner).__name__}: {inner}"
+        ) from exc
+
+
+def loads_value(name: str, data: bytes) -> Any:
+    """Unpickles a return value."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:  # noqa: BLE001
+        raise SerializationError(
+            f"the return value of {name} could not be unpickled here: {type(exc).__name__}: {exc}. "
+            "Return only types this interpreter can import."
+        ) from exc
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback of an exception raised in the worker."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "the exception below was raised in the atoll worker:\n\n" + self.tb.rstrip()
+
+
+def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> BaseException:
+    """Rebuilds the remote exception with its traceback chained; falls back to
+    a RemoteError carrying the type name, message and traceback."""
+    if pickled:
+        try:
+            exc = cloudpickle.loads(pickled)
+        except Exception:  # noqa: BLE001 - fall back to RemoteError
+            exc = None
+        if isinstance(exc, BaseException):
+            exc.__cause__ = RemoteTraceback(tb)
+            return exc
+    return RemoteError(type_name, message, tb)
+
+
+__all__ = [
+    "AtollError",
+    "dumps_arguments",
+    "dumps_function",
+    "loads_value",
+    "rebuild_exception",
+    "RemoteTraceback",
+]

@@ -1,0 +1,205 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    PHASE_QUEUED: _ClassVar[Phase]
+    PHASE_BUILDING_ENVIRONMENT: _ClassVar[Phase]
+    PHASE_STARTING_WORKER: _ClassVar[Phase]
+    PHASE_RUNNING: _ClassVar[Phase]
+
+class Stream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_UNSPECIFIED: _ClassVar[Stream]
+    STREAM_STDOUT: _ClassVar[Stream]
+    STREAM_STDERR: _ClassVar[Stream]
+    STREAM_SYSTEM: _ClassVar[Stream]
+
+class FailureKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_KIND_UNSPECIFIED: _ClassVar[FailureKind]
+    FAILURE_KIND_INTERNAL: _ClassVar[FailureKind]
+    FAILURE_KIND_INVALID_REQUEST: _ClassVar[FailureKind]
+    FAILURE_KIND_UNKNOWN_MACHINE_TYPE: _ClassVar[FailureKind]
+    FAILURE_KIND_ENVIRONMENT_BUILD: _ClassVar[FailureKind]
+    FAILURE_KIND_PYTHON_UNAVAILABLE: _ClassVar[FailureKind]
+    FAILURE_KIND_WORKER_CRASHED: _ClassVar[FailureKind]
+    FAILURE_KIND_OUT_OF_MEMORY: _ClassVar[FailureKind]
+    FAILURE_KIND_NO_CAPACITY: _ClassVar[FailureKind]
+    FAILURE_KIND_SERIALIZATION: _ClassVar[FailureKind]
+    FAILURE_KIND_CANCELLED: _ClassVar[FailureKind]
+PHASE_UNSPECIFIED: Phase
+PHASE_QUEUED: Phase
+PHASE_BUILDING_ENVIRONMENT: Phase
+PHASE_STARTING_WORKER: Phase
+PHASE_RUNNING: Phase
+STREAM_UNSPECIFIED: Stream
+STREAM_STDOUT: Stream
+STREAM_STDERR: Stream
+STREAM_SYSTEM: Stream
+FAILURE_KIND_UNSPECIFIED: FailureKind
+FAILURE_KIND_INTERNAL: FailureKind
+FAILURE_KIND_INVALID_REQUEST: FailureKind
+FAILURE_KIND_UNKNOWN_MACHINE_TYPE: FailureKind
+FAILURE_KIND_ENVIRONMENT_BUILD: FailureKind
+FAILURE_KIND_PYTHON_UNAVAILABLE: FailureKind
+FAILURE_KIND_WORKER_CRASHED: FailureKind
+FAILURE_KIND_OUT_OF_MEMORY: FailureKind
+FAILURE_KIND_NO_CAPACITY: FailureKind
+FAILURE_KIND_SERIALIZATION: FailureKind
+FAILURE_KIND_CANCELLED: FailureKind
+
+class ListWorkersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("id", "account", "function_name", "machine_type", "environment_key", "idle", "started_unix_ms", "last_used_unix_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    IDLE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    account: str
+    function_name: str
+    machine_type: str
+    environment_key: str
+    idle: bool
+    started_unix_ms: int
+    last_used_unix_ms: int
+    def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., function_name: _Optional[str] = ..., machine_type: _Optional[str] = ..., environment_key: _Optional[str] = ..., idle: _Optional[bool] = ..., started_unix_ms: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ListWorkersResponse(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerInfo]
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("function_name", "function", "arguments", "environment", "machine_type", "keep_alive_seconds")
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ALIVE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    function_name: str
+    function: bytes
+    arguments: bytes
+    environment: Environment
+    machine_type: str
+    keep_alive_seconds: float
+    def __init__(self, function_name: _Optional[str] = ..., function: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., machine_type: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ...) -> None: ...
+
+class Environment(_message.Message):
+    __slots__ = ("python_version", "requirements")
+    PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    python_version: str
+    requirements: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, python_version: _Optional[str] = ..., requirements: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RunEvent(_message.Message):
+    __slots__ = ("status", "output", "result", "failure")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    status: Status
+    output: Output
+    result: Result
+    failure: Failure
+    def __init__(self, status: _Optional[_Union[Status, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("phase", "message", "run_id", "worker_id")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    phase: Phase
+    message: str
+    run_id: str
+    worker_id: str
+    def __init__(self, phase: _Optional[_Union[Phase, str]] = ..., message: _Optional[str] = ..., run_id: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class Output(_message.Message):
+    __slots__ = ("stream", "data")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stream: Stream
+    data: bytes
+    def __init__(self, stream: _Optional[_Union[Stream, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("value", "exception")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXCEPTION_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    exception: RemoteException
+    def __init__(self, value: _Optional[bytes] = ..., exception: _Optional[_Union[RemoteException, _Mapping]] = ...) -> None: ...
+
+class RemoteException(_message.Message):
+    __slots__ = ("pickled", "type_name", "message", "traceback")
+    PICKLED_FIELD_NUMBER: _ClassVar[int]
+    TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    pickled: bytes
+    type_name: str
+    message: str
+    traceback: str
+    def __init__(self, pickled: _Optional[bytes] = ..., type_name: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+
+class Failure(_message.Message):
+    __slots__ = ("kind", "message", "exit_code", "signal", "machine_type")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    kind: FailureKind
+    message: str
+    exit_code: int
+    signal: int
+    machine_type: str
+    def __init__(self, kind: _Optional[_Union[FailureKind, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., machine_type: _Optional[str] = ...) -> None: ...
+
+class WorkerCall(_message.Message):
+    __slots__ = ("call_id", "function", "arguments")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    function: bytes
+    arguments: bytes
+    def __init__(self, call_id: _Optional[str] = ..., function: _Optional[bytes] = ..., arguments: _Optional[bytes] = ...) -> None: ...
+
+class WorkerEvent(_message.Message):
+    __slots__ = ("ready", "output", "result", "failure")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    ready: WorkerReady
+    output: Output
+    result: Result
+    failure: Failure
+    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+
+class WorkerReady(_message.Message):
+    __slots__ = ("runner_pid",)
+    RUNNER_PID_FIELD_NUMBER: _ClassVar[int]
+    runner_pid: int
+    def __init__(self, runner_pid: _Optional[int] = ...) -> None: ...

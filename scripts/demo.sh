@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up, starts a local atoll server, runs the quick-start example against
+# it, and stops the server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+data=$(mktemp -d)
+port=${ATOLL_DEMO_PORT:-28656}
+bin/atoll server --listen "127.0.0.1:$port" --data-dir "$data" 2>"$data/server.log" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
+for _ in $(seq 100); do
+	python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+	sleep 0.1
+done
+ATOLL_HOST="127.0.0.1:$port" python3 examples/quickstart.py

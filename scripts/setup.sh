@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what atoll needs to build, run and test on a fresh Debian/Ubuntu
+# machine: Debian packages (as root), the Python SDK with its test extras
+# and uv, and the Go modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+APT_PACKAGES=(runc crun)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+	command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		echo "setup: installing ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+	else
+		echo "setup: ${missing[*]} not installed (needs root and apt-get); workers fall back to plain processes" >&2
+	fi
+fi
+
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e "python[test]" uv
+go mod download
+go build -o bin/atoll ./cmd/atoll
+echo "setup: done (bin/atoll built)"
