@@ -47,7 +47,7 @@ class Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [atoll_binary(), "server", "--listen", self.address, "--data-dir", str(self.data_dir),
-             "--log-level", "debug", *self.extra_args],
+             "--log-level", os.environ.get("ATOLL_LOG_LEVEL", "debug"), *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
