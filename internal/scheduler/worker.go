@@ -117,6 +117,10 @@ func logSuffix(s string) string {
 // died, ctx's error when ctx ended (the worker is then killed, since a
 // Python call cannot be interrupted safely).
 func (w *Worker) Call(ctx context.Context, call *atollv1.WorkerCall, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
+	if err := ctx.Err(); err != nil {
+		_ = w.proc.Kill()
+		return nil, err
+	}
 	if err := w.out.Write(call); err != nil {
 		if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) {
 			return nil, w.crashed("the worker was gone before the call started")

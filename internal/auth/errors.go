@@ -1,0 +1,26 @@
+package auth
+
+import "errors"
+
+// ErrUnauthenticated is wrapped by every error that means "these
+// credentials do not let you in". The text of such an error is written for
+// the caller and is safe to show: it never says whether a key id exists.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// Credential failures. Wrong secret, unknown id and revoked key share one
+// message so that a caller cannot probe which key ids exist.
+var (
+	errMissingCredentials = &credentialError{"missing API key: send a key id and secret " +
+		"(ATOLL_KEY_ID and ATOLL_KEY_SECRET); create one with `atoll keys create`"}
+	errInvalidKey = &credentialError{"invalid API key: the key id or secret is wrong, " +
+		"or the key was revoked; create one with `atoll keys create`"}
+	errInvalidWorkerToken   = &credentialError{"invalid worker token: the worker it was issued to has stopped"}
+	errAmbiguousCredentials = &credentialError{"send either an API key or a worker token, not both"}
+)
+
+// credentialError is a caller-facing credential failure; it is
+// ErrUnauthenticated under errors.Is but reads without that prefix.
+type credentialError struct{ msg string }
+
+func (e *credentialError) Error() string        { return e.msg }
+func (e *credentialError) Is(target error) bool { return target == ErrUnauthenticated }

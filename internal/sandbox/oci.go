@@ -1,0 +1,556 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/atoll-dev/atoll/internal/scheduler"
+)
+
+// Sandbox kinds, as configuration names them.
+const (
+	KindRunc    = "runc"
+	KindCrun    = "crun"
+	KindRunsc   = "runsc"
+	KindProcess = "process"
+)
+
+// NobodyID is the default user and group of a worker (nobody/nogroup).
+const NobodyID = 65534
+
+// OCIOptions configures NewOCI.
+type OCIOptions struct {
+	// Runtime is KindRunc (the default), KindCrun or KindRunsc.
+	Runtime string
+	// RuntimePath is the runtime binary; default: Runtime looked up in PATH.
+	RuntimePath string
+	// StateDir holds the bundles and the runtime's state, one directory
+	// per worker (for example <data-dir>/sandbox). Required. It is never
+	// visible to workers, nor is anything a mount would expose it through.
+	StateDir string
+	// Protected are further host paths no worker may see (the server's
+	// data directory, keys). Mounting one of them, or a directory that
+	// contains one, is refused; mounting a directory inside one (a venv
+	// under the data directory) is allowed.
+	Protected []string
+	// UID and GID run the agent; 0 means NobodyID. Root is never used.
+	UID, GID uint32
+	// Network is "host" (the default: functions fetch URLs) or "none"
+	// (a private network namespace with loopback only).
+	Network string
+	// CgroupParent is the cgroup under which each worker's cgroup is made;
+	// default "/atoll".
+	CgroupParent string
+	// Stderr receives the agents' standard error and the runtime's own
+	// error messages. It must be safe for concurrent use. When nil, each
+	// line is logged through Logger with the worker's ID.
+	Stderr io.Writer
+	// Logger receives the launcher's diagnostics. Default: discard.
+	Logger *slog.Logger
+}
+
+// runtimeProfile is what differs between OCI runtimes.
+type runtimeProfile struct {
+	// keep: "run --keep" leaves the stopped container, cgroup included,
+	// until "delete", so its OOM counter can be read after exit. Runtimes
+	// without it remove the cgroup as the container exits.
+	keep bool
+	// globalArgs come before the subcommand.
+	globalArgs func(o OCIOptions, root string) []string
+}
+
+var profiles = map[string]runtimeProfile{
+	KindRunc: {keep: true, globalArgs: rootArg},
+	KindCrun: {globalArgs: rootArg},
+	KindRunsc: {globalArgs: func(o OCIOptions, root string) []string {
+		// runsc has its own network stack; "host" passes the host's through.
+		return append(rootArg(o, root), "--network="+o.Network)
+	}},
+}
+
+func rootArg(_ OCIOptions, root string) []string { return []string{"--root=" + root} }
+
+// OCILauncher runs each worker in a container of an OCI runtime, from a
+// bundle generated per worker under StateDir.
+type OCILauncher struct {
+	opts        OCIOptions
+	runtimePath string
+	profile     runtimeProfile
+	cg          cgroupLayout
+	systemDirs  []systemDir
+	bundles     string // StateDir/bundles/<id>: config.json and rootfs
+	root        string // StateDir/runtime: the runtime's own state
+	tag         string // tells this launcher's cgroups from another server's
+}
+
+// NewOCI checks the host and the runtime and prepares StateDir.
+func NewOCI(opts OCIOptions) (*OCILauncher, error) {
+	if opts.Runtime == "" {
+		opts.Runtime = KindRunc
+	}
+	profile, ok := profiles[opts.Runtime]
+	if !ok {
+		return nil, fmt.Errorf("oci sandbox: unknown runtime %q (want runc, crun or runsc)", opts.Runtime)
+	}
+	cg, err := detectCgroups()
+	if err != nil {
+		return nil, fmt.Errorf("oci sandbox: %w", err)
+	}
+	path := opts.RuntimePath
+	if path == "" {
+		path = opts.Runtime
+	}
+	runtimePath, err := exec.LookPath(path)
+	if err != nil {
+		return nil, fmt.Errorf("oci sandbox: %w: %s (install the %s package)", ErrRuntimeNotFound, path, opts.Runtime)
+	}
+	if opts.StateDir == "" {
+		return nil, errors.New("oci sandbox: no state directory")
+	}
+	if opts.StateDir, err = filepath.Abs(opts.StateDir); err != nil {
+		return nil, fmt.Errorf("oci sandbox: %w", err)
+	}
+	for i, p := range opts.Protected {
+		if opts.Protected[i], err = filepath.Abs(p); err != nil {
+			return nil, fmt.Errorf("oci sandbox: %w", err)
+		}
+	}
+	if opts.UID == 0 {
+		opts.UID = NobodyID
+	}
+	if opts.GID == 0 {
+		opts.GID = NobodyID
+	}
+	switch opts.Network {
+	case "":
+		opts.Network = "host"
+	case "host", "none":
+	default:
+		return nil, fmt.Errorf("oci sandbox: network %q: want host or none", opts.Network)
+	}
+	if opts.CgroupParent == "" {
+		opts.CgroupParent = "/atoll"
+	}
+	opts.CgroupParent = filepath.Clean("/" + opts.CgroupParent)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	dirs, err := hostSystemDirs()
+	if err != nil {
+		return nil, fmt.Errorf("oci sandbox: %w", err)
+	}
+	for _, p := range append([]string{opts.StateDir}, opts.Protected...) {
+		for _, d := range dirs {
+			if isUnder(p, d.path) {
+				return nil, fmt.Errorf("oci sandbox: %s lies under %s, which every worker sees", p, d.path)
+			}
+		}
+	}
+	l := &OCILauncher{
+		opts:        opts,
+		runtimePath: runtimePath,
+		profile:     profile,
+		cg:          cg,
+		systemDirs:  dirs,
+		bundles:     filepath.Join(opts.StateDir, "bundles"),
+		root:        filepath.Join(opts.StateDir, "runtime"),
+	}
+	sum := sha256.Sum256([]byte(opts.StateDir))
+	l.tag = hex.EncodeToString(sum[:4])
+	for _, d := range []string{opts.StateDir, l.bundles, l.root} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("oci sandbox: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// hostSystemDirs finds which system directories this host has, and which
+// are symlinks (merged /usr).
+func hostSystemDirs() ([]systemDir, error) {
+	var dirs []systemDir
+	for _, p := range systemDirCandidates {
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			continue
+		case err != nil:
+			return nil, err
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return nil, err
+			}
+			dirs = append(dirs, systemDir{path: p, linkTo: target})
+		case fi.IsDir():
+			dirs = append(dirs, systemDir{path: p})
+		}
+	}
+	return dirs, nil
+}
+
+// Runtime returns the runtime's name (runc, crun, runsc).
+func (l *OCILauncher) Runtime() string { return l.opts.Runtime }
+
+// cgroupPaths returns the worker's cgroupsPath and the directory (relative
+// to the hierarchy) whose memory OOM counter covers it after it exits.
+func (l *OCILauncher) cgroupPaths(id string) (cgroupsPath, counted string, ownParent bool) {
+	leaf := l.opts.CgroupParent + "/" + l.tag + "-" + id
+	if l.profile.keep || !l.cg.v2 {
+		return leaf, leaf, false
+	}
+	// The runtime deletes the container's cgroup as it exits; on cgroup v2
+	// memory.events counts descendants too, so a parent made for the
+	// worker keeps the count until it is removed after exit.
+	return leaf + "/w", leaf, true
+}
+
+func (l *OCILauncher) runtimeCmd(ctx context.Context, args ...string) *exec.Cmd {
+	all := append(l.profile.globalArgs(l.opts, l.root), args...)
+	return exec.CommandContext(ctx, l.runtimePath, all...)
+}
+
+// runtimeRun runs a short runtime subcommand and returns its error with
+// the runtime's own message.
+func (l *OCILauncher) runtimeRun(ctx context.Context, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, runtimeCmdTimeout)
+	defer cancel()
+	out, err := l.runtimeCmd(ctx, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", l.opts.Runtime, args[0], err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+const (
+	runtimeCmdTimeout = 30 * time.Second
+	// startTimeout bounds the wait for a container to run when the
+	// caller's context has no deadline.
+	startTimeout = time.Minute
+	// killRetry is how long Kill keeps asking the runtime before ending
+	// the runtime process itself.
+	killRetry = 2 * time.Second
+)
+
+// Start writes the worker's bundle and runs it in the foreground of a
+// runtime process whose stdin and stdout are the worker's Conn. It returns
+// once the container runs, or with the runtime's error (wrapping
+// ErrStartFailed) if it never does.
+func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (scheduler.Process, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cgroupsPath, counted, ownParent := l.cgroupPaths(w.ID)
+	spec, err := buildSpec(w, specInputs{
+		uid:         l.opts.UID,
+		gid:         l.opts.GID,
+		networkNone: l.opts.Network == "none",
+		cgroupsPath: cgroupsPath,
+		swapLimit:   l.cg.swapLimit(),
+		systemDirs:  l.systemDirs,
+		stateDir:    l.opts.StateDir,
+		protected:   l.opts.Protected,
+		gpuDevice:   statDevice,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	bundle := filepath.Join(l.bundles, w.ID)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("start worker %s: %w: a worker with this ID exists", w.ID, ErrInvalidSpec)
+		}
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	p := &ociProcess{
+		l:            l,
+		id:           w.ID,
+		bundle:       bundle,
+		memCgroup:    l.cg.memoryDir(counted),
+		removeCgroup: "",
+		done:         make(chan struct{}),
+	}
+	if ownParent {
+		p.removeCgroup = p.memCgroup
+	}
+	if err := l.writeBundle(bundle, spec); err != nil {
+		p.cleanup()
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	if err := p.run(ctx); err != nil {
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	return p, nil
+}
+
+func (l *OCILauncher) writeBundle(bundle string, spec any) error {
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return err
+	}
+	for _, d := range l.systemDirs {
+		if d.linkTo != "" {
+			if err := os.Symlink(d.linkTo, filepath.Join(rootfs, d.path)); err != nil {
+				return err
+			}
+		}
+	}
+	data, err := json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+// RemoveStale deletes containers and bundles left by an earlier server
+// that did not tear its workers down (a crash); call it once at startup,
+// before any Start.
+func (l *OCILauncher) RemoveStale(ctx context.Context) error {
+	entries, err := os.ReadDir(l.bundles)
+	if err != nil {
+		return fmt.Errorf("remove stale workers: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		id := e.Name()
+		l.opts.Logger.Warn("removing stale worker", slog.String("worker", id))
+		p := &ociProcess{l: l, id: id, bundle: filepath.Join(l.bundles, id)}
+		if _, counted, own := l.cgroupPaths(id); own {
+			p.removeCgroup = l.cg.memoryDir(counted)
+		}
+		if err := p.deleteContainer(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		if err := p.cleanup(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ociProcess is one running container.
+type ociProcess struct {
+	l            *OCILauncher
+	id           string
+	bundle       string
+	memCgroup    string // host path of the cgroup whose OOM count is the worker's
+	removeCgroup string // a cgroup made for the worker, removed at teardown
+
+	cmd    *exec.Cmd
+	pipes  *stdioPipes
+	stderr *stderrPump
+	done   chan struct{} // closed when the runtime process has exited
+	killed atomic.Bool
+
+	teardown sync.Once
+	exit     scheduler.Exit
+	err      error
+}
+
+// run starts the runtime and waits until the container runs.
+func (p *ociProcess) run(ctx context.Context) error {
+	pipes, err := newStdioPipes()
+	if err != nil {
+		p.cleanup()
+		return err
+	}
+	pump, err := startStderrPump(p.l.opts.Stderr, p.l.opts.Logger, p.id)
+	if err != nil {
+		pipes.closeAll()
+		p.cleanup()
+		return err
+	}
+	p.pipes, p.stderr = pipes, pump
+	pidFile := filepath.Join(p.bundle, "pid")
+	args := []string{"run", "--bundle", p.bundle, "--pid-file", pidFile}
+	if p.l.profile.keep {
+		args = append(args, "--keep")
+	}
+	// Not CommandContext: ctx bounds the start, not the worker's life.
+	p.cmd = p.l.runtimeCmd(context.Background(), append(args, p.id)...)
+	p.cmd.Stdin = pipes.childIn
+	p.cmd.Stdout = pipes.childOut
+	p.cmd.Stderr = pump.w
+	p.cmd.SysProcAttr = ownProcessGroup()
+	err = p.cmd.Start()
+	pipes.closeChild()
+	pump.w.Close()
+	if err != nil {
+		pipes.conn.Close()
+		pump.finish(0)
+		p.cleanup()
+		return err
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.done)
+	}()
+
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for {
+		if fi, err := os.Stat(pidFile); err == nil && fi.Size() > 0 {
+			return nil
+		}
+		select {
+		case <-p.done:
+			p.Wait()
+			pipes.conn.Close()
+			return fmt.Errorf("%w: %s exited with %v: %s", ErrStartFailed, p.l.opts.Runtime, p.cmd.ProcessState, p.stderr.Tail())
+		case <-ctx.Done():
+			p.Kill()
+			p.Wait()
+			pipes.conn.Close()
+			return fmt.Errorf("waiting for the container to run: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func (p *ociProcess) Conn() io.ReadWriteCloser { return p.pipes.conn }
+
+// Kill ends the container's processes (all of them: killing the PID
+// namespace's init kills the namespace).
+func (p *ociProcess) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	p.killed.Store(true)
+	deadline := time.Now().Add(killRetry)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		lastErr = p.l.runtimeRun(context.Background(), "kill", p.id, "KILL")
+		if lastErr == nil {
+			return nil
+		}
+		// The container may have just exited; or the runtime is still
+		// setting it up.
+		select {
+		case <-p.done:
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// The runtime cannot reach the container: end the runtime process;
+	// Wait's forced delete removes whatever is left.
+	p.l.opts.Logger.Warn("runtime could not kill worker; killing the runtime", slog.String("worker", p.id), slog.Any("error", lastErr))
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return errors.Join(lastErr, err)
+	}
+	return nil
+}
+
+// OOMKilled reports whether the kernel has killed any process of the
+// worker for exceeding its memory, so far. A scheduler can ask while the
+// worker runs, after its agent reports that the Python runner died.
+func (p *ociProcess) OOMKilled() bool {
+	select {
+	case <-p.done:
+		p.Wait()
+		return p.exit.OOMKilled
+	default:
+	}
+	n, ok := p.l.cg.oomKills(p.memCgroup)
+	return ok && n > 0
+}
+
+// Wait waits for the container to exit, reads whether it was killed for
+// memory, then deletes the container, its cgroup and its bundle.
+func (p *ociProcess) Wait() (scheduler.Exit, error) {
+	<-p.done
+	p.teardown.Do(func() {
+		p.exit = runtimeExit(p.cmd.ProcessState)
+		// Before delete: deleting removes the cgroup and its counters.
+		if n, ok := p.l.cg.oomKills(p.memCgroup); ok {
+			p.exit.OOMKilled = n > 0
+		} else {
+			// Kernels before 4.13 keep no OOM kill count on cgroup v1:
+			// a SIGKILL nobody sent, in a cgroup that hit its limit.
+			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.limitHit(p.memCgroup)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), runtimeCmdTimeout)
+		defer cancel()
+		err := p.deleteContainer(ctx)
+		p.stderr.finish(time.Second)
+		p.pipes.conn.closeWrite()
+		p.err = errors.Join(err, p.cleanup())
+	})
+	return p.exit, p.err
+}
+
+// deleteContainer removes the runtime's container, if it still has one.
+func (p *ociProcess) deleteContainer(ctx context.Context) error {
+	err := p.l.runtimeRun(ctx, "delete", "--force", p.id)
+	if err == nil {
+		return nil
+	}
+	if p.l.runtimeRun(ctx, "state", p.id) != nil {
+		return nil // no such container: the runtime removed it at exit
+	}
+	return fmt.Errorf("delete worker %s: %w", p.id, err)
+}
+
+// cleanup removes what Start made on the host besides the container.
+func (p *ociProcess) cleanup() error {
+	var errs []error
+	if p.removeCgroup != "" {
+		if err := removeCgroupDir(p.removeCgroup); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := removeBundle(p.bundle); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// removeBundle deletes a bundle directory, unless something is still
+// mounted inside it (then deleting could reach into a host directory).
+func removeBundle(dir string) error {
+	mounted, err := mountsUnder(dir)
+	if err != nil {
+		return fmt.Errorf("remove bundle %s: %w", dir, err)
+	}
+	if len(mounted) > 0 {
+		return fmt.Errorf("remove bundle %s: still mounted: %s", dir, strings.Join(mounted, ", "))
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove bundle: %w", err)
+	}
+	return nil
+}
+
+// runtimeExit maps the runtime's exit status. The runtime exits with the
+// container process's code, or 128+N when signal N ended it; codes above
+// 128 are read as signals, as a shell does.
+func runtimeExit(ps *os.ProcessState) scheduler.Exit {
+	if e := exitOf(ps); e.Signal != 0 {
+		return e // the runtime itself was killed
+	}
+	code := ps.ExitCode()
+	if code > 128 && code <= 128+64 {
+		return scheduler.Exit{Code: -1, Signal: code - 128}
+	}
+	return scheduler.Exit{Code: code}
+}

@@ -1,0 +1,300 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/wire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeLauncher starts in-memory agents that answer every call with its
+// arguments, or die when the arguments say "crash".
+type fakeLauncher struct {
+	started atomic.Int32
+	mu      sync.Mutex
+	procs   []*fakeProc
+}
+
+type fakeProc struct {
+	conn     net.Conn
+	agent    net.Conn
+	killOnce sync.Once
+	done     chan struct{}
+	exit     Exit
+}
+
+func (l *fakeLauncher) Start(_ context.Context, spec WorkerSpec) (Process, error) {
+	n := l.started.Add(1)
+	server, agent := net.Pipe()
+	p := &fakeProc{conn: server, agent: agent, done: make(chan struct{})}
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	go p.serve(int32(n))
+	return p, nil
+}
+
+func (p *fakeProc) serve(pid int32) {
+	defer p.Kill()
+	out := wire.NewWriter(p.agent)
+	in := wire.NewReader(p.agent)
+	if out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: pid}}}) != nil {
+		return
+	}
+	for {
+		call := new(atollv1.WorkerCall)
+		if in.Read(call) != nil {
+			return
+		}
+		if string(call.Arguments) == "crash" {
+			p.exit = Exit{Code: 3}
+			return
+		}
+		_ = out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Data: []byte("out")}}})
+		_ = out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: call.Arguments}}}})
+	}
+}
+
+func (p *fakeProc) Conn() io.ReadWriteCloser { return p.conn }
+func (p *fakeProc) Kill() error {
+	p.killOnce.Do(func() {
+		p.agent.Close()
+		p.conn.Close()
+		close(p.done)
+	})
+	return nil
+}
+func (p *fakeProc) Wait() (Exit, error) { <-p.done; return p.exit, nil }
+
+func newTestScheduler(t *testing.T) (*Scheduler, *fakeLauncher) {
+	t.Helper()
+	l := &fakeLauncher{}
+	s := New(Options{Launcher: l})
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return s, l
+}
+
+var key = PoolKey{Account: "a", Function: "f", EnvKey: "e", MachineType: "XS"}
+
+func prepareCounting(n *atomic.Int32) Prepare {
+	return func(context.Context) (WorkerSpec, func(), error) {
+		n.Add(1)
+		return WorkerSpec{Machine: machine.Type{Name: "XS"}}, nil, nil
+	}
+}
+
+func call(t *testing.T, w *Worker, args string) (string, error) {
+	t.Helper()
+	var outputs int
+	res, err := w.Call(context.Background(), &atollv1.WorkerCall{Arguments: []byte(args)}, func(*atollv1.Output) { outputs++ })
+	if err != nil {
+		return "", err
+	}
+	if outputs != 1 {
+		t.Errorf("got %d output events, want 1", outputs)
+	}
+	return string(res.GetValue()), nil
+}
+
+func TestWarmWorkerIsReusedWithoutPreparing(t *testing.T) {
+	s, l := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	w1, err := s.Acquire(ctx, key, prepareCounting(&prepared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := call(t, w1, "x"); err != nil || got != "x" {
+		t.Fatalf("call = %q, %v", got, err)
+	}
+	s.Release(w1, time.Minute)
+	w2, err := s.Acquire(ctx, key, prepareCounting(&prepared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w2 != w1 {
+		t.Errorf("got a new worker, want the warm one")
+	}
+	if prepared.Load() != 1 || l.started.Load() != 1 {
+		t.Errorf("prepared %d, started %d; want 1, 1", prepared.Load(), l.started.Load())
+	}
+	s.Release(w2, time.Minute)
+}
+
+func TestOtherPoolKeysGetOtherWorkers(t *testing.T) {
+	s, l := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		key  PoolKey
+	}{
+		{"base", key},
+		{"other account", PoolKey{Account: "b", Function: "f", EnvKey: "e", MachineType: "XS"}},
+		{"other function", PoolKey{Account: "a", Function: "g", EnvKey: "e", MachineType: "XS"}},
+		{"other env", PoolKey{Account: "a", Function: "f", EnvKey: "e2", MachineType: "XS"}},
+		{"other machine type", PoolKey{Account: "a", Function: "f", EnvKey: "e", MachineType: "M"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, err := s.Acquire(ctx, tt.key, prepareCounting(&prepared))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Release(w, time.Minute)
+		})
+	}
+	if got := l.started.Load(); got != int32(len(tests)) {
+		t.Errorf("started %d workers, want %d", got, len(tests))
+	}
+}
+
+func TestBusyWorkerIsNotShared(t *testing.T) {
+	s, l := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	w1, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	if w1 == w2 || l.started.Load() != 2 {
+		t.Fatalf("concurrent acquires shared a worker (started %d)", l.started.Load())
+	}
+	s.Release(w1, time.Minute)
+	s.Release(w2, time.Minute)
+}
+
+func TestKeepAliveExpiryTearsDown(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	s.Release(w, 50*time.Millisecond)
+	select {
+	case <-w.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("worker still alive after keep_alive")
+	}
+	waitFor(t, func() bool { return len(s.Workers()) == 0 })
+}
+
+func TestReacquireStopsTheTimer(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	s.Release(w, 100*time.Millisecond)
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	time.Sleep(300 * time.Millisecond)
+	if got, err := call(t, w2, "still here"); err != nil || got != "still here" {
+		t.Fatalf("busy worker expired: %q, %v", got, err)
+	}
+	s.Release(w2, time.Minute)
+}
+
+func TestZeroKeepAliveDiscards(t *testing.T) {
+	s, l := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	s.Release(w, 0)
+	<-w.exited
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	if w2 == w || l.started.Load() != 2 {
+		t.Fatal("keep_alive 0 kept the worker")
+	}
+	s.Release(w2, 0)
+}
+
+func TestCrashIsReportedAndWorkerForgotten(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	_, err := call(t, w, "crash")
+	var crash *CrashError
+	if !errors.As(err, &crash) || crash.Exit.Code != 3 {
+		t.Fatalf("err = %v, want CrashError with code 3", err)
+	}
+	s.Discard(w)
+	waitFor(t, func() bool { return len(s.Workers()) == 0 })
+}
+
+func TestCancelledCallKillsTheWorker(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := w.Call(ctx, &atollv1.WorkerCall{Arguments: []byte("x")}, func(*atollv1.Output) {}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	<-w.exited
+	s.Discard(w)
+}
+
+func TestPrepareErrorStartsNothing(t *testing.T) {
+	s, l := newTestScheduler(t)
+	boom := errors.New("build failed")
+	_, err := s.Acquire(context.Background(), key, func(context.Context) (WorkerSpec, func(), error) {
+		return WorkerSpec{}, nil, boom
+	})
+	if !errors.Is(err, boom) || l.started.Load() != 0 {
+		t.Fatalf("err = %v, started = %d", err, l.started.Load())
+	}
+}
+
+func TestEndedRunsWhenTheWorkerEnds(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	ended := make(chan struct{})
+	w, err := s.Acquire(context.Background(), key, func(context.Context) (WorkerSpec, func(), error) {
+		return WorkerSpec{}, func() { close(ended) }, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(w, 0)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ended was not called")
+	}
+}
+
+func TestShutdownRefusesNewWork(t *testing.T) {
+	l := &fakeLauncher{}
+	s := New(Options{Launcher: l})
+	var prepared atomic.Int32
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	s.Release(w, time.Hour)
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-w.exited
+	if _, err := s.Acquire(context.Background(), key, prepareCounting(&prepared)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
