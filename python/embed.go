@@ -20,6 +20,11 @@ import (
 //go:embed atoll/*.py atoll/v1/*.py
 var SDK embed.FS
 
+// RuntimeRequirements are the packages workers need beside the SDK: the
+// runner's cloudpickle, and gRPC for nested calls. They match the SDK's own
+// dependencies in pyproject.toml.
+var RuntimeRequirements = []string{"cloudpickle>=3.0", "grpcio>=1.85.1", "protobuf>=7.35.1,<8"}
+
 // WriteSDK writes the SDK under root, in a directory named for its content
 // (so servers of different versions never share one), and returns that
 // directory, ready to be put on a worker's sys.path. An existing complete

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
@@ -25,11 +25,11 @@ import (
 const DefaultListen = "127.0.0.1:28655"
 
 type serverOptions struct {
-	listen   string
-	dataDir  string
-	python   string
-	logLevel string
-	insecure bool
+	listen      string
+	dataDir     string
+	envMaxBytes int64
+	logLevel    string
+	insecure    bool
 }
 
 func newServerCommand() *cobra.Command {
@@ -45,7 +45,7 @@ func newServerCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", DefaultListen, "address to serve gRPC on (host:port)")
 	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
-	f.StringVar(&opts.python, "python", "python3", "Python interpreter for workers")
+	f.Int64Var(&opts.envMaxBytes, "env-max-bytes", 0, "evict least recently used environments beyond this total size (0: no limit)")
 	f.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
 	return cmd
@@ -113,21 +113,29 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
 	}
-	envs, err := newHostEnvironments(ctx, opts.python)
+	builder, err := envbuild.New(envbuild.Options{
+		Root:                filepath.Join(dataDir, "envs"),
+		Logger:              log.With("component", "envbuild"),
+		MaxTotalBytes:       opts.envMaxBytes,
+		RuntimeRequirements: python.RuntimeRequirements,
+		CompileBytecode:     true,
+		SeedPip:             true,
+	})
 	if err != nil {
 		return err
 	}
+	defer builder.Close()
 	sched := scheduler.New(scheduler.Options{
 		Launcher: processLauncher{},
 		Logger:   log.With("component", "scheduler"),
 	})
 	functions := server.NewFunctions(server.Options{
 		Catalog:      machine.Defaults(),
-		Environments: envs,
+		Environments: server.BuiltEnvironments{Builder: builder},
 		Scheduler:    sched,
 		AgentPath:    agent,
 		SDKDir:       sdkDir,
-		WorkerEnv:    workerEnv(),
+		WorkerEnv:    server.DefaultWorkerEnv(),
 		Logger:       log.With("component", "server"),
 	})
 
@@ -162,21 +170,4 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		gs.Stop()
 	}
 	return err
-}
-
-// workerEnv is the environment every worker starts from: nothing of the
-// server's own environment leaks into it.
-func workerEnv() []string {
-	env := []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"LANG=C.UTF-8",
-		"PYTHONUNBUFFERED=1",
-		"PYTHONDONTWRITEBYTECODE=1",
-	}
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "TZ=") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }

@@ -67,6 +67,10 @@ type Options struct {
 	// requirements; unpinned requirements then get the newest version the
 	// cache holds rather than the newest on the index.
 	ResolveOnline bool
+	// SeedPip installs pip into every venv, so that `pip` and `pip freeze`
+	// run inside a function see the function's own environment (pip hides
+	// itself from `pip freeze`, which then lists only the user's packages).
+	SeedPip bool
 	// NoBuild installs pre-built wheels only (uv --no-build). Building a
 	// source distribution runs the package's own build code on this host,
 	// outside any sandbox, with the server's privileges.
@@ -120,6 +124,7 @@ type Builder struct {
 	maxTotalBytes   int64
 	runtimeReqs     []string
 	compileBytecode bool
+	seedPip         bool
 	resolveOnline   bool
 	noBuild         bool
 
@@ -128,7 +133,10 @@ type Builder struct {
 	flights map[string]*flight
 	uses    map[string]*use
 	pythons map[string]interpreter
-	wg      sync.WaitGroup
+	// available caches availablePythons for availableTTL.
+	available   []string
+	availableAt time.Time
+	wg          sync.WaitGroup
 
 	uvCalls atomic.Int64
 	uvHook  func(args []string) // tests observe uv invocations
@@ -204,6 +212,7 @@ func New(opts Options) (*Builder, error) {
 		maxTotalBytes:   opts.MaxTotalBytes,
 		runtimeReqs:     runtimeReqs,
 		compileBytecode: opts.CompileBytecode,
+		seedPip:         opts.SeedPip,
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
 		flights:         map[string]*flight{},
@@ -264,7 +273,7 @@ func (b *Builder) Key(spec Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return envKey(s, b.uvVersion), nil
+	return envKey(s, b.uvVersion, b.seedPip), nil
 }
 
 // Ensure returns a ready environment for spec, building it if needed; build
@@ -290,7 +299,7 @@ func (b *Builder) ensure(ctx context.Context, spec Spec, logf func(string), hold
 	if err != nil {
 		return Env{}, nil, err
 	}
-	key := envKey(s, b.uvVersion)
+	key := envKey(s, b.uvVersion, b.seedPip)
 	for attempt := 0; attempt < 3; attempt++ {
 		if _, _, ok := b.lookup(key); !ok {
 			err := b.join(ctx, "env:"+key, logf, func(ctx context.Context, logf func(string)) error {

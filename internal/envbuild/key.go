@@ -136,9 +136,12 @@ func canonicalName(n string) string {
 // envKey hashes a normalized spec with the installer's version: the same
 // requirements resolved by another uv release may differ, so they get their
 // own environment.
-func envKey(spec Spec, uvVersion string) string {
+func envKey(spec Spec, uvVersion string, seedPip bool) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "atoll-env/1\npython %s\nuv %s\n", spec.Python, uvVersion)
+	if seedPip {
+		fmt.Fprintf(h, "seed pip\n")
+	}
 	for _, r := range spec.Requirements {
 		fmt.Fprintf(h, "req %s\n", r)
 	}
@@ -153,4 +156,14 @@ func runtimeKey(python string, reqs []string, uvVersion string) string {
 		fmt.Fprintf(h, "req %s\n", r)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// requirementName is the canonical distribution name a normalized
+// requirement starts with, or "" for a bare URL or path.
+func requirementName(r string) string {
+	name := distNameRe.FindString(r)
+	if rest := r[len(name):]; strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, "/") {
+		return ""
+	}
+	return canonicalName(name)
 }

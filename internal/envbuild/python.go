@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // interpreter is a base (non-venv) CPython found on the host.
@@ -80,9 +81,19 @@ func (b *Builder) forgetInterpreter(want string) {
 	b.mu.Unlock()
 }
 
+// availableTTL is how long a listing of installed Pythons is reused: uv's
+// search can take seconds (it runs every python on PATH, shims included).
+const availableTTL = 30 * time.Second
+
 // availablePythons lists the major.minor versions of the installed CPython
 // interpreters uv can use, ascending.
 func (b *Builder) availablePythons(ctx context.Context) ([]string, error) {
+	b.mu.Lock()
+	cached, at := b.available, b.availableAt
+	b.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < availableTTL {
+		return cached, nil
+	}
 	stdout, stderr, err := b.uvOutput(ctx, "python", "list", "--only-installed", "--output-format", "json", "--no-config")
 	if err != nil {
 		return nil, fmt.Errorf("uv python list: %w: %s", err, strings.TrimSpace(stderr))
@@ -105,7 +116,11 @@ func (b *Builder) availablePythons(ctx context.Context) ([]string, error) {
 		}
 	}
 	slices.SortFunc(versions, compareVersions)
-	return slices.Compact(versions), nil
+	versions = slices.Compact(versions)
+	b.mu.Lock()
+	b.available, b.availableAt = versions, time.Now()
+	b.mu.Unlock()
+	return versions, nil
 }
 
 // majorMinor returns "3.11" for "3.11.7" (or "3.11.0rc1"), "" if malformed.

@@ -1,6 +1,7 @@
 package envbuild
 
 import (
+	"slices"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -107,8 +108,9 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 		b.forgetInterpreter(spec.Python)
 		return stepError(ctx, "uv venv", out, err)
 	}
+	python := filepath.Join(name, "bin", "python")
 	if len(spec.Requirements) > 0 {
-		args := []string{"pip", "install", "--python", filepath.Join(name, "bin", "python")}
+		args := []string{"pip", "install", "--python", python}
 		if b.compileBytecode {
 			args = append(args, "--compile-bytecode")
 		}
@@ -116,6 +118,14 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 			args = append(args, "--no-build")
 		}
 		if err := b.install(ctx, logf, args, spec.Requirements); err != nil {
+			return err
+		}
+	}
+	if b.seedPip && !slices.ContainsFunc(spec.Requirements, func(r string) bool { return requirementName(r) == "pip" }) {
+		// pip alone (it vendors its own needs), not uv's seed set, which
+		// brings packages such as packaging that `pip freeze` would list;
+		// and uncompiled, since compiling it would double a build's time.
+		if err := b.install(ctx, logf, []string{"pip", "install", "--python", python}, []string{"pip"}); err != nil {
 			return err
 		}
 	}

@@ -1,14 +1,12 @@
 package server
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
@@ -21,6 +19,9 @@ var ErrPythonUnavailable = errors.New("python version unavailable")
 
 // ErrEnvironmentBuild marks an environment that failed to build.
 var ErrEnvironmentBuild = errors.New("environment build failed")
+
+// ErrInvalidRequirements marks requirement strings that cannot be used.
+var ErrInvalidRequirements = errors.New("invalid requirements")
 
 func invalid(msg string) error {
 	return fmt.Errorf("%w: %s", ErrInvalidRequest, msg)
@@ -39,9 +40,24 @@ func (f *Functions) failure(err error, req *atollv1.RunRequest) *atollv1.Failure
 	case errors.Is(err, ErrInvalidRequest):
 		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_INVALID_REQUEST, Message: err.Error()}
 	case errors.Is(err, ErrPythonUnavailable):
-		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_PYTHON_UNAVAILABLE, Message: err.Error()}
-	case errors.Is(err, ErrEnvironmentBuild):
+		msg := err.Error()
+		var pu *envbuild.PythonUnavailableError
+		if errors.As(err, &pu) {
+			msg = fmt.Sprintf("this server cannot run Python %s, the caller's version (it has: %s); "+
+				"call from one of those versions, or install Python %s on the server",
+				pu.Requested, strings.Join(pu.Available, ", "), pu.Requested)
+		}
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_PYTHON_UNAVAILABLE, Message: msg}
+	case errors.Is(err, ErrInvalidRequirements):
 		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD, Message: err.Error()}
+	case errors.Is(err, ErrEnvironmentBuild):
+		detail := err.Error()
+		var be *envbuild.BuildError
+		if errors.As(err, &be) && be.Output != "" {
+			detail = be.Output
+		}
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD, Message: fmt.Sprintf(
+			"could not build the environment for requirements %q:\n%s", req.GetEnvironment().GetRequirements(), detail)}
 	case errors.As(err, &ser):
 		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_SERIALIZATION, Message: ser.Message}
 	case errors.As(err, &crash) && crash.Exit.OOMKilled:
@@ -71,13 +87,4 @@ func (f *Functions) memoryOf(name string) string {
 		return "its limit"
 	}
 	return machine.FormatBytes(t.MemoryBytes)
-}
-
-// envPoolKey names an environment spec for the warm pools without building
-// anything: the same spec always gives the same key.
-func envPoolKey(env *atollv1.Environment) string {
-	reqs := append([]string(nil), env.GetRequirements()...)
-	sort.Strings(reqs)
-	sum := sha256.Sum256([]byte(env.GetPythonVersion() + "\x00" + strings.Join(reqs, "\x00")))
-	return hex.EncodeToString(sum[:12])
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,13 +37,18 @@ type Environment struct {
 	RuntimeDir string
 	// ReadOnlyPaths must be visible inside the worker.
 	ReadOnlyPaths []string
+	// Env is added to the worker's environment (PATH, VIRTUAL_ENV).
+	Env []string
 	// Release is called when the worker using the environment ends.
 	Release func()
 }
 
-// Environments resolves a call's environment spec, building it if needed.
-// Build output goes to logf line by line.
+// Environments resolves a call's environment spec.
 type Environments interface {
+	// Key names the environment of spec without building anything.
+	Key(spec *atollv1.Environment) (string, error)
+	// Resolve builds the environment if needed, sending build output to
+	// logf line by line, and holds it until the returned Release.
 	Resolve(ctx context.Context, spec *atollv1.Environment, logf func(string)) (Environment, error)
 }
 
@@ -112,8 +118,7 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 	}
 	account := accountOf(ctx)
 	key := scheduler.PoolKey{Account: account, Function: req.GetFunctionName(), MachineType: mt.Name}
-	var env Environment
-	w, err := f.acquire(ctx, &key, req, mt, &env, stream)
+	w, err := f.acquire(ctx, &key, req, mt, stream)
 	if err != nil {
 		return nil, err
 	}
@@ -134,10 +139,15 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 // acquire resolves the environment and gets a worker for the call; the
 // environment is only resolved when no warm worker can take the call, so a
 // warm call costs no environment work.
-func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, env *Environment, stream runStream) (*scheduler.Worker, error) {
-	key.EnvKey = envPoolKey(req.GetEnvironment())
+func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, stream runStream) (*scheduler.Worker, error) {
+	envKey, err := f.opts.Environments.Key(req.GetEnvironment())
+	if err != nil {
+		return nil, err
+	}
+	key.EnvKey = envKey
 	spec := scheduler.WorkerSpec{Machine: mt}
 	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
+		sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, "building environment")
 		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
 			_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: &atollv1.Output{
 				Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n"),
@@ -146,13 +156,43 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 		if err != nil {
 			return spec, nil, err
 		}
-		*env = resolved
 		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
 		spec.Args = []string{f.opts.AgentPath, "worker", "--python", resolved.Python, "--sdk", f.opts.SDKDir, "--runtime", resolved.RuntimeDir}
-		spec.Env = f.opts.WorkerEnv
+		spec.Env = mergeEnv(f.opts.WorkerEnv, resolved.Env)
 		spec.ReadOnlyPaths = append([]string{f.opts.SDKDir}, resolved.ReadOnlyPaths...)
 		return spec, resolved.Release, nil
 	})
+}
+
+// defaultPath is a worker's PATH before its environment's bin directory.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// DefaultWorkerEnv is the environment every worker starts from: nothing of
+// the server's own environment leaks into it.
+func DefaultWorkerEnv() []string {
+	return []string{
+		"PATH=" + defaultPath,
+		"LANG=C.UTF-8",
+		"PYTHONUNBUFFERED=1",
+		"PYTHONDONTWRITEBYTECODE=1",
+	}
+}
+
+// mergeEnv returns base with extra's variables added; extra wins, and each
+// name appears once.
+func mergeEnv(base, extra []string) []string {
+	out := make([]string, 0, len(base)+len(extra))
+	index := make(map[string]int, len(base)+len(extra))
+	for _, kv := range append(append([]string(nil), base...), extra...) {
+		name, _, _ := strings.Cut(kv, "=")
+		if i, ok := index[name]; ok {
+			out[i] = kv
+			continue
+		}
+		index[name] = len(out)
+		out = append(out, kv)
+	}
+	return out
 }
 
 func keepAlive(req *atollv1.RunRequest) time.Duration {

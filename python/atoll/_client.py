@@ -78,7 +78,12 @@ def run(target: str, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[s
             kind = event.WhichOneof("event")
             if kind == "output":
                 out = event.output
-                _write(sys.stdout if out.stream == pb.STREAM_STDOUT else sys.stderr, out.data)
+                if out.stream == pb.STREAM_STDOUT:
+                    _write(sys.stdout, out.data)
+                elif out.stream == pb.STREAM_STDERR:
+                    _write(sys.stderr, out.data)
+                else:  # atoll's own lines, such as environment build logs
+                    _write(sys.stderr, b"".join(b"atoll: " + line for line in out.data.splitlines(keepends=True)))
             elif kind == "result":
                 result = event.result
             elif kind == "failure":

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/envbuild"
+)
+
+// BuiltEnvironments resolves environments with the environment builder: a
+// venv per requirement set, plus the runner's own packages beside it.
+type BuiltEnvironments struct {
+	Builder *envbuild.Builder
+}
+
+func builderSpec(spec *atollv1.Environment) envbuild.Spec {
+	return envbuild.Spec{Python: spec.GetPythonVersion(), Requirements: spec.GetRequirements()}
+}
+
+// Key names the environment without building it.
+func (e BuiltEnvironments) Key(spec *atollv1.Environment) (string, error) {
+	key, err := e.Builder.Key(builderSpec(spec))
+	if err != nil {
+		return "", envError(err)
+	}
+	return key, nil
+}
+
+// Resolve builds (or reuses) the environment and holds it until Release.
+func (e BuiltEnvironments) Resolve(ctx context.Context, spec *atollv1.Environment, logf func(string)) (Environment, error) {
+	env, release, err := e.Builder.EnsureAcquire(ctx, builderSpec(spec), logf)
+	if err != nil {
+		return Environment{}, envError(err)
+	}
+	runtimeDir, err := e.Builder.Runtime(ctx, spec.GetPythonVersion(), logf)
+	if err != nil {
+		release()
+		return Environment{}, fmt.Errorf("%w: the worker runtime could not be installed: %w", ErrEnvironmentBuild, err)
+	}
+	return Environment{
+		Key:           env.Key,
+		Python:        env.Python,
+		RuntimeDir:    runtimeDir,
+		ReadOnlyPaths: []string{env.Dir, env.BasePrefix, runtimeDir},
+		Env: []string{
+			"VIRTUAL_ENV=" + env.Dir,
+			"PATH=" + filepath.Join(env.Dir, "bin") + ":" + defaultPath,
+		},
+		Release: release,
+	}, nil
+}
+
+func envError(err error) error {
+	switch {
+	case errors.Is(err, envbuild.ErrPythonUnavailable):
+		return fmt.Errorf("%w: %w", ErrPythonUnavailable, err)
+	case errors.Is(err, envbuild.ErrInvalidSpec):
+		return fmt.Errorf("%w: %w", ErrInvalidRequirements, err)
+	case errors.Is(err, envbuild.ErrBuildFailed):
+		return fmt.Errorf("%w: %w", ErrEnvironmentBuild, err)
+	}
+	return err
+}
