@@ -149,6 +149,9 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	)
 	functions.Register(gs)
 	server.NewAdmin(sched).Register(gs)
+	if err := registerStorage(gs, dataDir, log.With("component", "storage")); err != nil {
+		return err
+	}
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
