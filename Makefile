@@ -15,7 +15,7 @@ proto:
 		--go_out=. --go_opt=module=github.com/atoll-dev/atoll \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/atoll-dev/atoll \
 		--python_out=python --pyi_out=python --grpc_python_out=python \
-		api/atoll/v1/atoll.proto
+		api/atoll/v1/atoll.proto api/atoll/v1/storage.proto
 
 test: build test-go test-python
 

@@ -15,7 +15,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/atoll-dev/atoll/internal/envbuild"
-	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/python"
@@ -25,11 +24,15 @@ import (
 const DefaultListen = "127.0.0.1:28655"
 
 type serverOptions struct {
-	listen      string
-	dataDir     string
-	envMaxBytes int64
-	logLevel    string
-	insecure    bool
+	listen       string
+	dataDir      string
+	envMaxBytes  int64
+	sandbox      string
+	network      string
+	config       string
+	queueTimeout time.Duration
+	logLevel     string
+	insecure     bool
 }
 
 func newServerCommand() *cobra.Command {
@@ -45,6 +48,10 @@ func newServerCommand() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", DefaultListen, "address to serve gRPC on (host:port)")
 	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
+	f.StringVar(&opts.sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
+	f.StringVar(&opts.network, "network", "host", "worker network: host or none")
+	f.StringVar(&opts.config, "config", "", "YAML file amending machine types, GPUs and capacity")
+	f.DurationVar(&opts.queueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
 	f.Int64Var(&opts.envMaxBytes, "env-max-bytes", 0, "evict least recently used environments beyond this total size (0: no limit)")
 	f.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
@@ -125,12 +132,26 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		return err
 	}
 	defer builder.Close()
+	catalog, capacity, err := loadMachines(ctx, opts.config)
+	if err != nil {
+		return err
+	}
+	launcher, kind, warning, err := newLauncher(ctx, opts.sandbox, opts.network, filepath.Join(dataDir, "sandbox"), dataDir, log.With("component", "sandbox"))
+	if err != nil {
+		return err
+	}
+	if warning != "" {
+		log.Warn(warning, "sandbox", kind)
+	}
 	sched := scheduler.New(scheduler.Options{
-		Launcher: processLauncher{},
-		Logger:   log.With("component", "scheduler"),
+		Launcher:     launcher,
+		Capacity:     capacity,
+		QueueTimeout: opts.queueTimeout,
+		Logger:       log.With("component", "scheduler"),
 	})
 	functions := server.NewFunctions(server.Options{
-		Catalog:      machine.Defaults(),
+		Catalog:      catalog,
+		Capacity:     capacity,
 		Environments: server.BuiltEnvironments{Builder: builder},
 		Scheduler:    sched,
 		AgentPath:    agent,
@@ -155,7 +176,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
-	log.Info("atoll server listening", "addr", lis.Addr().String(), "data_dir", dataDir)
+	log.Info("atoll server listening", "addr", lis.Addr().String(), "data_dir", dataDir, "sandbox", kind, "capacity", capacity.Host().String())
 
 	select {
 	case err = <-serveErr:

@@ -49,14 +49,18 @@ func detect(force string, h hostProbe) (kind, warning string, err error) {
 	default:
 		return "", "", fmt.Errorf("unknown sandbox %q: want runc, crun, runsc, process or auto", force)
 	}
-	var problem string
-	for _, k := range []string{KindRunc, KindCrun} {
-		problem = h.unusable(k)
-		if problem == "" {
-			return k, "", nil
-		}
-		if _, err := h.lookPath(k); err == nil {
-			break // installed but unusable: that is the reason to report
+	runcProblem := h.unusable(KindRunc)
+	if runcProblem == "" {
+		return KindRunc, "", nil
+	}
+	crunProblem := h.unusable(KindCrun)
+	if crunProblem == "" {
+		return KindCrun, "", nil
+	}
+	problem := runcProblem
+	if _, err := h.lookPath(KindRunc); err != nil {
+		if _, err := h.lookPath(KindCrun); err == nil {
+			problem = crunProblem
 		}
 	}
 	return KindProcess, fmt.Sprintf("sandbox process: %s; %s", problem, weak), nil

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
@@ -277,12 +281,11 @@ func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (schedu
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
 	p := &ociProcess{
-		l:            l,
-		id:           w.ID,
-		bundle:       bundle,
-		memCgroup:    l.cg.memoryDir(counted),
-		removeCgroup: "",
-		done:         make(chan struct{}),
+		l:         l,
+		id:        w.ID,
+		bundle:    bundle,
+		memCgroup: l.cg.memoryDir(counted),
+		done:      make(chan struct{}),
 	}
 	if ownParent {
 		p.removeCgroup = p.memCgroup
@@ -297,7 +300,7 @@ func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (schedu
 	return p, nil
 }
 
-func (l *OCILauncher) writeBundle(bundle string, spec any) error {
+func (l *OCILauncher) writeBundle(bundle string, spec *specs.Spec) error {
 	rootfs := filepath.Join(bundle, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return err
@@ -314,6 +317,40 @@ func (l *OCILauncher) writeBundle(bundle string, spec any) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+// Check runs a trivial container with small limits and reports why it
+// failed, if it did: the runtime can be installed and the server root and
+// still be unable to run containers (inside an unprivileged container, for
+// one). A server calls it once after NewOCI and falls back to processes,
+// with a warning, when it fails.
+func (l *OCILauncher) Check(ctx context.Context) error {
+	truePath, err := exec.LookPath("true")
+	if err != nil {
+		return fmt.Errorf("oci sandbox check: %w", err)
+	}
+	if truePath, err = filepath.Abs(truePath); err != nil {
+		return fmt.Errorf("oci sandbox check: %w", err)
+	}
+	var buf [4]byte
+	rand.Read(buf[:])
+	p, err := l.Start(ctx, scheduler.WorkerSpec{
+		ID:      "check-" + hex.EncodeToString(buf[:]),
+		Machine: machine.Type{Name: "check", CPUs: 0.1, MemoryBytes: 32 * machine.MiB, Pids: 8},
+		Args:    []string{truePath},
+	})
+	if err != nil {
+		return fmt.Errorf("oci sandbox check: %w", err)
+	}
+	p.Conn().Close()
+	exit, err := p.Wait()
+	if err != nil {
+		return fmt.Errorf("oci sandbox check: %w", err)
+	}
+	if exit.Code != 0 {
+		return fmt.Errorf("oci sandbox check: %w: %s in a container exited with %+v", ErrStartFailed, truePath, exit)
+	}
+	return nil
 }
 
 // RemoveStale deletes containers and bundles left by an earlier server
@@ -350,11 +387,12 @@ type ociProcess struct {
 	memCgroup    string // host path of the cgroup whose OOM count is the worker's
 	removeCgroup string // a cgroup made for the worker, removed at teardown
 
-	cmd    *exec.Cmd
-	pipes  *stdioPipes
-	stderr *stderrPump
-	done   chan struct{} // closed when the runtime process has exited
-	killed atomic.Bool
+	cmd       *exec.Cmd
+	pipes     *stdioPipes
+	stderr    *stderrPump
+	done      chan struct{} // closed when the runtime process has exited
+	killed    atomic.Bool
+	oomKilled atomic.Bool // set by Wait's teardown
 
 	teardown sync.Once
 	exit     scheduler.Exit
@@ -405,14 +443,18 @@ func (p *ociProcess) run(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
+	running := func() bool {
+		fi, err := os.Stat(pidFile)
+		return err == nil && fi.Size() > 0
+	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
-	for {
-		if fi, err := os.Stat(pidFile); err == nil && fi.Size() > 0 {
-			return nil
-		}
+	for !running() {
 		select {
 		case <-p.done:
+			if running() {
+				return nil // it ran and ended already; Wait tells how
+			}
 			p.Wait()
 			pipes.conn.Close()
 			return fmt.Errorf("%w: %s exited with %v: %s", ErrStartFailed, p.l.opts.Runtime, p.cmd.ProcessState, p.stderr.Tail())
@@ -424,6 +466,7 @@ func (p *ociProcess) run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+	return nil
 }
 
 func (p *ociProcess) Conn() io.ReadWriteCloser { return p.pipes.conn }
@@ -465,14 +508,10 @@ func (p *ociProcess) Kill() error {
 // worker for exceeding its memory, so far. A scheduler can ask while the
 // worker runs, after its agent reports that the Python runner died.
 func (p *ociProcess) OOMKilled() bool {
-	select {
-	case <-p.done:
-		p.Wait()
-		return p.exit.OOMKilled
-	default:
+	if n, ok := p.l.cg.oomKills(p.memCgroup); ok && n > 0 {
+		return true
 	}
-	n, ok := p.l.cg.oomKills(p.memCgroup)
-	return ok && n > 0
+	return p.oomKilled.Load() // the cgroup is gone: Wait read it last
 }
 
 // Wait waits for the container to exit, reads whether it was killed for
@@ -489,6 +528,7 @@ func (p *ociProcess) Wait() (scheduler.Exit, error) {
 			// a SIGKILL nobody sent, in a cgroup that hit its limit.
 			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.limitHit(p.memCgroup)
 		}
+		p.oomKilled.Store(p.exit.OOMKilled)
 		ctx, cancel := context.WithTimeout(context.Background(), runtimeCmdTimeout)
 		defer cancel()
 		err := p.deleteContainer(ctx)

@@ -145,9 +145,8 @@ func buildSpec(w scheduler.WorkerSpec, in specInputs) (*specs.Spec, error) {
 			Capabilities:    noCaps,
 			NoNewPrivileges: true,
 			OOMScoreAdj:     &oomScoreAdj,
-			Rlimits: []specs.POSIXRlimit{
-				{Type: "RLIMIT_NOFILE", Hard: 65536, Soft: 65536},
-			},
+			// No rlimits: the worker inherits the server's (raising them
+			// past the host's hard limits would fail on some hosts).
 		},
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Hostname: "atoll",
@@ -230,7 +229,7 @@ func buildMounts(w scheduler.WorkerSpec, in specInputs) ([]specs.Mount, error) {
 		ro[i] = filepath.Clean(p)
 	}
 	// Parents before children, so a child is skipped as covered.
-	slices.SortFunc(ro, func(a, b string) int { return len(a) - len(b) })
+	slices.SortStableFunc(ro, func(a, b string) int { return len(a) - len(b) })
 	for _, p := range ro {
 		if isUnderAny(p, covered) {
 			continue

@@ -9,10 +9,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/atoll-dev/atoll/internal/machine"
 )
 
 // PoolKey identifies interchangeable workers: a warm worker only ever serves
@@ -27,19 +31,28 @@ type PoolKey struct {
 // DefaultStartTimeout bounds how long a new worker may take to become ready.
 const DefaultStartTimeout = 2 * time.Minute
 
+// DefaultQueueTimeout bounds how long a call waits for capacity.
+const DefaultQueueTimeout = 2 * time.Minute
+
 // Options configures a Scheduler.
 type Options struct {
 	Launcher Launcher
+	// Capacity admits workers; nil admits every worker.
+	Capacity *machine.Capacity
 	Logger   *slog.Logger
 	// StartTimeout bounds a worker's start; 0 means DefaultStartTimeout.
 	StartTimeout time.Duration
+	// QueueTimeout bounds the wait for capacity; 0 means DefaultQueueTimeout.
+	QueueTimeout time.Duration
 }
 
 // Scheduler manages warm pools of workers.
 type Scheduler struct {
 	launcher     Launcher
+	capacity     *machine.Capacity
 	log          *slog.Logger
 	startTimeout time.Duration
+	queueTimeout time.Duration
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*Worker
@@ -58,10 +71,16 @@ func New(opts Options) *Scheduler {
 	if timeout == 0 {
 		timeout = DefaultStartTimeout
 	}
+	queueTimeout := opts.QueueTimeout
+	if queueTimeout == 0 {
+		queueTimeout = DefaultQueueTimeout
+	}
 	return &Scheduler{
 		launcher:     opts.Launcher,
+		capacity:     opts.Capacity,
 		log:          log,
 		startTimeout: timeout,
+		queueTimeout: queueTimeout,
 		idle:         make(map[PoolKey][]*Worker),
 		workers:      make(map[string]*Worker),
 	}
@@ -73,9 +92,11 @@ type Prepare func(ctx context.Context) (spec WorkerSpec, ended func(), err error
 
 // Acquire returns a worker for key that is reserved for the caller until
 // Release or Discard: the most recently used idle one of the pool, or else a
-// new one, started from the spec that prepare returns. prepare is only called
-// when no idle worker can serve, so a warm call does no preparation.
-func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare) (*Worker, error) {
+// new one, started from the spec that prepare returns once capacity for its
+// machine type is reserved. prepare is only called when no idle worker can
+// serve, so a warm call does no preparation. queued, if not nil, is called
+// when the call has to wait for capacity.
+func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, queued func()) (*Worker, error) {
 	if w, err := s.takeIdle(key); w != nil || err != nil {
 		return w, err
 	}
@@ -83,7 +104,90 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare) (
 	if err != nil {
 		return nil, err
 	}
+	grant, err := s.reserve(ctx, spec.Machine, queued)
+	if err != nil {
+		if ended != nil {
+			ended()
+		}
+		return nil, err
+	}
+	if grant != nil {
+		spec.GPUs = grant.GPUs()
+		ended = releaseAlso(ended, grant.Release)
+	}
 	return s.start(ctx, key, spec, ended)
+}
+
+func releaseAlso(ended, release func()) func() {
+	return func() {
+		release()
+		if ended != nil {
+			ended()
+		}
+	}
+}
+
+// reserve takes capacity for t: at once if it is free; else by tearing down
+// idle workers, least recently used first; else by waiting in line up to
+// the queue timeout. It returns nil without a Capacity.
+func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
+	if s.capacity == nil {
+		return nil, nil
+	}
+	for {
+		g, err := s.capacity.TryAcquire(t)
+		if err == nil {
+			return g, nil
+		}
+		if !errors.Is(err, machine.ErrNoCapacity) {
+			return nil, err
+		}
+		w := s.oldestIdle()
+		if w == nil {
+			break
+		}
+		s.log.Debug("evicting idle worker for capacity", "worker", w.ID, "machine_type", t.Name)
+		w.stop()
+		s.awaitReaped(ctx, w)
+	}
+	if queued != nil {
+		queued()
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
+	defer cancel()
+	g, err := s.capacity.Acquire(qctx, t)
+	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
+		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
+			ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
+	}
+	return g, err
+}
+
+// oldestIdle takes the least recently used idle worker out of its pool.
+func (s *Scheduler) oldestIdle() *Worker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var oldest *Worker
+	for _, pool := range s.idle {
+		for _, w := range pool {
+			if !w.dead && (oldest == nil || w.lastUsed.Before(oldest.lastUsed)) {
+				oldest = w
+			}
+		}
+	}
+	if oldest != nil {
+		s.removeIdleLocked(oldest)
+	}
+	return oldest
+}
+
+// awaitReaped waits until the scheduler has forgotten w, and so released
+// what it held.
+func (s *Scheduler) awaitReaped(ctx context.Context, w *Worker) {
+	select {
+	case <-w.reaped:
+	case <-ctx.Done():
+	}
 }
 
 func (s *Scheduler) takeIdle(key PoolKey) (*Worker, error) {
@@ -163,6 +267,7 @@ func (s *Scheduler) reap(w *Worker) {
 	if w.ended != nil {
 		w.ended()
 	}
+	close(w.reaped)
 	s.log.Debug("worker ended", "worker", w.ID, "code", exit.Code, "signal", exit.Signal, "oom", exit.OOMKilled, "err", err)
 }
 
@@ -186,6 +291,11 @@ func (s *Scheduler) removeIdleLocked(w *Worker) {
 // keepAlive, then is torn down; keepAlive <= 0 tears it down now.
 func (s *Scheduler) Release(w *Worker, keepAlive time.Duration) {
 	if keepAlive <= 0 {
+		s.Discard(w)
+		return
+	}
+	if s.capacity != nil && s.capacity.Waiting() > 0 {
+		// A call is waiting for room: a warm worker would only hold it up.
 		s.Discard(w)
 		return
 	}

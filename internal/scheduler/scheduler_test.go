@@ -58,12 +58,18 @@ func (p *fakeProc) serve(pid int32) {
 		if in.Read(call) != nil {
 			return
 		}
-		if string(call.Arguments) == "crash" {
+		raw, err := io.ReadAll(in.Raw(int64(call.FunctionSize + call.ArgumentsSize)))
+		if err != nil {
+			return
+		}
+		args := raw[call.FunctionSize:]
+		if string(args) == "crash" {
 			p.exit = Exit{Code: 3}
 			return
 		}
 		_ = out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Data: []byte("out")}}})
-		_ = out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: call.Arguments}}}})
+		_ = out.WriteWith(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: uint64(len(args))}}},
+			func(w io.Writer) error { _, err := w.Write(args); return err })
 	}
 }
 
@@ -102,7 +108,7 @@ func prepareCounting(n *atomic.Int32) Prepare {
 func call(t *testing.T, w *Worker, args string) (string, error) {
 	t.Helper()
 	var outputs int
-	res, err := w.Call(context.Background(), &atollv1.WorkerCall{Arguments: []byte(args)}, func(*atollv1.Output) { outputs++ })
+	res, err := w.Call(context.Background(), []byte("fn"), []byte(args), func(*atollv1.Output) { outputs++ })
 	if err != nil {
 		return "", err
 	}
@@ -116,7 +122,7 @@ func TestWarmWorkerIsReusedWithoutPreparing(t *testing.T) {
 	s, l := newTestScheduler(t)
 	var prepared atomic.Int32
 	ctx := context.Background()
-	w1, err := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w1, err := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +130,7 @@ func TestWarmWorkerIsReusedWithoutPreparing(t *testing.T) {
 		t.Fatalf("call = %q, %v", got, err)
 	}
 	s.Release(w1, time.Minute)
-	w2, err := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w2, err := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +159,7 @@ func TestOtherPoolKeysGetOtherWorkers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w, err := s.Acquire(ctx, tt.key, prepareCounting(&prepared))
+			w, err := s.Acquire(ctx, tt.key, prepareCounting(&prepared), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,8 +175,8 @@ func TestBusyWorkerIsNotShared(t *testing.T) {
 	s, l := newTestScheduler(t)
 	var prepared atomic.Int32
 	ctx := context.Background()
-	w1, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
-	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w1, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	if w1 == w2 || l.started.Load() != 2 {
 		t.Fatalf("concurrent acquires shared a worker (started %d)", l.started.Load())
 	}
@@ -181,7 +187,7 @@ func TestBusyWorkerIsNotShared(t *testing.T) {
 func TestKeepAliveExpiryTearsDown(t *testing.T) {
 	s, _ := newTestScheduler(t)
 	var prepared atomic.Int32
-	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
 	s.Release(w, 50*time.Millisecond)
 	select {
 	case <-w.exited:
@@ -195,9 +201,9 @@ func TestReacquireStopsTheTimer(t *testing.T) {
 	s, _ := newTestScheduler(t)
 	var prepared atomic.Int32
 	ctx := context.Background()
-	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	s.Release(w, 100*time.Millisecond)
-	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	time.Sleep(300 * time.Millisecond)
 	if got, err := call(t, w2, "still here"); err != nil || got != "still here" {
 		t.Fatalf("busy worker expired: %q, %v", got, err)
@@ -209,10 +215,10 @@ func TestZeroKeepAliveDiscards(t *testing.T) {
 	s, l := newTestScheduler(t)
 	var prepared atomic.Int32
 	ctx := context.Background()
-	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	s.Release(w, 0)
 	<-w.exited
-	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared))
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	if w2 == w || l.started.Load() != 2 {
 		t.Fatal("keep_alive 0 kept the worker")
 	}
@@ -222,7 +228,7 @@ func TestZeroKeepAliveDiscards(t *testing.T) {
 func TestCrashIsReportedAndWorkerForgotten(t *testing.T) {
 	s, _ := newTestScheduler(t)
 	var prepared atomic.Int32
-	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
 	_, err := call(t, w, "crash")
 	var crash *CrashError
 	if !errors.As(err, &crash) || crash.Exit.Code != 3 {
@@ -235,10 +241,10 @@ func TestCrashIsReportedAndWorkerForgotten(t *testing.T) {
 func TestCancelledCallKillsTheWorker(t *testing.T) {
 	s, _ := newTestScheduler(t)
 	var prepared atomic.Int32
-	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := w.Call(ctx, &atollv1.WorkerCall{Arguments: []byte("x")}, func(*atollv1.Output) {}); !errors.Is(err, context.Canceled) {
+	if _, err := w.Call(ctx, []byte("fn"), []byte("x"), func(*atollv1.Output) {}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	<-w.exited
@@ -250,7 +256,7 @@ func TestPrepareErrorStartsNothing(t *testing.T) {
 	boom := errors.New("build failed")
 	_, err := s.Acquire(context.Background(), key, func(context.Context) (WorkerSpec, func(), error) {
 		return WorkerSpec{}, nil, boom
-	})
+	}, nil)
 	if !errors.Is(err, boom) || l.started.Load() != 0 {
 		t.Fatalf("err = %v, started = %d", err, l.started.Load())
 	}
@@ -261,7 +267,7 @@ func TestEndedRunsWhenTheWorkerEnds(t *testing.T) {
 	ended := make(chan struct{})
 	w, err := s.Acquire(context.Background(), key, func(context.Context) (WorkerSpec, func(), error) {
 		return WorkerSpec{}, func() { close(ended) }, nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,13 +283,13 @@ func TestShutdownRefusesNewWork(t *testing.T) {
 	l := &fakeLauncher{}
 	s := New(Options{Launcher: l})
 	var prepared atomic.Int32
-	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared))
+	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
 	s.Release(w, time.Hour)
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	<-w.exited
-	if _, err := s.Acquire(context.Background(), key, prepareCounting(&prepared)); !errors.Is(err, ErrClosed) {
+	if _, err := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
 }

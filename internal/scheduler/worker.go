@@ -31,6 +31,7 @@ type Worker struct {
 
 	exitOnce sync.Once
 	exited   chan struct{}
+	reaped   chan struct{}
 	exit     Exit
 	exitErr  error
 
@@ -50,11 +51,14 @@ func newWorker(id string, key PoolKey, proc Process) *Worker {
 		out:     wire.NewWriter(proc.Conn()),
 		events:  make(chan *atollv1.WorkerEvent, 64),
 		exited:  make(chan struct{}),
+		reaped:  make(chan struct{}),
 	}
 	go w.readEvents()
 	return w
 }
 
+// readEvents turns the agent's stream into events; a value's raw bytes are
+// read in with it and delivered as a Result.
 func (w *Worker) readEvents() {
 	defer close(w.events)
 	in := wire.NewReader(w.proc.Conn())
@@ -62,6 +66,13 @@ func (w *Worker) readEvents() {
 		ev := new(atollv1.WorkerEvent)
 		if err := in.Read(ev); err != nil {
 			return
+		}
+		if v := ev.GetValue(); v != nil {
+			value := make([]byte, v.GetSize())
+			if _, err := io.ReadFull(in.Raw(int64(len(value))), value); err != nil {
+				return
+			}
+			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: value}}}}
 		}
 		w.events <- ev
 	}
@@ -112,16 +123,25 @@ func logSuffix(s string) string {
 	return ":\n" + s
 }
 
-// Call runs one call on the worker. Output events go to onOutput as they
-// arrive. It returns the result, or an error: *CrashError when the worker
-// died, ctx's error when ctx ended (the worker is then killed, since a
-// Python call cannot be interrupted safely).
-func (w *Worker) Call(ctx context.Context, call *atollv1.WorkerCall, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
+// Call runs one call of the serialized function fn with the serialized
+// arguments args on the worker. Output events go to onOutput as they arrive.
+// It returns the result, or an error: *CrashError when the worker died,
+// ctx's error when ctx ended (the worker is then killed, since a Python call
+// cannot be interrupted safely).
+func (w *Worker) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
 	if err := ctx.Err(); err != nil {
 		_ = w.proc.Kill()
 		return nil, err
 	}
-	if err := w.out.Write(call); err != nil {
+	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args))}
+	err := w.out.WriteWith(head, func(out io.Writer) error {
+		if _, err := out.Write(fn); err != nil {
+			return err
+		}
+		_, err := out.Write(args)
+		return err
+	})
+	if err != nil {
 		if errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) {
 			return nil, w.crashed("the worker was gone before the call started")
 		}

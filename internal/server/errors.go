@@ -35,6 +35,12 @@ func (f *Functions) failure(err error, req *atollv1.RunRequest) *atollv1.Failure
 	var crash *scheduler.CrashError
 	var ser *scheduler.SerializationError
 	switch {
+	case errors.Is(err, machine.ErrNeverFits):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, MachineType: mt, Message: fmt.Sprintf(
+			"%v; choose a smaller machine_type, or run the server on a host that fits it", err)}
+	case errors.Is(err, scheduler.ErrNoCapacity):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_NO_CAPACITY, MachineType: mt, Message: fmt.Sprintf(
+			"%v; try again later, use a smaller machine_type, or give the server more capacity", err)}
 	case errors.Is(err, machine.ErrUnknownType):
 		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, Message: err.Error(), MachineType: mt}
 	case errors.Is(err, ErrInvalidRequest):

@@ -54,7 +54,9 @@ type Environments interface {
 
 // Options configures the Functions service.
 type Options struct {
-	Catalog      machine.Catalog
+	Catalog machine.Catalog
+	// Capacity, if set, rejects machine types the host can never fit.
+	Capacity     *machine.Capacity
 	Environments Environments
 	Scheduler    *scheduler.Scheduler
 	// AgentPath is the atoll binary workers run as their agent.
@@ -116,14 +118,18 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 	if err != nil {
 		return nil, err
 	}
+	if f.opts.Capacity != nil {
+		if err := f.opts.Capacity.CheckFits(mt); err != nil {
+			return nil, err
+		}
+	}
 	account := accountOf(ctx)
 	key := scheduler.PoolKey{Account: account, Function: req.GetFunctionName(), MachineType: mt.Name}
 	w, err := f.acquire(ctx, &key, req, mt, stream)
 	if err != nil {
 		return nil, err
 	}
-	call := &atollv1.WorkerCall{Function: req.GetFunction(), Arguments: req.GetArguments()}
-	result, err := w.Call(ctx, call, func(o *atollv1.Output) {
+	result, err := w.Call(ctx, req.GetFunction(), req.GetArguments(), func(o *atollv1.Output) {
 		_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
 	})
 	var ser *scheduler.SerializationError
@@ -161,6 +167,8 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 		spec.Env = mergeEnv(f.opts.WorkerEnv, resolved.Env)
 		spec.ReadOnlyPaths = append([]string{f.opts.SDKDir}, resolved.ReadOnlyPaths...)
 		return spec, resolved.Release, nil
+	}, func() {
+		sendStatus(stream, atollv1.Phase_PHASE_QUEUED, fmt.Sprintf("waiting for capacity for machine type %s", mt))
 	})
 }
 

@@ -80,13 +80,16 @@ func (a *Agent) send(ev *atollv1.WorkerEvent) {
 }
 
 type runner struct {
-	cmd      *exec.Cmd
-	calls    *os.File
-	stdout   *outputPipe
-	stderr   *outputPipe
-	results  chan frame
-	readErr  error
-	waitDone chan struct{}
+	cmd     *exec.Cmd
+	calls   *os.File
+	stdout  *outputPipe
+	stderr  *outputPipe
+	results chan frame
+	// resultPipe is read by the results goroutine, except while it waits
+	// on valueRead for a value's bytes to be passed on.
+	resultPipe *os.File
+	valueRead  chan struct{}
+	readErr    error
 }
 
 func (a *Agent) startRunner() (*runner, error) {
@@ -110,7 +113,7 @@ func (a *Agent) startRunner() (*runner, error) {
 	cmd.Dir = a.opts.Dir
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.ExtraFiles = []*os.File{callR, resW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = runnerProcAttr()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start python runner %s: %w", a.opts.Python, err)
 	}
@@ -118,25 +121,29 @@ func (a *Agent) startRunner() (*runner, error) {
 		f.Close()
 	}
 	r := &runner{
-		cmd:      cmd,
-		calls:    callW,
-		stdout:   newOutputPipe(outR, atollv1.Stream_STREAM_STDOUT, a.send),
-		stderr:   newOutputPipe(errR, atollv1.Stream_STREAM_STDERR, a.send),
-		results:  make(chan frame),
-		waitDone: make(chan struct{}),
+		cmd:        cmd,
+		calls:      callW,
+		stdout:     newOutputPipe(outR, atollv1.Stream_STREAM_STDOUT, a.send),
+		stderr:     newOutputPipe(errR, atollv1.Stream_STREAM_STDERR, a.send),
+		results:    make(chan frame),
+		resultPipe: resR,
+		valueRead:  make(chan struct{}),
 	}
 	go func() {
 		defer close(r.results)
+		defer resR.Close()
 		for {
 			f, err := readFrame(resR)
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
 					r.readErr = err
 				}
-				resR.Close()
 				return
 			}
 			r.results <- f
+			if f.kind == frameResult {
+				<-r.valueRead
+			}
 		}
 	}()
 	return r, nil
@@ -163,8 +170,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: int32(r.cmd.Process.Pid)}}})
 
+	in := wire.NewReader(a.opts.In)
 	calls := make(chan *atollv1.WorkerCall)
-	go a.readCalls(calls)
+	callRead := make(chan struct{})
+	go a.readCalls(in, calls, callRead)
 	for {
 		select {
 		case <-ctx.Done():
@@ -175,7 +184,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				r.calls.Close()
 				return nil
 			}
-			if err := writeCall(r.calls, call); err != nil {
+			err := a.passCall(r, in, call)
+			callRead <- struct{}{}
+			if err != nil {
 				return a.runnerDied(r, fmt.Sprintf("could not hand the call to the runner: %v", err))
 			}
 			f, ok := <-r.results
@@ -183,12 +194,9 @@ func (a *Agent) Run(ctx context.Context) error {
 				return a.runnerDied(r, "the worker process died during the call")
 			}
 			r.flushOutput()
-			ev, err := f.event()
-			if err != nil {
-				a.reportFailure(err.Error(), -1, 0)
+			if err := a.report(r, f); err != nil {
 				return err
 			}
-			a.send(ev)
 		case _, ok := <-r.results:
 			if !ok {
 				return a.runnerDied(r, "the worker process died while idle")
@@ -197,9 +205,47 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-func (a *Agent) readCalls(calls chan<- *atollv1.WorkerCall) {
+// passCall copies a call's function and arguments from the server's stream
+// into the runner's call pipe, without holding them.
+func (a *Agent) passCall(r *runner, in *wire.Reader, call *atollv1.WorkerCall) error {
+	fnSize, argSize := call.GetFunctionSize(), call.GetArgumentsSize()
+	if err := writeCallHeader(r.calls, fnSize, argSize); err != nil {
+		return err
+	}
+	n := int64(fnSize + argSize)
+	if _, err := io.CopyN(r.calls, in.Raw(n), n); err != nil {
+		return err
+	}
+	return nil
+}
+
+// report sends a runner's answer upstream; a value's bytes go straight from
+// the runner's pipe to the server's stream.
+func (a *Agent) report(r *runner, f frame) error {
+	ev, err := f.event()
+	if err != nil {
+		a.reportFailure(err.Error(), -1, 0)
+		return err
+	}
+	if f.kind != frameResult {
+		a.send(ev)
+		return nil
+	}
+	err = a.out.WriteWith(ev, func(w io.Writer) error {
+		_, err := io.CopyN(w, r.resultPipe, f.size)
+		return err
+	})
+	r.valueRead <- struct{}{}
+	if err != nil {
+		return fmt.Errorf("pass the result on: %w", err)
+	}
+	return nil
+}
+
+// readCalls reads call headers; after each it waits on read until the call's
+// raw bytes have been passed on.
+func (a *Agent) readCalls(in *wire.Reader, calls chan<- *atollv1.WorkerCall, read <-chan struct{}) {
 	defer close(calls)
-	in := wire.NewReader(a.opts.In)
 	for {
 		call := new(atollv1.WorkerCall)
 		if err := in.Read(call); err != nil {
@@ -209,6 +255,7 @@ func (a *Agent) readCalls(calls chan<- *atollv1.WorkerCall) {
 			return
 		}
 		calls <- call
+		<-read
 	}
 }
 

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,33 @@ type agentHarness struct {
 	calls  *wire.Writer
 	events *wire.Reader
 	done   chan error
+}
+
+// call sends a call with its function and arguments as the raw bytes that
+// follow its header.
+func (h *agentHarness) call(t *testing.T, fn, args []byte) {
+	t.Helper()
+	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args))}
+	err := h.calls.WriteWith(head, func(w io.Writer) error {
+		if _, err := w.Write(fn); err != nil {
+			return err
+		}
+		_, err := w.Write(args)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// value reads the raw bytes of a value event.
+func (h *agentHarness) value(t *testing.T, ev *atollv1.WorkerEvent) []byte {
+	t.Helper()
+	b, err := io.ReadAll(h.events.Raw(int64(ev.GetValue().GetSize())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func startAgent(t *testing.T) (*agentHarness, string) {
@@ -76,13 +104,7 @@ func TestAgentRunsCallsAndKeepsOutputAheadOfResults(t *testing.T) {
 	}
 	printFn := pickled(t, python, "print")
 	for i := range 5 {
-		call := &atollv1.WorkerCall{
-			Function:  printFn,
-			Arguments: pickled(t, python, "(('line', "+strings.Repeat("'x',", i*1000)+"), {})"),
-		}
-		if err := h.calls.Write(call); err != nil {
-			t.Fatal(err)
-		}
+		h.call(t, printFn, pickled(t, python, "(('line', "+strings.Repeat("'x',", i*1000)+"), {})"))
 		var out strings.Builder
 		for {
 			ev := h.next(t)
@@ -90,8 +112,11 @@ func TestAgentRunsCallsAndKeepsOutputAheadOfResults(t *testing.T) {
 				out.Write(o.GetData())
 				continue
 			}
-			if ev.GetResult() == nil {
+			if ev.GetValue() == nil {
 				t.Fatalf("unexpected event %v", ev)
+			}
+			if got, want := h.value(t, ev), "\x80\x05N."; string(got) != want { // cloudpickle of None
+				t.Fatalf("value = %q, want %q", got, want)
 			}
 			break
 		}
@@ -104,7 +129,7 @@ func TestAgentRunsCallsAndKeepsOutputAheadOfResults(t *testing.T) {
 func TestAgentReportsExceptions(t *testing.T) {
 	h, python := startAgent(t)
 	h.next(t)
-	_ = h.calls.Write(&atollv1.WorkerCall{Function: pickled(t, python, "int"), Arguments: pickled(t, python, "(('nope',), {})")})
+	h.call(t, pickled(t, python, "int"), pickled(t, python, "(('nope',), {})"))
 	ev := h.next(t)
 	exc := ev.GetResult().GetException()
 	if exc == nil || exc.GetTypeName() != "builtins.ValueError" || !strings.Contains(exc.GetMessage(), "nope") {
@@ -115,10 +140,24 @@ func TestAgentReportsExceptions(t *testing.T) {
 func TestAgentReportsRunnerDeath(t *testing.T) {
 	h, python := startAgent(t)
 	h.next(t)
-	_ = h.calls.Write(&atollv1.WorkerCall{Function: pickled(t, python, "__import__('os')._exit"), Arguments: pickled(t, python, "((7,), {})")})
+	h.call(t, pickled(t, python, "__import__('os')._exit"), pickled(t, python, "((7,), {})"))
 	ev := h.next(t)
 	f := ev.GetFailure()
 	if f == nil || f.GetKind() != atollv1.FailureKind_FAILURE_KIND_WORKER_CRASHED || f.GetExitCode() != 7 {
 		t.Fatalf("event = %v, want a crash with exit code 7", ev)
+	}
+}
+
+func TestAgentPassesLargeValuesThrough(t *testing.T) {
+	h, python := startAgent(t)
+	h.next(t)
+	const size = 32 << 20
+	h.call(t, pickled(t, python, "bytes"), pickled(t, python, fmt.Sprintf("((%d,), {})", size)))
+	ev := h.next(t)
+	if ev.GetValue() == nil {
+		t.Fatalf("event = %v, want a value", ev)
+	}
+	if got := len(h.value(t, ev)); got < size {
+		t.Fatalf("value of %d bytes, want at least %d", got, size)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 )
 
@@ -64,7 +62,7 @@ func (p *outputPipe) loop() {
 }
 
 func (p *outputPipe) drainAvailable(buf []byte) {
-	avail := p.available()
+	avail := pipeAvailable(p.f)
 	for avail > 0 {
 		n, err := p.f.Read(buf[:min(avail, len(buf))])
 		if n > 0 {
@@ -75,22 +73,6 @@ func (p *outputPipe) drainAvailable(buf []byte) {
 			return
 		}
 	}
-}
-
-func (p *outputPipe) available() int {
-	rc, err := p.f.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) {
-		// TIOCINQ is FIONREAD: the bytes waiting in the pipe.
-		n, err = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
-	})
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 func (p *outputPipe) ackPending() {

@@ -23,47 +23,60 @@ const (
 type frame struct {
 	kind    byte
 	payload []byte
+	// size is the payload's length for a value frame, whose payload is not
+	// read into memory but passed on from the pipe.
+	size int64
 }
 
-func writeCall(w io.Writer, call *atollv1.WorkerCall) error {
-	fn, args := call.GetFunction(), call.GetArguments()
-	size := 1 + 4 + len(fn) + len(args)
+// writeCallHeader starts a call frame; the function's and the arguments'
+// bytes must follow.
+func writeCallHeader(w io.Writer, fnSize, argSize uint64) error {
+	size := 1 + 4 + fnSize + argSize
 	if size > maxRunnerFrameSize {
 		return fmt.Errorf("call of %d bytes exceeds the %d byte limit", size, maxRunnerFrameSize)
 	}
 	var head [frameHeaderLen + 4]byte
 	binary.BigEndian.PutUint32(head[0:4], uint32(size))
 	head[4] = frameCall
-	binary.BigEndian.PutUint32(head[5:9], uint32(len(fn)))
-	for _, b := range [][]byte{head[:], fn, args} {
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
+	binary.BigEndian.PutUint32(head[5:9], uint32(fnSize))
+	_, err := w.Write(head[:])
+	return err
 }
 
-func readFrame(r io.Reader) (frame, error) {
+func readFrameHeader(r io.Reader) (kind byte, size int64, err error) {
 	var head [frameHeaderLen]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return frame{}, err
+		return 0, 0, err
 	}
 	n := binary.BigEndian.Uint32(head[0:4])
 	if n < 1 {
-		return frame{}, fmt.Errorf("runner sent an empty frame")
+		return 0, 0, fmt.Errorf("runner sent an empty frame")
 	}
-	payload := make([]byte, n-1)
+	return head[4], int64(n - 1), nil
+}
+
+// readFrame reads a frame whole; value frames are left for the caller to
+// stream (see frame.size).
+func readFrame(r io.Reader) (frame, error) {
+	kind, size, err := readFrameHeader(r)
+	if err != nil {
+		return frame{}, err
+	}
+	if kind == frameResult {
+		return frame{kind: kind, size: size}, nil
+	}
+	payload := make([]byte, size)
 	if _, err := io.ReadFull(r, payload); err != nil {
 		return frame{}, fmt.Errorf("runner frame cut short: %w", io.ErrUnexpectedEOF)
 	}
-	return frame{kind: head[4], payload: payload}, nil
+	return frame{kind: kind, payload: payload}, nil
 }
 
 // event converts a runner's result frame into the event sent upstream.
 func (f frame) event() (*atollv1.WorkerEvent, error) {
 	switch f.kind {
 	case frameResult:
-		return resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Value{Value: f.payload}}), nil
+		return &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: uint64(f.size)}}}, nil
 	case frameException:
 		fields, err := splitFields(f.payload, 4)
 		if err != nil {

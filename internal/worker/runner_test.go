@@ -28,7 +28,7 @@ func TestFrameEvents(t *testing.T) {
 		frame []byte
 		want  *atollv1.WorkerEvent
 	}{
-		{"value", rawFrame(frameResult, []byte("pickled")), resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Value{Value: []byte("pickled")}})},
+		{"value", rawFrame(frameResult, []byte("pickled")), &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: 7}}}},
 		{"exception", rawFrame(frameException, exc), resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Exception{Exception: &atollv1.RemoteException{
 			Pickled: []byte("P"), TypeName: "builtins.ValueError", Message: "bad", Traceback: "Traceback...",
 		}}})},
@@ -72,16 +72,17 @@ func TestMalformedFramesAreErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := readFrame(bytes.NewReader(rawFrame(frameResult, []byte("abc"))[:6])); err == nil {
+	if _, err := readFrame(bytes.NewReader(rawFrame(frameException, []byte("abc"))[:6])); err == nil {
 		t.Error("cut frame: want an error")
 	}
 }
 
 func TestWriteCallLayout(t *testing.T) {
 	var buf bytes.Buffer
-	if err := writeCall(&buf, &atollv1.WorkerCall{Function: []byte("fn"), Arguments: []byte("args")}); err != nil {
+	if err := writeCallHeader(&buf, 2, 4); err != nil {
 		t.Fatal(err)
 	}
+	buf.WriteString("fnargs")
 	want := rawFrame(frameCall, append(binary.BigEndian.AppendUint32(nil, 2), "fnargs"...))
 	if diff := cmp.Diff(want, buf.Bytes()); diff != "" {
 		t.Errorf("frame (-want +got):\n%s", diff)

@@ -32,24 +32,24 @@ _HEADER = struct.Struct(">IB")
 _U32 = struct.Struct(">I")
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
+def _read_exact(fd: int, n: int) -> bytearray | None:
     buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = os.readv(fd, [view[got:]])
-        if k == 0:
-            return None
-        got += k
-    return bytes(buf)
+    with memoryview(buf) as view:
+        got = 0
+        while got < n:
+            k = os.readv(fd, [view[got:]])
+            if k == 0:
+                return None
+            got += k
+    return buf
 
 
-def _read_frame(fd: int) -> tuple[bytes, bytes] | None:
+def _read_frame(fd: int) -> tuple[bytes, bytearray] | None:
     header = _read_exact(fd, _HEADER.size)
     if header is None:
         return None
     length, kind = _HEADER.unpack(header)
-    payload = _read_exact(fd, length - 1) if length > 1 else b""
+    payload = _read_exact(fd, length - 1) if length > 1 else bytearray()
     if payload is None:
         return None
     return bytes([kind]), payload
@@ -113,8 +113,10 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
             print(f"atoll runner: unexpected frame {kind!r}", file=sys.stderr)
             return 2
         (fn_len,) = _U32.unpack_from(payload)
-        fn_bytes = payload[_U32.size : _U32.size + fn_len]
-        arg_bytes = payload[_U32.size + fn_len :]
+        fn_bytes = bytes(payload[_U32.size : _U32.size + fn_len])
+        # The arguments are unpickled straight from the frame, without a
+        # copy: a call's memory is bounded by its machine type.
+        arg_view = memoryview(payload)[_U32.size + fn_len :]
         del payload
         try:
             # The same function bytes map to the same function object, so
@@ -127,10 +129,11 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
                     functions.popitem(last=False)
             else:
                 functions.move_to_end(fn_bytes)
-            args, kwargs = cloudpickle.loads(arg_bytes)
-            del arg_bytes
+            args, kwargs = cloudpickle.loads(arg_view)
+            arg_view.release()
             value = fn(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
+            arg_view.release()
             _flush_std_streams()
             _write_frame(result_fd, b"E", *_exception_frame(exc, cloudpickle))
             continue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
+import re
 import sys
 import sysconfig
 from typing import Any, Callable
@@ -123,9 +125,29 @@ class RemoteTraceback(Exception):
         return "the exception below was raised in the atoll worker:\n\n" + self.tb.rstrip()
 
 
+_FRAME_LINE = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in ')
+
+
+def with_local_source(tb: str) -> str:
+    """Adds source lines to a remote traceback from the caller's own files:
+    the worker runs the caller's code by value and cannot read them."""
+    lines = tb.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        match = _FRAME_LINE.match(line)
+        has_source = i + 1 < len(lines) and lines[i + 1].startswith("    ")
+        if match and not has_source:
+            source = linecache.getline(match["file"], int(match["line"])).strip()
+            if source:
+                out.append("    " + source)
+    return "\n".join(out) + ("\n" if tb.endswith("\n") else "")
+
+
 def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> BaseException:
     """Rebuilds the remote exception with its traceback chained; falls back to
     a RemoteError carrying the type name, message and traceback."""
+    tb = with_local_source(tb)
     if pickled:
         try:
             exc = cloudpickle.loads(pickled)

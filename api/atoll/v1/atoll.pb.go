@@ -998,12 +998,15 @@ func (x *Failure) GetMachineType() string {
 	return ""
 }
 
-// WorkerCall is one call handed to a worker agent.
+// WorkerCall is one call handed to a worker agent. The serialized function
+// (function_size bytes) and then the arguments (arguments_size bytes) follow
+// the message on the stream as raw bytes, so that the agent can pass them to
+// the runner without holding them: the agent shares the worker's memory limit.
 type WorkerCall struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
-	Function      []byte                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
-	Arguments     []byte                 `protobuf:"bytes,3,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	FunctionSize  uint64                 `protobuf:"varint,2,opt,name=function_size,json=functionSize,proto3" json:"function_size,omitempty"`
+	ArgumentsSize uint64                 `protobuf:"varint,3,opt,name=arguments_size,json=argumentsSize,proto3" json:"arguments_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1045,18 +1048,18 @@ func (x *WorkerCall) GetCallId() string {
 	return ""
 }
 
-func (x *WorkerCall) GetFunction() []byte {
+func (x *WorkerCall) GetFunctionSize() uint64 {
 	if x != nil {
-		return x.Function
+		return x.FunctionSize
 	}
-	return nil
+	return 0
 }
 
-func (x *WorkerCall) GetArguments() []byte {
+func (x *WorkerCall) GetArgumentsSize() uint64 {
 	if x != nil {
-		return x.Arguments
+		return x.ArgumentsSize
 	}
-	return nil
+	return 0
 }
 
 // WorkerEvent is what a worker agent reports.
@@ -1068,6 +1071,7 @@ type WorkerEvent struct {
 	//	*WorkerEvent_Output
 	//	*WorkerEvent_Result
 	//	*WorkerEvent_Failure
+	//	*WorkerEvent_Value
 	Event         isWorkerEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1146,6 +1150,15 @@ func (x *WorkerEvent) GetFailure() *Failure {
 	return nil
 }
 
+func (x *WorkerEvent) GetValue() *WorkerValue {
+	if x != nil {
+		if x, ok := x.Event.(*WorkerEvent_Value); ok {
+			return x.Value
+		}
+	}
+	return nil
+}
+
 type isWorkerEvent_Event interface {
 	isWorkerEvent_Event()
 }
@@ -1160,11 +1173,18 @@ type WorkerEvent_Output struct {
 }
 
 type WorkerEvent_Result struct {
+	// The call raised (Result.exception). A return value comes as value.
 	Result *Result `protobuf:"bytes,3,opt,name=result,proto3,oneof"`
 }
 
 type WorkerEvent_Failure struct {
 	Failure *Failure `protobuf:"bytes,4,opt,name=failure,proto3,oneof"`
+}
+
+type WorkerEvent_Value struct {
+	// The call returned: its serialized value (size bytes) follows the
+	// message on the stream as raw bytes.
+	Value *WorkerValue `protobuf:"bytes,5,opt,name=value,proto3,oneof"`
 }
 
 func (*WorkerEvent_Ready) isWorkerEvent_Event() {}
@@ -1175,6 +1195,52 @@ func (*WorkerEvent_Result) isWorkerEvent_Event() {}
 
 func (*WorkerEvent_Failure) isWorkerEvent_Event() {}
 
+func (*WorkerEvent_Value) isWorkerEvent_Event() {}
+
+type WorkerValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerValue) Reset() {
+	*x = WorkerValue{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerValue) ProtoMessage() {}
+
+func (x *WorkerValue) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerValue.ProtoReflect.Descriptor instead.
+func (*WorkerValue) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WorkerValue) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
 type WorkerReady struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RunnerPid     int32                  `protobuf:"varint,1,opt,name=runner_pid,json=runnerPid,proto3" json:"runner_pid,omitempty"`
@@ -1184,7 +1250,7 @@ type WorkerReady struct {
 
 func (x *WorkerReady) Reset() {
 	*x = WorkerReady{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1262,7 @@ func (x *WorkerReady) String() string {
 func (*WorkerReady) ProtoMessage() {}
 
 func (x *WorkerReady) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1275,7 @@ func (x *WorkerReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerReady.ProtoReflect.Descriptor instead.
 func (*WorkerReady) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WorkerReady) GetRunnerPid() int32 {
@@ -1276,18 +1342,21 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12!\n" +
-	"\fmachine_type\x18\x05 \x01(\tR\vmachineType\"_\n" +
+	"\fmachine_type\x18\x05 \x01(\tR\vmachineType\"q\n" +
 	"\n" +
 	"WorkerCall\x12\x17\n" +
-	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1a\n" +
-	"\bfunction\x18\x02 \x01(\fR\bfunction\x12\x1c\n" +
-	"\targuments\x18\x03 \x01(\fR\targuments\"\xcc\x01\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12#\n" +
+	"\rfunction_size\x18\x02 \x01(\x04R\ffunctionSize\x12%\n" +
+	"\x0earguments_size\x18\x03 \x01(\x04R\rargumentsSize\"\xfb\x01\n" +
 	"\vWorkerEvent\x12-\n" +
 	"\x05ready\x18\x01 \x01(\v2\x15.atoll.v1.WorkerReadyH\x00R\x05ready\x12*\n" +
 	"\x06output\x18\x02 \x01(\v2\x10.atoll.v1.OutputH\x00R\x06output\x12*\n" +
 	"\x06result\x18\x03 \x01(\v2\x10.atoll.v1.ResultH\x00R\x06result\x12-\n" +
-	"\afailure\x18\x04 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailureB\a\n" +
-	"\x05event\",\n" +
+	"\afailure\x18\x04 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailure\x12-\n" +
+	"\x05value\x18\x05 \x01(\v2\x15.atoll.v1.WorkerValueH\x00R\x05valueB\a\n" +
+	"\x05event\"!\n" +
+	"\vWorkerValue\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\",\n" +
 	"\vWorkerReady\x12\x1d\n" +
 	"\n" +
 	"runner_pid\x18\x01 \x01(\x05R\trunnerPid*~\n" +
@@ -1333,7 +1402,7 @@ func file_atoll_v1_atoll_proto_rawDescGZIP() []byte {
 }
 
 var file_atoll_v1_atoll_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_atoll_v1_atoll_proto_goTypes = []any{
 	(Phase)(0),                  // 0: atoll.v1.Phase
 	(Stream)(0),                 // 1: atoll.v1.Stream
@@ -1351,7 +1420,8 @@ var file_atoll_v1_atoll_proto_goTypes = []any{
 	(*Failure)(nil),             // 13: atoll.v1.Failure
 	(*WorkerCall)(nil),          // 14: atoll.v1.WorkerCall
 	(*WorkerEvent)(nil),         // 15: atoll.v1.WorkerEvent
-	(*WorkerReady)(nil),         // 16: atoll.v1.WorkerReady
+	(*WorkerValue)(nil),         // 16: atoll.v1.WorkerValue
+	(*WorkerReady)(nil),         // 17: atoll.v1.WorkerReady
 }
 var file_atoll_v1_atoll_proto_depIdxs = []int32{
 	4,  // 0: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
@@ -1364,19 +1434,20 @@ var file_atoll_v1_atoll_proto_depIdxs = []int32{
 	1,  // 7: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
 	12, // 8: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
 	2,  // 9: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
-	16, // 10: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
+	17, // 10: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
 	10, // 11: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
 	11, // 12: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
 	13, // 13: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
-	6,  // 14: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
-	3,  // 15: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
-	8,  // 16: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
-	5,  // 17: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	16, // 14: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
+	6,  // 15: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
+	3,  // 16: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
+	8,  // 17: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
+	5,  // 18: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_atoll_v1_atoll_proto_init() }
@@ -1399,6 +1470,7 @@ func file_atoll_v1_atoll_proto_init() {
 		(*WorkerEvent_Output)(nil),
 		(*WorkerEvent_Result)(nil),
 		(*WorkerEvent_Failure)(nil),
+		(*WorkerEvent_Value)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1406,7 +1478,7 @@ func file_atoll_v1_atoll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_atoll_v1_atoll_proto_rawDesc), len(file_atoll_v1_atoll_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1,0 +1,558 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/scheduler"
+)
+
+// testXS is the XS machine type with less memory, so the OOM tests are
+// quick.
+var testXS = machine.Type{Name: "XS", CPUs: 0.25, MemoryBytes: 64 * machine.MiB, Pids: 64}
+
+var workerSeq atomic.Int64
+
+func workerID(t *testing.T) string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, t.Name())
+	if len(name) > 60 {
+		name = name[len(name)-60:]
+	}
+	return fmt.Sprintf("w%d-%s", workerSeq.Add(1), strings.Trim(name, "-"))
+}
+
+// requireRuntime skips unless this host can run OCI containers with kind.
+func requireRuntime(t *testing.T, kind string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("OCI sandbox tests need root (euid %d)", os.Geteuid())
+	}
+	if _, err := exec.LookPath(kind); err != nil {
+		t.Skipf("%s is not installed", kind)
+	}
+	cg, err := detectCgroups()
+	if err != nil {
+		t.Skipf("no usable cgroups: %v", err)
+	}
+	if kind == KindCrun && cg.hybrid {
+		t.Skip("crun does not support this hybrid cgroup v1+v2 host")
+	}
+}
+
+type ociFixture struct {
+	l       *OCILauncher
+	dataDir string // stands for the server's data directory
+	secret  string // a file in it no worker may see
+	stderr  *syncBuffer
+}
+
+func newOCIFixture(t *testing.T, kind string, mutate func(*OCIOptions)) *ociFixture {
+	t.Helper()
+	requireRuntime(t, kind)
+	dataDir := filepath.Join(t.TempDir(), "server-data")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dataDir, "keys.db")
+	if err := os.WriteFile(secret, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr := &syncBuffer{}
+	opts := OCIOptions{
+		Runtime:      kind,
+		StateDir:     filepath.Join(dataDir, "sandbox"),
+		Protected:    []string{dataDir},
+		CgroupParent: "/atoll-test",
+		Stderr:       stderr,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	l, err := NewOCI(opts)
+	if err != nil {
+		t.Fatalf("NewOCI: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("workers' stderr:\n%s", stderr)
+		}
+	})
+	return &ociFixture{l: l, dataDir: dataDir, secret: secret, stderr: stderr}
+}
+
+func (f *ociFixture) start(t *testing.T, spec scheduler.WorkerSpec) *agent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := f.l.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v\nstderr:\n%s", err, f.stderr)
+	}
+	return newAgent(t, p)
+}
+
+func TestOCIEchoIdentityAndLimits(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+
+	if got := a.call("echo hello, worker"); got != "hello, worker" {
+		t.Fatalf("echo = %q", got)
+	}
+	var r report
+	a.callJSON("report", &r)
+	t.Logf("inside: uid=%d gid=%d CapEff=%s CapBnd=%s pids=%v cpu=%q mem=%q pids.max=%q",
+		r.UID, r.GID, r.CapEff, r.CapBnd, r.Pids, r.CPUQuota, r.MemoryLimit, r.PidsMax)
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"uid", r.UID, NobodyID},
+		{"gid", r.GID, NobodyID},
+		{"effective capabilities", r.CapEff, "0000000000000000"},
+		{"permitted capabilities", r.CapPrm, "0000000000000000"},
+		{"bounding capabilities", r.CapBnd, "0000000000000000"},
+		{"no_new_privs", r.NoNewPrivs, "1"},
+		{"visible processes", r.Pids, []int{1}},
+		{"hostname", r.Hostname, "atoll"},
+		{"HOME", r.Home, "/home/atoll"},
+		{"home writable", r.HomeWrite, ""},
+		{"cwd", r.Cwd, "/home/atoll"},
+		{"memory limit", r.MemoryLimit, strconv.FormatInt(64*machine.MiB, 10)},
+		{"pids limit", r.PidsMax, "64"},
+	}
+	for _, c := range checks {
+		if fmt.Sprint(c.got) != fmt.Sprint(c.want) {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if q := r.CPUQuota; q != "25000 100000" {
+		t.Errorf("CPU quota = %q, want 25000 per 100000 µs (0.25 CPU)", q)
+	}
+	if !slices.Contains(r.Interfaces, "eth0") && len(r.Interfaces) < 2 {
+		t.Errorf("host network expected by default; interfaces = %v", r.Interfaces)
+	}
+
+	// The agent exits when its stdin closes; the bundle, the runtime's
+	// state and the cgroup go with the worker.
+	a.p.Conn().(*pipeConn).closeWrite()
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if exit != (scheduler.Exit{Code: 0}) {
+		t.Errorf("exit = %+v, want code 0", exit)
+	}
+	if _, err := os.Stat(filepath.Join(f.l.bundles, spec.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundle still there: %v", err)
+	}
+	if err := f.l.runtimeRun(context.Background(), "state", spec.ID); err == nil {
+		t.Errorf("runtime still has the container")
+	}
+	cgPath, _, _ := f.l.cgroupPaths(spec.ID)
+	if _, err := os.Stat(f.l.cg.memoryDir(cgPath)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroup still there: %v", err)
+	}
+}
+
+func TestOCIFilesystemView(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	venv := filepath.Join(f.dataDir, "envs", "abc", "venv")
+	if err := os.MkdirAll(venv, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(venv, "pyvenv.cfg"), []byte("home = /usr/bin\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	account := filepath.Join(f.dataDir, "accounts", "acme", "data")
+	if err := os.MkdirAll(account, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(account, 0o777) // the storage package gives it to the worker's uid
+
+	specA := helperSpec(t, workerID(t))
+	specA.Machine = testXS
+	specA.ReadOnlyPaths = []string{venv}
+	specA.DataDir = account
+	a := f.start(t, specA)
+	specB := helperSpec(t, workerID(t))
+	specB.Machine = testXS
+	b := f.start(t, specB)
+
+	stat := func(ag *agent, cmd string) statResult {
+		t.Helper()
+		var r statResult
+		ag.callJSON(cmd, &r)
+		return r
+	}
+	// Never visible: the server's data directory, the sandbox state. (The
+	// directories on the way to a mounted venv exist, empty but for that
+	// way: mounting at the same path needs them.)
+	for _, p := range []string{f.secret, f.l.opts.StateDir, filepath.Join(f.l.bundles, specB.ID)} {
+		if r := stat(a, "stat "+p); r.Exists {
+			t.Errorf("worker sees %s", p)
+		}
+	}
+	// The venv is visible read-only at its own path, nothing else of the
+	// data directory is.
+	if r := stat(a, "read "+filepath.Join(venv, "pyvenv.cfg")); r.Content != "home = /usr/bin\n" {
+		t.Errorf("venv not visible: %+v", r)
+	}
+	if r := stat(a, "write "+filepath.Join(venv, "x")+" y"); r.Err == "" || !strings.Contains(r.Err, "read-only") {
+		t.Errorf("venv writable: %+v", r)
+	}
+	if r := stat(a, "ls "+f.dataDir); r.Content != "envs" {
+		t.Errorf("data directory seen as %+v, want only the way to the venv", r)
+	}
+	if r := stat(b, "stat "+f.dataDir); r.Exists {
+		t.Errorf("worker B, which has no venv there, sees the data directory")
+	}
+	// System directories are read-only.
+	if r := stat(a, "write /usr/atoll-probe x"); r.Err == "" {
+		t.Errorf("/usr writable")
+	}
+	if r := stat(a, "stat /bin/sh"); !r.Exists {
+		t.Errorf("/bin/sh missing: %+v", r)
+	}
+	// /data is the account's directory, read-write.
+	if r := stat(a, "write /data/hello.txt hi"); r.Err != "" {
+		t.Errorf("write /data: %v", r.Err)
+	}
+	if got, err := os.ReadFile(filepath.Join(account, "hello.txt")); err != nil || string(got) != "hi" {
+		t.Errorf("host sees %q, %v in the account directory", got, err)
+	}
+	var r report
+	a.callJSON("report", &r)
+	if !slices.Contains(r.Env, "ATOLL_DATA_DIR=/data") {
+		t.Errorf("ATOLL_DATA_DIR missing from %v", r.Env)
+	}
+	// /tmp is private to each worker.
+	if r := stat(a, "write /tmp/mine secret-a"); r.Err != "" {
+		t.Fatalf("write /tmp: %v", r.Err)
+	}
+	if r := stat(a, "read /tmp/mine"); r.Content != "secret-a" {
+		t.Errorf("worker A cannot read its own /tmp: %+v", r)
+	}
+	if r := stat(b, "stat /tmp/mine"); r.Exists {
+		t.Errorf("worker B sees worker A's /tmp file")
+	}
+	if _, err := os.Stat("/tmp/mine"); err == nil {
+		t.Errorf("worker's /tmp file landed in the host's /tmp")
+	}
+}
+
+func TestOCIRefusesToExposeProtectedPaths(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	tests := []struct {
+		name   string
+		mutate func(*scheduler.WorkerSpec)
+	}{
+		{"data directory itself", func(s *scheduler.WorkerSpec) { s.ReadOnlyPaths = []string{f.dataDir} }},
+		{"its parent", func(s *scheduler.WorkerSpec) { s.ReadOnlyPaths = []string{filepath.Dir(f.dataDir)} }},
+		{"the state directory", func(s *scheduler.WorkerSpec) { s.DataDir = f.l.opts.StateDir }},
+		{"inside the state directory", func(s *scheduler.WorkerSpec) { s.ReadOnlyPaths = []string{f.l.bundles} }},
+		{"root", func(s *scheduler.WorkerSpec) { s.ReadOnlyPaths = []string{"/"} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := helperSpec(t, workerID(t))
+			tt.mutate(&spec)
+			p, err := f.l.Start(context.Background(), spec)
+			if !errors.Is(err, ErrInvalidSpec) {
+				if p != nil {
+					p.Kill()
+					p.Wait()
+				}
+				t.Fatalf("Start = %v, want ErrInvalidSpec", err)
+			}
+		})
+	}
+}
+
+func TestOCINetworkNone(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, func(o *OCIOptions) { o.Network = "none" })
+	spec := helperSpec(t, workerID(t))
+	a := f.start(t, spec)
+	var r report
+	a.callJSON("report", &r)
+	if !slices.Equal(r.Interfaces, []string{"lo"}) {
+		t.Errorf("interfaces = %v, want only lo", r.Interfaces)
+	}
+}
+
+func TestOCIOutOfMemory(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	fmt.Fprintln(a.in, "alloc 256")
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if !exit.OOMKilled || exit.Signal != 9 {
+		t.Errorf("exit = %+v, want OOMKilled by signal 9", exit)
+	}
+}
+
+func TestOCIOutOfMemoryInChild(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	oom := a.p.(interface{ OOMKilled() bool })
+	if oom.OOMKilled() {
+		t.Fatal("OOMKilled before anything ran")
+	}
+	if got := a.call("child-alloc 256"); got != "signal: killed" {
+		t.Fatalf("child ended with %q, want signal: killed", got)
+	}
+	if got := a.call("echo still here"); got != "still here" {
+		t.Fatalf("agent after its child's OOM: %q", got)
+	}
+	if !oom.OOMKilled() {
+		t.Error("OOMKilled() = false while running, after the child's OOM kill")
+	}
+	a.call("echo bye")
+	fmt.Fprintln(a.in, "exit 0")
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exit.Code != 0 || !exit.OOMKilled {
+		t.Errorf("exit = %+v, want code 0 with OOMKilled", exit)
+	}
+}
+
+func TestOCIPidsLimitStopsForkBomb(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	spec.Machine.Pids = 32
+	a := f.start(t, spec)
+	fmt.Fprintln(a.in, `exec-sh i=0; while [ $i -lt 500 ]; do sleep 60 </dev/null >/dev/null 2>&1 & i=$((i+1)); echo $i; done; echo finished`)
+	var last string
+	for {
+		line, err := a.out.ReadString('\n')
+		if err != nil {
+			break
+		}
+		last = strings.TrimSpace(line)
+	}
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(last)
+	t.Logf("the shell started %d processes before the pids limit stopped it; exit %+v", n, exit)
+	if last == "finished" || n >= 32 || n == 0 {
+		t.Errorf("last line %q: want the loop stopped below 32 processes", last)
+	}
+	if exit.Code == 0 {
+		t.Errorf("exit = %+v, want the shell's fork failure", exit)
+	}
+	// The host is unharmed: a new worker starts and answers.
+	next := f.start(t, helperSpec(t, workerID(t)))
+	if got := next.call("echo ok"); got != "ok" {
+		t.Errorf("next worker: %q", got)
+	}
+}
+
+func TestOCICPUQuotaHolds(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	ratio, err := strconv.ParseFloat(a.call("spin 1500"), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a CPU-bound loop in XS used %.2f CPU", ratio)
+	if ratio > 0.35 {
+		t.Errorf("CPU use %.2f, want about 0.25", ratio)
+	}
+}
+
+func TestOCIKillThenWait(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	a.call("spawn-sleep") // a grandchild must go too
+	start := time.Now()
+	if err := a.p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Kill+Wait took %s", d)
+	} else {
+		t.Logf("Kill+Wait took %s", d)
+	}
+	if exit != (scheduler.Exit{Code: -1, Signal: 9}) {
+		t.Errorf("exit = %+v, want signal 9, not OOM", exit)
+	}
+	if err := a.p.Kill(); err != nil {
+		t.Errorf("Kill after Wait: %v", err)
+	}
+	if entries, _ := os.ReadDir(f.l.bundles); len(entries) != 0 {
+		t.Errorf("bundles left: %v", entries)
+	}
+}
+
+func TestOCIStartFailureReportsRuntimeError(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.ReadOnlyPaths = []string{"/nonexistent/python"}
+	_, err := f.l.Start(context.Background(), spec)
+	if !errors.Is(err, ErrStartFailed) || !strings.Contains(err.Error(), "/nonexistent/python") {
+		t.Fatalf("Start = %v, want ErrStartFailed naming the missing path", err)
+	}
+	if entries, _ := os.ReadDir(f.l.bundles); len(entries) != 0 {
+		t.Errorf("bundles left: %v", entries)
+	}
+}
+
+func TestOCIRemoveStale(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	spec := helperSpec(t, workerID(t))
+	a := f.start(t, spec)
+	a.call("echo up")
+	// A new server on the same state directory finds the worker the old
+	// one left behind.
+	l2, err := NewOCI(f.l.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.RemoveStale(context.Background()); err != nil {
+		t.Fatalf("RemoveStale: %v", err)
+	}
+	if err := l2.runtimeRun(context.Background(), "state", spec.ID); err == nil {
+		t.Error("container survived RemoveStale")
+	}
+	if _, err := os.Stat(filepath.Join(f.l.bundles, spec.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundle survived RemoveStale: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { a.wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("old worker's Wait did not return")
+	}
+}
+
+func TestOCICrun(t *testing.T) {
+	f := newOCIFixture(t, KindCrun, nil)
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	if got := a.call("echo hi"); got != "hi" {
+		t.Fatalf("echo = %q", got)
+	}
+	fmt.Fprintln(a.in, "alloc 256")
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("crun OOM exit: %+v", exit)
+	if exit.Signal != 9 {
+		t.Errorf("exit = %+v, want signal 9", exit)
+	}
+}
+
+// TestColdStart measures the time from Start to the first reply byte of
+// a trivial agent, per launcher, and logs the median.
+func TestColdStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
+	const runs = 15
+	measure := func(t *testing.T, l scheduler.Launcher, m machine.Type) time.Duration {
+		var times []time.Duration
+		for range runs {
+			spec := helperSpec(t, workerID(t))
+			spec.Machine = m
+			start := time.Now()
+			p, err := l.Start(context.Background(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := newAgent(t, p)
+			if got := a.call("echo x"); got != "x" {
+				t.Fatalf("echo = %q", got)
+			}
+			times = append(times, time.Since(start))
+			a.p.Kill()
+			a.wait()
+		}
+		slices.Sort(times)
+		return times[len(times)/2]
+	}
+	t.Run("process", func(t *testing.T) {
+		p50 := measure(t, NewProcess(ProcessOptions{}), testXS)
+		t.Logf("cold start p50 process: %s", p50.Round(100*time.Microsecond))
+	})
+	for _, kind := range []string{KindRunc, KindCrun} {
+		for _, m := range []machine.Type{{Name: "unlimited"}, testXS} {
+			t.Run(kind+"/"+m.Name, func(t *testing.T) {
+				f := newOCIFixture(t, kind, nil)
+				p50 := measure(t, f.l, m)
+				t.Logf("cold start p50 %s (%s): %s", kind, m.Name, p50.Round(100*time.Microsecond))
+			})
+		}
+	}
+}
+
+func TestOCICheck(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	if err := f.l.Check(context.Background()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if entries, _ := os.ReadDir(f.l.bundles); len(entries) != 0 {
+		t.Errorf("bundles left: %v", entries)
+	}
+}
+
+func TestNewOCIRefuses(t *testing.T) {
+	requireRuntime(t, KindRunc)
+	tests := []struct {
+		name string
+		opts OCIOptions
+		want error
+	}{
+		{"no state directory", OCIOptions{}, nil},
+		{"unknown runtime", OCIOptions{Runtime: "docker", StateDir: t.TempDir()}, nil},
+		{"missing runtime", OCIOptions{RuntimePath: "/nonexistent/runc", StateDir: t.TempDir()}, ErrRuntimeNotFound},
+		{"bad network", OCIOptions{StateDir: t.TempDir(), Network: "bridge"}, nil},
+		{"state under a system directory", OCIOptions{StateDir: "/etc/atoll"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewOCI(tt.opts)
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("NewOCI = %v, want an error (%v)", err, tt.want)
+			}
+		})
+	}
+}
