@@ -43,6 +43,10 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newWorkerCommand())
+	root.AddCommand(
+		newServerCommand(), newWorkerCommand(),
+		newKeysCommand(), newLoginCommand(),
+		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
+	)
 	return root
 }

@@ -11,12 +11,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
+	"github.com/atoll-dev/atoll/internal/state"
 	"github.com/atoll-dev/atoll/python"
 )
 
@@ -27,6 +30,9 @@ type serverOptions struct {
 	listen       string
 	dataDir      string
 	envMaxBytes  int64
+	runRetention time.Duration
+	tlsCert      string
+	tlsKey       string
 	sandbox      string
 	network      string
 	config       string
@@ -47,14 +53,18 @@ func newServerCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&opts.listen, "listen", DefaultListen, "address to serve gRPC on (host:port)")
-	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
+	cmd.PersistentFlags().StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
 	f.StringVar(&opts.sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
 	f.StringVar(&opts.network, "network", "host", "worker network: host or none")
 	f.StringVar(&opts.config, "config", "", "YAML file amending machine types, GPUs and capacity")
 	f.DurationVar(&opts.queueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
 	f.Int64Var(&opts.envMaxBytes, "env-max-bytes", 0, "evict least recently used environments beyond this total size (0: no limit)")
 	f.StringVar(&opts.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(newServerStopCommand(&opts.dataDir), newServerStatusCommand(&opts.dataDir))
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
+	f.StringVar(&opts.tlsCert, "tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
+	f.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.DurationVar(&opts.runRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
 	return cmd
 }
 
@@ -97,12 +107,41 @@ func checkListen(addr string, insecure bool) error {
 		"use a loopback address such as %s, or pass --insecure", addr, DefaultListen)
 }
 
+// Files under the data directory.
+const (
+	stateFile = "state.db"
+	pidFile   = "server.pid"
+)
+
+// writePIDFile records the running server's pid and address, for `atoll
+// server stop` and `status` and for SDKs looking for a local server.
+func writePIDFile(dataDir, addr string) error {
+	content := fmt.Sprintf("%d\n%s\n", os.Getpid(), addr)
+	if err := os.WriteFile(filepath.Join(dataDir, pidFile), []byte(content), 0o600); err != nil {
+		return fmt.Errorf("write pid file: %w", err)
+	}
+	return nil
+}
+
+// workerHost is the address workers reach the server at for nested calls:
+// the listening address, or loopback when it listens on every address.
+func workerHost(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return addr.String()
+	}
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
+}
+
 func runServer(ctx context.Context, opts serverOptions) error {
 	log, err := newLogger(opts.logLevel)
 	if err != nil {
 		return err
 	}
-	if err := checkListen(opts.listen, opts.insecure); err != nil {
+	if (opts.tlsCert == "") != (opts.tlsKey == "") {
+		return fmt.Errorf("--tls-cert and --tls-key go together")
+	}
+	if err := checkListen(opts.listen, opts.insecure || opts.tlsCert != ""); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(opts.dataDir)
@@ -116,6 +155,22 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return err
 	}
+	store, err := state.Open(ctx, filepath.Join(dataDir, stateFile), state.WithLogger(log.With("component", "state")))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if n, err := store.InterruptUnfinishedRuns(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info("marked runs cut short by the last stop as interrupted", "runs", n)
+	}
+	authn := auth.New(store, auth.WithLogger(log.With("component", "auth")))
+	history := server.NewHistory(store, opts.runRetention, log.With("component", "history"))
+	historyCtx, stopHistory := context.WithCancel(context.WithoutCancel(ctx))
+	historyDone := make(chan struct{})
+	go func() { history.Run(historyCtx); close(historyDone) }()
+	defer func() { stopHistory(); <-historyDone }()
 	agent, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
@@ -127,6 +182,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		RuntimeRequirements: python.RuntimeRequirements,
 		CompileBytecode:     true,
 		SeedPip:             true,
+		Provided:            []string{"atoll"},
 	})
 	if err != nil {
 		return err
@@ -157,6 +213,8 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		AgentPath:    agent,
 		SDKDir:       sdkDir,
 		WorkerEnv:    server.DefaultWorkerEnv(),
+		Tokens:       authn,
+		History:      history,
 		Logger:       log.With("component", "server"),
 	})
 
@@ -164,19 +222,38 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	gs := grpc.NewServer(
+	functions.SetWorkerHost(workerHost(lis.Addr()))
+	skip := auth.SkipMethods(healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName)
+	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		grpc.MaxSendMsgSize(server.MaxMessageBytes),
-	)
+		grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor(skip)),
+		grpc.ChainStreamInterceptor(authn.StreamServerInterceptor(skip)),
+	}
+	if opts.tlsCert != "" {
+		creds, err := credentials.NewServerTLSFromFile(opts.tlsCert, opts.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		serverOpts = append(serverOpts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(serverOpts...)
 	functions.Register(gs)
-	server.NewAdmin(sched).Register(gs)
+	server.NewAdmin(server.AdminOptions{
+		Version: version, Sandbox: kind, SandboxWarning: warning,
+		Scheduler: sched, Catalog: catalog, Capacity: capacity, Store: store,
+	}).Register(gs)
 	if err := registerStorage(gs, dataDir, log.With("component", "storage")); err != nil {
 		return err
 	}
 	healthpb.RegisterHealthServer(gs, health.NewServer())
+	if err := writePIDFile(dataDir, lis.Addr().String()); err != nil {
+		return err
+	}
+	defer os.Remove(filepath.Join(dataDir, pidFile))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- gs.Serve(lis) }()
-	log.Info("atoll server listening", "addr", lis.Addr().String(), "data_dir", dataDir, "sandbox", kind, "capacity", capacity.Host().String())
+	log.Info("atoll server listening", "addr", lis.Addr().String(), "data_dir", dataDir, "sandbox", kind, "capacity", capacity.Host().String(), "tls", opts.tlsCert != "")
 
 	select {
 	case err = <-serveErr:

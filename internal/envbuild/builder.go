@@ -67,6 +67,10 @@ type Options struct {
 	// requirements; unpinned requirements then get the newest version the
 	// cache holds rather than the newest on the index.
 	ResolveOnline bool
+	// Provided names distributions every worker already has beside its venv
+	// (the atoll SDK itself): requirements naming them are dropped, so a
+	// user listing them never gets an unrelated package of that name.
+	Provided []string
 	// SeedPip installs pip into every venv, so that `pip` and `pip freeze`
 	// run inside a function see the function's own environment (pip hides
 	// itself from `pip freeze`, which then lists only the user's packages).
@@ -125,6 +129,7 @@ type Builder struct {
 	runtimeReqs     []string
 	compileBytecode bool
 	seedPip         bool
+	provided        []string
 	resolveOnline   bool
 	noBuild         bool
 
@@ -213,6 +218,7 @@ func New(opts Options) (*Builder, error) {
 		runtimeReqs:     runtimeReqs,
 		compileBytecode: opts.CompileBytecode,
 		seedPip:         opts.SeedPip,
+		provided:        canonicalNames(opts.Provided),
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
 		flights:         map[string]*flight{},
@@ -269,7 +275,7 @@ func (b *Builder) Close() error {
 
 // Key returns the environment key for spec without building anything.
 func (b *Builder) Key(spec Spec) (string, error) {
-	s, err := normalizeSpec(spec)
+	s, err := b.normalize(spec)
 	if err != nil {
 		return "", err
 	}
@@ -295,7 +301,7 @@ func (b *Builder) EnsureAcquire(ctx context.Context, spec Spec, logf func(line s
 }
 
 func (b *Builder) ensure(ctx context.Context, spec Spec, logf func(string), hold bool) (Env, func(), error) {
-	s, err := normalizeSpec(spec)
+	s, err := b.normalize(spec)
 	if err != nil {
 		return Env{}, nil, err
 	}

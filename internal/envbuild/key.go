@@ -31,6 +31,27 @@ func normalizeSpec(spec Spec) (Spec, error) {
 	return Spec{Python: py, Requirements: reqs}, nil
 }
 
+// normalize is normalizeSpec without the requirements the builder's
+// Options.Provided covers.
+func (b *Builder) normalize(spec Spec) (Spec, error) {
+	s, err := normalizeSpec(spec)
+	if err != nil || len(b.provided) == 0 {
+		return s, err
+	}
+	s.Requirements = slices.DeleteFunc(s.Requirements, func(r string) bool {
+		return slices.Contains(b.provided, requirementName(r))
+	})
+	return s, nil
+}
+
+func canonicalNames(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = canonicalName(n)
+	}
+	return out
+}
+
 func normalizePython(v string) (string, error) {
 	v = strings.TrimSpace(v)
 	if !pythonVersionRe.MatchString(v) {

@@ -160,3 +160,27 @@ func TestMajorMinor(t *testing.T) {
 		}
 	}
 }
+
+func TestProvidedRequirementsAreDropped(t *testing.T) {
+	b := &Builder{provided: canonicalNames([]string{"atoll"})}
+	tests := []struct {
+		name string
+		reqs []string
+		want []string
+	}{
+		{"plain", []string{"cowsay", "atoll"}, []string{"cowsay"}},
+		{"versioned and spelled otherwise", []string{"Atoll>=0.1", "six"}, []string{"six"}},
+		{"a longer name is kept", []string{"atoll-extras"}, []string{"atoll-extras"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := b.normalize(Spec{Python: "3.11", Requirements: tt.reqs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got.Requirements); diff != "" {
+				t.Errorf("requirements (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

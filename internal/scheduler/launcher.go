@@ -60,3 +60,11 @@ type Process interface {
 type Launcher interface {
 	Start(ctx context.Context, spec WorkerSpec) (Process, error)
 }
+
+// Settler is a Process that starts with more CPU than its machine type
+// allows, so the interpreter and runner start fast, and must be held to the
+// type's limits before any call runs. The scheduler calls Settle once the
+// worker is ready, before its first call.
+type Settler interface {
+	Settle() error
+}

@@ -212,7 +212,8 @@ func (s *Scheduler) takeIdle(key PoolKey) (*Worker, error) {
 	return nil, nil
 }
 
-func newWorkerID() string {
+// NewWorkerID returns a new unique worker id, safe as a file name.
+func NewWorkerID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "w-" + hex.EncodeToString(b[:])
@@ -220,7 +221,7 @@ func newWorkerID() string {
 
 func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*Worker, error) {
 	if spec.ID == "" {
-		spec.ID = newWorkerID()
+		spec.ID = NewWorkerID()
 	}
 	spec.Account = key.Account
 	ctx, cancel := context.WithTimeout(ctx, s.startTimeout)
@@ -248,6 +249,12 @@ func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, end
 	if err := w.awaitReady(ctx); err != nil {
 		s.Discard(w)
 		return nil, err // reap calls ended
+	}
+	if settler, ok := proc.(Settler); ok {
+		if err := settler.Settle(); err != nil {
+			s.Discard(w)
+			return nil, fmt.Errorf("apply the limits of machine type %s: %w", key.MachineType, err)
+		}
 	}
 	s.log.Debug("worker started", "worker", w.ID, "function", key.Function, "machine_type", key.MachineType, "took", time.Since(w.Started))
 	return w, nil

@@ -2,23 +2,62 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/state"
 )
 
 // Admin implements atoll.v1.Admin.
 type Admin struct {
 	atollv1.UnimplementedAdminServer
-	sched *scheduler.Scheduler
+	opts AdminOptions
 }
 
-// NewAdmin returns the Admin service over the scheduler.
-func NewAdmin(sched *scheduler.Scheduler) *Admin {
-	return &Admin{sched: sched}
+// AdminOptions is what the Admin service reports on.
+type AdminOptions struct {
+	Version        string
+	Sandbox        string
+	SandboxWarning string
+	Scheduler      *scheduler.Scheduler
+	Catalog        machine.Catalog
+	Capacity       *machine.Capacity
+	// Store, if set, serves the run history.
+	Store *state.Store
+}
+
+// NewAdmin returns the Admin service.
+func NewAdmin(opts AdminOptions) *Admin {
+	return &Admin{opts: opts}
+}
+
+// Status describes the server to the caller.
+func (a *Admin) Status(ctx context.Context, _ *atollv1.StatusRequest) (*atollv1.StatusResponse, error) {
+	resp := &atollv1.StatusResponse{
+		Version:        a.opts.Version,
+		Sandbox:        a.opts.Sandbox,
+		SandboxWarning: a.opts.SandboxWarning,
+		Account:        accountOf(ctx),
+	}
+	if c := a.opts.Capacity; c != nil {
+		resp.Capacity = c.Host().String()
+		resp.Used = c.Used().String()
+		resp.Waiting = int32(c.Waiting())
+	}
+	for _, t := range a.opts.Catalog.Types() {
+		resp.MachineTypes = append(resp.MachineTypes, &atollv1.MachineType{
+			Name: t.Name, Cpus: t.CPUs, MemoryBytes: t.MemoryBytes, Gpus: int32(t.GPUs), GpuModel: t.GPUModel,
+		})
+	}
+	return resp, nil
 }
 
 // Register adds the service to a gRPC server.
@@ -30,7 +69,7 @@ func (a *Admin) Register(s *grpc.Server) {
 func (a *Admin) ListWorkers(ctx context.Context, _ *atollv1.ListWorkersRequest) (*atollv1.ListWorkersResponse, error) {
 	account := accountOf(ctx)
 	resp := &atollv1.ListWorkersResponse{}
-	for _, w := range a.sched.Workers() {
+	for _, w := range a.opts.Scheduler.Workers() {
 		if w.Key.Account != account {
 			continue
 		}
@@ -55,7 +94,83 @@ func unixMs(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-// accountOf returns the account a request acts for.
-func accountOf(context.Context) string {
+// accountOf returns the account a request acts for: the authenticated
+// caller's, or DefaultAccount where authentication is not in force.
+func accountOf(ctx context.Context) string {
+	if p, ok := auth.PrincipalFrom(ctx); ok {
+		return p.Account
+	}
 	return DefaultAccount
+}
+
+// defaultRunsLimit is how many runs ListRuns returns when not told.
+const defaultRunsLimit = 50
+
+// ListRuns lists the caller's runs, newest first.
+func (a *Admin) ListRuns(ctx context.Context, req *atollv1.ListRunsRequest) (*atollv1.ListRunsResponse, error) {
+	if a.opts.Store == nil {
+		return nil, status.Error(codes.Unimplemented, "this server keeps no run history")
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = defaultRunsLimit
+	}
+	runs, err := a.opts.Store.ListRuns(ctx, accountOf(ctx), limit)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "list runs: %v", err)
+	}
+	resp := &atollv1.ListRunsResponse{}
+	for _, r := range runs {
+		resp.Runs = append(resp.Runs, runInfo(r))
+	}
+	return resp, nil
+}
+
+// GetRunLogs returns one of the caller's runs with its output; another
+// account's run is reported as not found.
+func (a *Admin) GetRunLogs(ctx context.Context, req *atollv1.GetRunLogsRequest) (*atollv1.GetRunLogsResponse, error) {
+	if a.opts.Store == nil {
+		return nil, status.Error(codes.Unimplemented, "this server keeps no run history")
+	}
+	account := accountOf(ctx)
+	run, err := a.opts.Store.GetRun(ctx, account, req.GetRunId())
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "no run %q in account %s; list runs with `atoll runs`", req.GetRunId(), account)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "get run: %v", err)
+	}
+	lines, err := a.opts.Store.Logs(ctx, account, run.ID)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "get run logs: %v", err)
+	}
+	resp := &atollv1.GetRunLogsResponse{Run: runInfo(run)}
+	for _, l := range lines {
+		resp.Lines = append(resp.Lines, &atollv1.LogLine{Stream: streamOf(l.Stream), AtUnixMs: unixMs(l.At), Data: []byte(l.Data)})
+	}
+	return resp, nil
+}
+
+func runInfo(r state.Run) *atollv1.RunInfo {
+	info := &atollv1.RunInfo{
+		Id: r.ID, FunctionName: r.Function, MachineType: r.MachineType, EnvironmentKey: r.EnvKey,
+		QueuedUnixMs: unixMs(r.QueuedAt), StartedUnixMs: unixMs(r.StartedAt), FinishedUnixMs: unixMs(r.FinishedAt),
+		Outcome: string(r.Outcome), WorkerId: r.WorkerID,
+	}
+	if r.ExitStatus != nil {
+		code := int32(*r.ExitStatus)
+		info.ExitStatus = &code
+	}
+	return info
+}
+
+func streamOf(s state.Stream) atollv1.Stream {
+	switch s {
+	case state.StreamStdout:
+		return atollv1.Stream_STREAM_STDOUT
+	case state.StreamStderr:
+		return atollv1.Stream_STREAM_STDERR
+	default:
+		return atollv1.Stream_STREAM_SYSTEM
+	}
 }

@@ -65,7 +65,23 @@ type Options struct {
 	SDKDir string
 	// WorkerEnv is the base environment of every worker.
 	WorkerEnv []string
-	Logger    *slog.Logger
+	// Tokens, if set, gives each worker a token for nested calls, valid for
+	// its account while it lives; WorkerHost is the address workers reach
+	// this server at.
+	Tokens     WorkerTokens
+	WorkerHost string
+	// AccountDataDir, if set, returns the account's persistent directory,
+	// which workers see at /data.
+	AccountDataDir func(account string) (string, error)
+	// History, if set, records every run.
+	History *History
+	Logger  *slog.Logger
+}
+
+// WorkerTokens issues and revokes the tokens workers make nested calls with.
+type WorkerTokens interface {
+	IssueWorkerToken(account, workerID string) string
+	RevokeWorkerToken(workerID string)
 }
 
 // Functions implements atoll.v1.Functions.
@@ -84,6 +100,12 @@ func NewFunctions(opts Options) *Functions {
 	return &Functions{opts: opts, log: log}
 }
 
+// SetWorkerHost sets the address workers reach this server at, once it is
+// known (after listening); call it before serving.
+func (f *Functions) SetWorkerHost(addr string) {
+	f.opts.WorkerHost = addr
+}
+
 // Register adds the service to a gRPC server.
 func (f *Functions) Register(s *grpc.Server) {
 	atollv1.RegisterFunctionsServer(s, f)
@@ -96,12 +118,26 @@ type runStream = grpc.ServerStreamingServer[atollv1.RunEvent]
 // authentication problems.
 func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 	ctx := stream.Context()
-	result, err := f.run(ctx, req, stream)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: f.failure(err, req)}})
+	var rec *runRecord
+	if f.opts.History != nil {
+		rec = f.opts.History.Begin(accountOf(ctx), req.GetFunctionName(), req.GetMachineType())
+	}
+	result, err := f.run(ctx, req, stream, rec)
+	var failure *atollv1.Failure
+	switch {
+	case err != nil && ctx.Err() != nil:
+		failure = &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_CANCELLED, Message: "the caller cancelled the call"}
+	case err != nil:
+		failure = f.failure(err, req)
+	}
+	if rec != nil {
+		rec.Finish(outcomeOf(result, failure))
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case failure != nil:
+		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: failure}})
 	}
 	return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Result{Result: result}})
 }
@@ -110,7 +146,7 @@ func sendStatus(stream runStream, phase atollv1.Phase, msg string) {
 	_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: &atollv1.Status{Phase: phase, Message: msg}}})
 }
 
-func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream runStream) (*atollv1.Result, error) {
+func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream runStream, rec *runRecord) (*atollv1.Result, error) {
 	if err := validate(req); err != nil {
 		return nil, err
 	}
@@ -129,8 +165,14 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 	if err != nil {
 		return nil, err
 	}
+	if rec != nil {
+		rec.Started(w.ID, key.EnvKey)
+	}
 	result, err := w.Call(ctx, req.GetFunction(), req.GetArguments(), func(o *atollv1.Output) {
 		_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
+		if rec != nil {
+			rec.Output(o)
+		}
 	})
 	var ser *scheduler.SerializationError
 	switch {
@@ -162,11 +204,31 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 		if err != nil {
 			return spec, nil, err
 		}
+		ended := resolved.Release
 		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
+		spec.ID = scheduler.NewWorkerID()
 		spec.Args = []string{f.opts.AgentPath, "worker", "--python", resolved.Python, "--sdk", f.opts.SDKDir, "--runtime", resolved.RuntimeDir}
-		spec.Env = mergeEnv(f.opts.WorkerEnv, resolved.Env)
+		env := resolved.Env
+		if f.opts.Tokens != nil {
+			token := f.opts.Tokens.IssueWorkerToken(key.Account, spec.ID)
+			env = append(env, "ATOLL_HOST="+f.opts.WorkerHost, "ATOLL_WORKER_TOKEN="+token)
+			id, release := spec.ID, ended
+			ended = func() {
+				f.opts.Tokens.RevokeWorkerToken(id)
+				release()
+			}
+		}
+		if f.opts.AccountDataDir != nil {
+			dir, err := f.opts.AccountDataDir(key.Account)
+			if err != nil {
+				ended()
+				return spec, nil, err
+			}
+			spec.DataDir = dir
+		}
+		spec.Env = mergeEnv(f.opts.WorkerEnv, env)
 		spec.ReadOnlyPaths = append([]string{f.opts.SDKDir}, resolved.ReadOnlyPaths...)
-		return spec, resolved.Release, nil
+		return spec, ended, nil
 	}, func() {
 		sendStatus(stream, atollv1.Phase_PHASE_QUEUED, fmt.Sprintf("waiting for capacity for machine type %s", mt))
 	})

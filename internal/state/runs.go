@@ -113,6 +113,22 @@ func (s *Store) FinishRun(ctx context.Context, id string, outcome Outcome, exitS
 	return oneRow("finish run "+id, res, err)
 }
 
+// CompleteRun records a run's end with the times, outcome, exit status,
+// worker and environment of r, for a caller that records runs after the
+// fact (so the times are when things happened, not when they were written).
+func (s *Store) CompleteRun(ctx context.Context, r Run) error {
+	var exit any
+	if r.ExitStatus != nil {
+		exit = *r.ExitStatus
+	}
+	finished := r.FinishedAt
+	if finished.IsZero() {
+		finished = s.now()
+	}
+	res, err := s.completeRun.ExecContext(ctx, toDB(r.StartedAt), toDB(finished), string(r.Outcome), exit, r.WorkerID, r.EnvKey, r.ID)
+	return oneRow("complete run "+r.ID, res, err)
+}
+
 // InterruptUnfinishedRuns ends every run that has not finished with
 // OutcomeInterrupted. The server calls it at start: runs it was tracking
 // when it stopped will never finish, and would otherwise never be pruned.

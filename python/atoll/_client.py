@@ -3,6 +3,7 @@ events into output, a return value or an exception."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from atoll import _credentials
-from atoll._errors import ProtocolError, from_failure, from_rpc_error
+from atoll._errors import ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import dumps_arguments, dumps_function, loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
 from atoll.v1 import atoll_pb2_grpc as pb_grpc
@@ -28,12 +29,24 @@ _stubs: dict[str, pb_grpc.FunctionsStub] = {}
 _stubs_lock = threading.Lock()
 
 
+def channel_for(target: str) -> grpc.Channel:
+    """A new channel to target: TLS when ATOLL_TLS_CA (or the credentials
+    file's tls_ca) names a CA certificate, or ATOLL_TLS=1 (system roots)."""
+    ca = os.environ.get("ATOLL_TLS_CA") or _credentials.load_saved().get("tls_ca")
+    if ca:
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        return grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
+    if os.environ.get("ATOLL_TLS") == "1":
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
+    return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+
 def _stub(target: str) -> pb_grpc.FunctionsStub:
     with _stubs_lock:
         stub = _stubs.get(target)
         if stub is None:
-            channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            stub = _stubs[target] = pb_grpc.FunctionsStub(channel)
+            stub = _stubs[target] = pb_grpc.FunctionsStub(channel_for(target))
         return stub
 
 
@@ -46,6 +59,18 @@ def _write(stream: Any, data: bytes) -> None:
     else:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
+
+
+def write_output(out: pb.Output) -> None:
+    """Writes a worker's output event to this process's stdout or stderr;
+    atoll's own lines (such as environment build logs) go to stderr, each
+    prefixed with "atoll: "."""
+    if out.stream == pb.STREAM_STDOUT:
+        _write(sys.stdout, out.data)
+    elif out.stream == pb.STREAM_STDERR:
+        _write(sys.stderr, out.data)
+    else:
+        _write(sys.stderr, b"".join(b"atoll: " + line for line in out.data.splitlines(keepends=True)))
 
 
 def request_for(fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.RunRequest:
@@ -68,28 +93,52 @@ def outcome(fn_name: str, result: pb.Result) -> Any:
     return loads_value(fn_name, result.value)
 
 
-def run(target: str, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def run(target: str, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any], autostart: bool = False) -> Any:
+    """Runs fn on the server at target. With autostart, a local server is
+    started if none answers (only before anything was sent, so a call is
+    never run twice)."""
     request = request_for(fn, args, kwargs)
-    metadata = _credentials.resolve(fn.options.credentials)
+    try:
+        return _run(target, fn, request)
+    except _NotConnected as err:
+        if not autostart:
+            raise err.error from None
+    from atoll import _autostart
+
+    _autostart.ensure(target)
+    try:
+        return _run(target, fn, request)
+    except _NotConnected as err:
+        raise err.error from None
+
+
+class _NotConnected(Exception):
+    """The server could not be reached; nothing of the call was received."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest) -> Any:
+    metadata = _credentials.resolve(fn.options.credentials, target)
     call = _stub(target).Run(request, metadata=metadata)
     result: pb.Result | None = None
+    received = False
     try:
         for event in call:
+            received = True
             kind = event.WhichOneof("event")
             if kind == "output":
-                out = event.output
-                if out.stream == pb.STREAM_STDOUT:
-                    _write(sys.stdout, out.data)
-                elif out.stream == pb.STREAM_STDERR:
-                    _write(sys.stderr, out.data)
-                else:  # atoll's own lines, such as environment build logs
-                    _write(sys.stderr, b"".join(b"atoll: " + line for line in out.data.splitlines(keepends=True)))
+                write_output(event.output)
             elif kind == "result":
                 result = event.result
             elif kind == "failure":
                 raise from_failure(event.failure)
     except grpc.RpcError as err:
-        raise from_rpc_error(err, target) from None
+        error = from_rpc_error(err, target)
+        if not received and isinstance(error, ServerUnavailableError):
+            raise _NotConnected(error) from None
+        raise error from None
     except BaseException:
         call.cancel()
         raise

@@ -1,9 +1,11 @@
-"""Credentials the SDK presents to the server."""
+"""Credentials the SDK presents to the server, and where it finds them."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,59 @@ class CloudKeyCredentials:
         return (("x-atoll-key-id", self.key_id), ("x-atoll-key-secret", self.key_secret))
 
 
-def resolve(explicit: CloudKeyCredentials | None) -> tuple[tuple[str, str], ...]:
-    """The metadata to send: explicit credentials, else the environment."""
+def credentials_path() -> Path:
+    """The credentials file `atoll login` (or the local server's first start) writes."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "atoll" / "credentials.json"
+
+
+_saved_cache: tuple[Path, int, dict[str, str]] | None = None
+
+
+def load_saved() -> dict[str, str]:
+    """The credentials file's contents, or {} when there is none. Read again
+    only when the file changes."""
+    global _saved_cache
+    path = credentials_path()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        mtime = -1
+    cached = _saved_cache
+    if cached is not None and cached[0] == path and cached[1] == mtime:
+        return cached[2]
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        from atoll._errors import AuthenticationError
+
+        raise AuthenticationError(f"cannot read the credentials file {credentials_path()}: {exc}") from exc
+    data = data if isinstance(data, dict) else {}
+    _saved_cache = (path, mtime, data)
+    return data
+
+
+def save(host: str, key_id: str, key_secret: str) -> Path:
+    """Writes the credentials file, readable by its owner only."""
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"host": host, "key_id": key_id, "key_secret": key_secret}, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve(explicit: CloudKeyCredentials | None, target: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The metadata to send to target: explicit credentials; else a worker's
+    own token (inside a worker); else ATOLL_KEY_ID/ATOLL_KEY_SECRET; else the
+    credentials file, if it is for this server (or any, without target)."""
     if explicit is not None:
         return explicit.metadata()
     token = os.environ.get("ATOLL_WORKER_TOKEN")
@@ -42,4 +95,7 @@ def resolve(explicit: CloudKeyCredentials | None) -> tuple[tuple[str, str], ...]
     key_id, secret = os.environ.get("ATOLL_KEY_ID"), os.environ.get("ATOLL_KEY_SECRET")
     if key_id and secret:
         return CloudKeyCredentials(key_id, secret).metadata()
+    saved = load_saved()
+    if saved.get("key_id") and saved.get("key_secret") and (target is None or saved.get("host", target) == target):
+        return CloudKeyCredentials(saved["key_id"], saved["key_secret"]).metadata()
     return ()

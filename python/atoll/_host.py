@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from atoll._api import IsolatedFunction
 
-DEFAULT_HOST = "127.0.0.1:28655"
-
 
 class Host:
     """Where an isolated function runs; see ``cloud`` and ``local``."""
@@ -20,18 +18,26 @@ class Host:
 
 class CloudHost(Host):
     """An atoll server: ``address`` (host:port), else ``ATOLL_HOST``, else the
-    local default."""
+    server of the credentials file, else a local server, started on demand."""
 
     def __init__(self, address: str | None = None):
         self.address = address
 
     def target(self) -> str:
-        return self.address or os.environ.get("ATOLL_HOST") or DEFAULT_HOST
+        from atoll import _autostart, _credentials
+
+        return (
+            self.address
+            or os.environ.get("ATOLL_HOST")
+            or _credentials.load_saved().get("host")
+            or _autostart.local_address()
+        )
 
     def run(self, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from atoll import _client
+        from atoll import _autostart, _client
 
-        return _client.run(self.target(), fn, args, kwargs)
+        target = self.target()
+        return _client.run(target, fn, args, kwargs, autostart=_autostart.enabled(target))
 
     def __repr__(self) -> str:
         return f"CloudHost({self.address!r})" if self.address else "cloud"

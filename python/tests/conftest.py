@@ -42,6 +42,18 @@ class Server:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.proc: subprocess.Popen | None = None
 
+    def create_key(self, account: str = "default") -> tuple[str, str]:
+        """Creates an API key with `atoll keys create`; returns (id, secret)."""
+        import json
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            [atoll_binary(), "keys", "create", "--data-dir", str(self.data_dir), "--account", account, "--json"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        key = json.loads(out)
+        return key["key_id"], key["key_secret"]
+
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -80,18 +92,43 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory):
+    """Keeps the tests away from the user's own credentials file and local
+    server: config and data directories are the session's own, and no test
+    starts a local server unless it asks to."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "ATOLL_NO_AUTOSTART")}
+    os.environ.update(XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"), ATOLL_NO_AUTOSTART="1")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = Server(tmp_path_factory.mktemp("atoll") / "data").start()
-    old = os.environ.get("ATOLL_HOST")
-    os.environ["ATOLL_HOST"] = srv.address
+    """A server for the session, with a key of account "default" in the
+    environment (ATOLL_KEY_ID, ATOLL_KEY_SECRET) and ATOLL_HOST pointing at it."""
+    srv = Server(tmp_path_factory.mktemp("atoll") / "data")
+    key_id, secret = srv.create_key()
+    srv.start()
+    saved = {k: os.environ.get(k) for k in ("ATOLL_HOST", "ATOLL_KEY_ID", "ATOLL_KEY_SECRET")}
+    os.environ.update(ATOLL_HOST=srv.address, ATOLL_KEY_ID=key_id, ATOLL_KEY_SECRET=secret)
     yield srv
-    if old is None:
-        os.environ.pop("ATOLL_HOST", None)
-    else:
-        os.environ["ATOLL_HOST"] = old
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     srv.stop()
     assert "panic" not in srv.log(), srv.log()
+
+
+def key_metadata() -> tuple[tuple[str, str], ...]:
+    return (("x-atoll-key-id", os.environ["ATOLL_KEY_ID"]), ("x-atoll-key-secret", os.environ["ATOLL_KEY_SECRET"]))
 
 
 @pytest.fixture
@@ -114,7 +151,26 @@ def live_workers(server: Server) -> list:
     from atoll.v1 import atoll_pb2_grpc as pb_grpc
 
     with grpc.insecure_channel(server.address) as channel:
-        return list(pb_grpc.AdminStub(channel).ListWorkers(pb.ListWorkersRequest()).workers)
+        return list(pb_grpc.AdminStub(channel).ListWorkers(pb.ListWorkersRequest(), metadata=key_metadata()).workers)
+
+
+def server_status(server: Server):
+    from atoll.v1 import atoll_pb2 as pb
+    from atoll.v1 import atoll_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(server.address) as channel:
+        return pb_grpc.AdminStub(channel).Status(pb.StatusRequest(), metadata=key_metadata())
+
+
+def require_sandbox(server: Server) -> None:
+    """Skips unless the server runs workers in a real sandbox. CI sets
+    ATOLL_REQUIRE_SANDBOX=1, which turns the skip into a failure."""
+    status = server_status(server)
+    if status.sandbox == "process":
+        reason = f"workers are not sandboxed on this host: {status.sandbox_warning}"
+        if os.environ.get("ATOLL_REQUIRE_SANDBOX") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def wait_until(predicate, timeout: float = 10, interval: float = 0.05) -> bool:

@@ -206,6 +206,584 @@ func (FailureKind) EnumDescriptor() ([]byte, []int) {
 	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
 }
 
+type ListRunsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many runs; 0 means the server's default.
+	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsRequest) Reset() {
+	*x = ListRunsRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsRequest) ProtoMessage() {}
+
+func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
+func (*ListRunsRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListRunsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type RunInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	FunctionName   string                 `protobuf:"bytes,2,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	MachineType    string                 `protobuf:"bytes,3,opt,name=machine_type,json=machineType,proto3" json:"machine_type,omitempty"`
+	EnvironmentKey string                 `protobuf:"bytes,4,opt,name=environment_key,json=environmentKey,proto3" json:"environment_key,omitempty"`
+	QueuedUnixMs   int64                  `protobuf:"varint,5,opt,name=queued_unix_ms,json=queuedUnixMs,proto3" json:"queued_unix_ms,omitempty"`
+	StartedUnixMs  int64                  `protobuf:"varint,6,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	FinishedUnixMs int64                  `protobuf:"varint,7,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	// ok, error, crashed, oom, cancelled, build_failed, timeout, interrupted;
+	// empty while the run goes on.
+	Outcome       string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	ExitStatus    *int32 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3,oneof" json:"exit_status,omitempty"`
+	WorkerId      string `protobuf:"bytes,10,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunInfo) Reset() {
+	*x = RunInfo{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunInfo) ProtoMessage() {}
+
+func (x *RunInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
+func (*RunInfo) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RunInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RunInfo) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *RunInfo) GetMachineType() string {
+	if x != nil {
+		return x.MachineType
+	}
+	return ""
+}
+
+func (x *RunInfo) GetEnvironmentKey() string {
+	if x != nil {
+		return x.EnvironmentKey
+	}
+	return ""
+}
+
+func (x *RunInfo) GetQueuedUnixMs() int64 {
+	if x != nil {
+		return x.QueuedUnixMs
+	}
+	return 0
+}
+
+func (x *RunInfo) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *RunInfo) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *RunInfo) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *RunInfo) GetExitStatus() int32 {
+	if x != nil && x.ExitStatus != nil {
+		return *x.ExitStatus
+	}
+	return 0
+}
+
+func (x *RunInfo) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+type ListRunsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Runs          []*RunInfo             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRunsResponse) Reset() {
+	*x = ListRunsResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRunsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRunsResponse) ProtoMessage() {}
+
+func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
+func (*ListRunsResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListRunsResponse) GetRuns() []*RunInfo {
+	if x != nil {
+		return x.Runs
+	}
+	return nil
+}
+
+type GetRunLogsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRunLogsRequest) Reset() {
+	*x = GetRunLogsRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRunLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRunLogsRequest) ProtoMessage() {}
+
+func (x *GetRunLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRunLogsRequest.ProtoReflect.Descriptor instead.
+func (*GetRunLogsRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetRunLogsRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type LogLine struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stream        Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=atoll.v1.Stream" json:"stream,omitempty"`
+	AtUnixMs      int64                  `protobuf:"varint,2,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogLine) Reset() {
+	*x = LogLine{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogLine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogLine) ProtoMessage() {}
+
+func (x *LogLine) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
+func (*LogLine) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LogLine) GetStream() Stream {
+	if x != nil {
+		return x.Stream
+	}
+	return Stream_STREAM_UNSPECIFIED
+}
+
+func (x *LogLine) GetAtUnixMs() int64 {
+	if x != nil {
+		return x.AtUnixMs
+	}
+	return 0
+}
+
+func (x *LogLine) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type GetRunLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *RunInfo               `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	Lines         []*LogLine             `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRunLogsResponse) Reset() {
+	*x = GetRunLogsResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRunLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRunLogsResponse) ProtoMessage() {}
+
+func (x *GetRunLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRunLogsResponse.ProtoReflect.Descriptor instead.
+func (*GetRunLogsResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetRunLogsResponse) GetRun() *RunInfo {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
+func (x *GetRunLogsResponse) GetLines() []*LogLine {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
+}
+
+type StatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The worker launcher: runc, crun, runsc or process.
+	Sandbox string `protobuf:"bytes,2,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// Set when workers are not isolated, saying why.
+	SandboxWarning string `protobuf:"bytes,3,opt,name=sandbox_warning,json=sandboxWarning,proto3" json:"sandbox_warning,omitempty"`
+	Account        string `protobuf:"bytes,4,opt,name=account,proto3" json:"account,omitempty"`
+	// The host's capacity, what is in use, and calls waiting for room.
+	Capacity      string         `protobuf:"bytes,5,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Used          string         `protobuf:"bytes,6,opt,name=used,proto3" json:"used,omitempty"`
+	Waiting       int32          `protobuf:"varint,7,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	MachineTypes  []*MachineType `protobuf:"bytes,8,rep,name=machine_types,json=machineTypes,proto3" json:"machine_types,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetSandbox() string {
+	if x != nil {
+		return x.Sandbox
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetSandboxWarning() string {
+	if x != nil {
+		return x.SandboxWarning
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCapacity() string {
+	if x != nil {
+		return x.Capacity
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetUsed() string {
+	if x != nil {
+		return x.Used
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetWaiting() int32 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetMachineTypes() []*MachineType {
+	if x != nil {
+		return x.MachineTypes
+	}
+	return nil
+}
+
+type MachineType struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Cpus          float64                `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryBytes   int64                  `protobuf:"varint,3,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Gpus          int32                  `protobuf:"varint,4,opt,name=gpus,proto3" json:"gpus,omitempty"`
+	GpuModel      string                 `protobuf:"bytes,5,opt,name=gpu_model,json=gpuModel,proto3" json:"gpu_model,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MachineType) Reset() {
+	*x = MachineType{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MachineType) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MachineType) ProtoMessage() {}
+
+func (x *MachineType) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MachineType.ProtoReflect.Descriptor instead.
+func (*MachineType) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *MachineType) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MachineType) GetCpus() float64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *MachineType) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *MachineType) GetGpus() int32 {
+	if x != nil {
+		return x.Gpus
+	}
+	return 0
+}
+
+func (x *MachineType) GetGpuModel() string {
+	if x != nil {
+		return x.GpuModel
+	}
+	return ""
+}
+
 type ListWorkersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -214,7 +792,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +804,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +817,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{0}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
 }
 
 type WorkerInfo struct {
@@ -258,7 +836,7 @@ type WorkerInfo struct {
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +848,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +861,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WorkerInfo) GetId() string {
@@ -351,7 +929,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +941,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +954,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -406,7 +984,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +996,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +1009,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunRequest) GetFunctionName() string {
@@ -488,7 +1066,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1078,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1091,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Environment) GetPythonVersion() string {
@@ -545,7 +1123,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +1135,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +1148,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -656,7 +1234,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +1246,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +1259,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Status) GetPhase() Phase {
@@ -722,7 +1300,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1312,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1325,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Output) GetStream() Stream {
@@ -777,7 +1355,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1367,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1380,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Result) GetOutcome() isResult_Outcome {
@@ -863,7 +1441,7 @@ type RemoteException struct {
 
 func (x *RemoteException) Reset() {
 	*x = RemoteException{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1453,7 @@ func (x *RemoteException) String() string {
 func (*RemoteException) ProtoMessage() {}
 
 func (x *RemoteException) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1466,7 @@ func (x *RemoteException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteException.ProtoReflect.Descriptor instead.
 func (*RemoteException) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoteException) GetPickled() []byte {
@@ -935,7 +1513,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1525,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1538,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Failure) GetKind() FailureKind {
@@ -1013,7 +1591,7 @@ type WorkerCall struct {
 
 func (x *WorkerCall) Reset() {
 	*x = WorkerCall{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1603,7 @@ func (x *WorkerCall) String() string {
 func (*WorkerCall) ProtoMessage() {}
 
 func (x *WorkerCall) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1616,7 @@ func (x *WorkerCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerCall.ProtoReflect.Descriptor instead.
 func (*WorkerCall) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkerCall) GetCallId() string {
@@ -1079,7 +1657,7 @@ type WorkerEvent struct {
 
 func (x *WorkerEvent) Reset() {
 	*x = WorkerEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1669,7 @@ func (x *WorkerEvent) String() string {
 func (*WorkerEvent) ProtoMessage() {}
 
 func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1682,7 @@ func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerEvent.ProtoReflect.Descriptor instead.
 func (*WorkerEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WorkerEvent) GetEvent() isWorkerEvent_Event {
@@ -1206,7 +1784,7 @@ type WorkerValue struct {
 
 func (x *WorkerValue) Reset() {
 	*x = WorkerValue{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1796,7 @@ func (x *WorkerValue) String() string {
 func (*WorkerValue) ProtoMessage() {}
 
 func (x *WorkerValue) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1809,7 @@ func (x *WorkerValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerValue.ProtoReflect.Descriptor instead.
 func (*WorkerValue) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WorkerValue) GetSize() uint64 {
@@ -1250,7 +1828,7 @@ type WorkerReady struct {
 
 func (x *WorkerReady) Reset() {
 	*x = WorkerReady{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1840,7 @@ func (x *WorkerReady) String() string {
 func (*WorkerReady) ProtoMessage() {}
 
 func (x *WorkerReady) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1853,7 @@ func (x *WorkerReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerReady.ProtoReflect.Descriptor instead.
 func (*WorkerReady) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WorkerReady) GetRunnerPid() int32 {
@@ -1289,7 +1867,51 @@ var File_atoll_v1_atoll_proto protoreflect.FileDescriptor
 
 const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\n" +
-	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"\x14\n" +
+	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"'\n" +
+	"\x0fListRunsRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xef\x02\n" +
+	"\aRunInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rfunction_name\x18\x02 \x01(\tR\ffunctionName\x12!\n" +
+	"\fmachine_type\x18\x03 \x01(\tR\vmachineType\x12'\n" +
+	"\x0fenvironment_key\x18\x04 \x01(\tR\x0eenvironmentKey\x12$\n" +
+	"\x0equeued_unix_ms\x18\x05 \x01(\x03R\fqueuedUnixMs\x12&\n" +
+	"\x0fstarted_unix_ms\x18\x06 \x01(\x03R\rstartedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\a \x01(\x03R\x0efinishedUnixMs\x12\x18\n" +
+	"\aoutcome\x18\b \x01(\tR\aoutcome\x12$\n" +
+	"\vexit_status\x18\t \x01(\x05H\x00R\n" +
+	"exitStatus\x88\x01\x01\x12\x1b\n" +
+	"\tworker_id\x18\n" +
+	" \x01(\tR\bworkerIdB\x0e\n" +
+	"\f_exit_status\"9\n" +
+	"\x10ListRunsResponse\x12%\n" +
+	"\x04runs\x18\x01 \x03(\v2\x11.atoll.v1.RunInfoR\x04runs\"*\n" +
+	"\x11GetRunLogsRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"e\n" +
+	"\aLogLine\x12(\n" +
+	"\x06stream\x18\x01 \x01(\x0e2\x10.atoll.v1.StreamR\x06stream\x12\x1c\n" +
+	"\n" +
+	"at_unix_ms\x18\x02 \x01(\x03R\batUnixMs\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"b\n" +
+	"\x12GetRunLogsResponse\x12#\n" +
+	"\x03run\x18\x01 \x01(\v2\x11.atoll.v1.RunInfoR\x03run\x12'\n" +
+	"\x05lines\x18\x02 \x03(\v2\x11.atoll.v1.LogLineR\x05lines\"\x0f\n" +
+	"\rStatusRequest\"\x8d\x02\n" +
+	"\x0eStatusResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
+	"\asandbox\x18\x02 \x01(\tR\asandbox\x12'\n" +
+	"\x0fsandbox_warning\x18\x03 \x01(\tR\x0esandboxWarning\x12\x18\n" +
+	"\aaccount\x18\x04 \x01(\tR\aaccount\x12\x1a\n" +
+	"\bcapacity\x18\x05 \x01(\tR\bcapacity\x12\x12\n" +
+	"\x04used\x18\x06 \x01(\tR\x04used\x12\x18\n" +
+	"\awaiting\x18\a \x01(\x05R\awaiting\x12:\n" +
+	"\rmachine_types\x18\b \x03(\v2\x15.atoll.v1.MachineTypeR\fmachineTypes\"\x89\x01\n" +
+	"\vMachineType\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12!\n" +
+	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes\x12\x12\n" +
+	"\x04gpus\x18\x04 \x01(\x05R\x04gpus\x12\x1b\n" +
+	"\tgpu_model\x18\x05 \x01(\tR\bgpuModel\"\x14\n" +
 	"\x12ListWorkersRequest\"\x8e\x02\n" +
 	"\n" +
 	"WorkerInfo\x12\x0e\n" +
@@ -1385,9 +2007,13 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\x16FAILURE_KIND_CANCELLED\x10\n" +
 	"2>\n" +
 	"\tFunctions\x121\n" +
-	"\x03Run\x12\x14.atoll.v1.RunRequest\x1a\x12.atoll.v1.RunEvent0\x012S\n" +
+	"\x03Run\x12\x14.atoll.v1.RunRequest\x1a\x12.atoll.v1.RunEvent0\x012\x9c\x02\n" +
 	"\x05Admin\x12J\n" +
-	"\vListWorkers\x12\x1c.atoll.v1.ListWorkersRequest\x1a\x1d.atoll.v1.ListWorkersResponseB1Z/github.com/atoll-dev/atoll/api/atoll/v1;atollv1b\x06proto3"
+	"\vListWorkers\x12\x1c.atoll.v1.ListWorkersRequest\x1a\x1d.atoll.v1.ListWorkersResponse\x12;\n" +
+	"\x06Status\x12\x17.atoll.v1.StatusRequest\x1a\x18.atoll.v1.StatusResponse\x12A\n" +
+	"\bListRuns\x12\x19.atoll.v1.ListRunsRequest\x1a\x1a.atoll.v1.ListRunsResponse\x12G\n" +
+	"\n" +
+	"GetRunLogs\x12\x1b.atoll.v1.GetRunLogsRequest\x1a\x1c.atoll.v1.GetRunLogsResponseB1Z/github.com/atoll-dev/atoll/api/atoll/v1;atollv1b\x06proto3"
 
 var (
 	file_atoll_v1_atoll_proto_rawDescOnce sync.Once
@@ -1402,52 +2028,72 @@ func file_atoll_v1_atoll_proto_rawDescGZIP() []byte {
 }
 
 var file_atoll_v1_atoll_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_atoll_v1_atoll_proto_goTypes = []any{
 	(Phase)(0),                  // 0: atoll.v1.Phase
 	(Stream)(0),                 // 1: atoll.v1.Stream
 	(FailureKind)(0),            // 2: atoll.v1.FailureKind
-	(*ListWorkersRequest)(nil),  // 3: atoll.v1.ListWorkersRequest
-	(*WorkerInfo)(nil),          // 4: atoll.v1.WorkerInfo
-	(*ListWorkersResponse)(nil), // 5: atoll.v1.ListWorkersResponse
-	(*RunRequest)(nil),          // 6: atoll.v1.RunRequest
-	(*Environment)(nil),         // 7: atoll.v1.Environment
-	(*RunEvent)(nil),            // 8: atoll.v1.RunEvent
-	(*Status)(nil),              // 9: atoll.v1.Status
-	(*Output)(nil),              // 10: atoll.v1.Output
-	(*Result)(nil),              // 11: atoll.v1.Result
-	(*RemoteException)(nil),     // 12: atoll.v1.RemoteException
-	(*Failure)(nil),             // 13: atoll.v1.Failure
-	(*WorkerCall)(nil),          // 14: atoll.v1.WorkerCall
-	(*WorkerEvent)(nil),         // 15: atoll.v1.WorkerEvent
-	(*WorkerValue)(nil),         // 16: atoll.v1.WorkerValue
-	(*WorkerReady)(nil),         // 17: atoll.v1.WorkerReady
+	(*ListRunsRequest)(nil),     // 3: atoll.v1.ListRunsRequest
+	(*RunInfo)(nil),             // 4: atoll.v1.RunInfo
+	(*ListRunsResponse)(nil),    // 5: atoll.v1.ListRunsResponse
+	(*GetRunLogsRequest)(nil),   // 6: atoll.v1.GetRunLogsRequest
+	(*LogLine)(nil),             // 7: atoll.v1.LogLine
+	(*GetRunLogsResponse)(nil),  // 8: atoll.v1.GetRunLogsResponse
+	(*StatusRequest)(nil),       // 9: atoll.v1.StatusRequest
+	(*StatusResponse)(nil),      // 10: atoll.v1.StatusResponse
+	(*MachineType)(nil),         // 11: atoll.v1.MachineType
+	(*ListWorkersRequest)(nil),  // 12: atoll.v1.ListWorkersRequest
+	(*WorkerInfo)(nil),          // 13: atoll.v1.WorkerInfo
+	(*ListWorkersResponse)(nil), // 14: atoll.v1.ListWorkersResponse
+	(*RunRequest)(nil),          // 15: atoll.v1.RunRequest
+	(*Environment)(nil),         // 16: atoll.v1.Environment
+	(*RunEvent)(nil),            // 17: atoll.v1.RunEvent
+	(*Status)(nil),              // 18: atoll.v1.Status
+	(*Output)(nil),              // 19: atoll.v1.Output
+	(*Result)(nil),              // 20: atoll.v1.Result
+	(*RemoteException)(nil),     // 21: atoll.v1.RemoteException
+	(*Failure)(nil),             // 22: atoll.v1.Failure
+	(*WorkerCall)(nil),          // 23: atoll.v1.WorkerCall
+	(*WorkerEvent)(nil),         // 24: atoll.v1.WorkerEvent
+	(*WorkerValue)(nil),         // 25: atoll.v1.WorkerValue
+	(*WorkerReady)(nil),         // 26: atoll.v1.WorkerReady
 }
 var file_atoll_v1_atoll_proto_depIdxs = []int32{
-	4,  // 0: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
-	7,  // 1: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
-	9,  // 2: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
-	10, // 3: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
-	11, // 4: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
-	13, // 5: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
-	0,  // 6: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
-	1,  // 7: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
-	12, // 8: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
-	2,  // 9: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
-	17, // 10: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
-	10, // 11: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
-	11, // 12: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
-	13, // 13: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
-	16, // 14: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
-	6,  // 15: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
-	3,  // 16: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
-	8,  // 17: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
-	5,  // 18: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 0: atoll.v1.ListRunsResponse.runs:type_name -> atoll.v1.RunInfo
+	1,  // 1: atoll.v1.LogLine.stream:type_name -> atoll.v1.Stream
+	4,  // 2: atoll.v1.GetRunLogsResponse.run:type_name -> atoll.v1.RunInfo
+	7,  // 3: atoll.v1.GetRunLogsResponse.lines:type_name -> atoll.v1.LogLine
+	11, // 4: atoll.v1.StatusResponse.machine_types:type_name -> atoll.v1.MachineType
+	13, // 5: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
+	16, // 6: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
+	18, // 7: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
+	19, // 8: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
+	20, // 9: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
+	22, // 10: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
+	0,  // 11: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
+	1,  // 12: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
+	21, // 13: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
+	2,  // 14: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
+	26, // 15: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
+	19, // 16: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
+	20, // 17: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
+	22, // 18: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
+	25, // 19: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
+	15, // 20: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
+	12, // 21: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
+	9,  // 22: atoll.v1.Admin.Status:input_type -> atoll.v1.StatusRequest
+	3,  // 23: atoll.v1.Admin.ListRuns:input_type -> atoll.v1.ListRunsRequest
+	6,  // 24: atoll.v1.Admin.GetRunLogs:input_type -> atoll.v1.GetRunLogsRequest
+	17, // 25: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
+	14, // 26: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
+	10, // 27: atoll.v1.Admin.Status:output_type -> atoll.v1.StatusResponse
+	5,  // 28: atoll.v1.Admin.ListRuns:output_type -> atoll.v1.ListRunsResponse
+	8,  // 29: atoll.v1.Admin.GetRunLogs:output_type -> atoll.v1.GetRunLogsResponse
+	25, // [25:30] is the sub-list for method output_type
+	20, // [20:25] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_atoll_v1_atoll_proto_init() }
@@ -1455,17 +2101,18 @@ func file_atoll_v1_atoll_proto_init() {
 	if File_atoll_v1_atoll_proto != nil {
 		return
 	}
-	file_atoll_v1_atoll_proto_msgTypes[5].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[1].OneofWrappers = []any{}
+	file_atoll_v1_atoll_proto_msgTypes[14].OneofWrappers = []any{
 		(*RunEvent_Status)(nil),
 		(*RunEvent_Output)(nil),
 		(*RunEvent_Result)(nil),
 		(*RunEvent_Failure)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[8].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[17].OneofWrappers = []any{
 		(*Result_Value)(nil),
 		(*Result_Exception)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[12].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[21].OneofWrappers = []any{
 		(*WorkerEvent_Ready)(nil),
 		(*WorkerEvent_Output)(nil),
 		(*WorkerEvent_Result)(nil),
@@ -1478,7 +2125,7 @@ func file_atoll_v1_atoll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_atoll_v1_atoll_proto_rawDesc), len(file_atoll_v1_atoll_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

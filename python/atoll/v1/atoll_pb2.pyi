@@ -56,6 +56,104 @@ FAILURE_KIND_NO_CAPACITY: FailureKind
 FAILURE_KIND_SERIALIZATION: FailureKind
 FAILURE_KIND_CANCELLED: FailureKind
 
+class ListRunsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class RunInfo(_message.Message):
+    __slots__ = ("id", "function_name", "machine_type", "environment_key", "queued_unix_ms", "started_unix_ms", "finished_unix_ms", "outcome", "exit_status", "worker_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    EXIT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    function_name: str
+    machine_type: str
+    environment_key: str
+    queued_unix_ms: int
+    started_unix_ms: int
+    finished_unix_ms: int
+    outcome: str
+    exit_status: int
+    worker_id: str
+    def __init__(self, id: _Optional[str] = ..., function_name: _Optional[str] = ..., machine_type: _Optional[str] = ..., environment_key: _Optional[str] = ..., queued_unix_ms: _Optional[int] = ..., started_unix_ms: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., outcome: _Optional[str] = ..., exit_status: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs",)
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ...) -> None: ...
+
+class GetRunLogsRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class LogLine(_message.Message):
+    __slots__ = ("stream", "at_unix_ms", "data")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stream: Stream
+    at_unix_ms: int
+    data: bytes
+    def __init__(self, stream: _Optional[_Union[Stream, str]] = ..., at_unix_ms: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class GetRunLogsResponse(_message.Message):
+    __slots__ = ("run", "lines")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    run: RunInfo
+    lines: _containers.RepeatedCompositeFieldContainer[LogLine]
+    def __init__(self, run: _Optional[_Union[RunInfo, _Mapping]] = ..., lines: _Optional[_Iterable[_Union[LogLine, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("version", "sandbox", "sandbox_warning", "account", "capacity", "used", "waiting", "machine_types")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    SANDBOX_WARNING_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    sandbox: str
+    sandbox_warning: str
+    account: str
+    capacity: str
+    used: str
+    waiting: int
+    machine_types: _containers.RepeatedCompositeFieldContainer[MachineType]
+    def __init__(self, version: _Optional[str] = ..., sandbox: _Optional[str] = ..., sandbox_warning: _Optional[str] = ..., account: _Optional[str] = ..., capacity: _Optional[str] = ..., used: _Optional[str] = ..., waiting: _Optional[int] = ..., machine_types: _Optional[_Iterable[_Union[MachineType, _Mapping]]] = ...) -> None: ...
+
+class MachineType(_message.Message):
+    __slots__ = ("name", "cpus", "memory_bytes", "gpus", "gpu_model")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cpus: float
+    memory_bytes: int
+    gpus: int
+    gpu_model: str
+    def __init__(self, name: _Optional[str] = ..., cpus: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ..., gpu_model: _Optional[str] = ...) -> None: ...
+
 class ListWorkersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -177,26 +275,34 @@ class Failure(_message.Message):
     def __init__(self, kind: _Optional[_Union[FailureKind, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., machine_type: _Optional[str] = ...) -> None: ...
 
 class WorkerCall(_message.Message):
-    __slots__ = ("call_id", "function", "arguments")
+    __slots__ = ("call_id", "function_size", "arguments_size")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
-    FUNCTION_FIELD_NUMBER: _ClassVar[int]
-    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_SIZE_FIELD_NUMBER: _ClassVar[int]
     call_id: str
-    function: bytes
-    arguments: bytes
-    def __init__(self, call_id: _Optional[str] = ..., function: _Optional[bytes] = ..., arguments: _Optional[bytes] = ...) -> None: ...
+    function_size: int
+    arguments_size: int
+    def __init__(self, call_id: _Optional[str] = ..., function_size: _Optional[int] = ..., arguments_size: _Optional[int] = ...) -> None: ...
 
 class WorkerEvent(_message.Message):
-    __slots__ = ("ready", "output", "result", "failure")
+    __slots__ = ("ready", "output", "result", "failure", "value")
     READY_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     ready: WorkerReady
     output: Output
     result: Result
     failure: Failure
-    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    value: WorkerValue
+    def __init__(self, ready: _Optional[_Union[WorkerReady, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., value: _Optional[_Union[WorkerValue, _Mapping]] = ...) -> None: ...
+
+class WorkerValue(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
 
 class WorkerReady(_message.Message):
     __slots__ = ("runner_pid",)

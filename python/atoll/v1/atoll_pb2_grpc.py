@@ -117,6 +117,21 @@ class AdminStub:
                 request_serializer=atoll_dot_v1_dot_atoll__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=atoll_dot_v1_dot_atoll__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/atoll.v1.Admin/Status',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.StatusRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.StatusResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/atoll.v1.Admin/ListRuns',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.GetRunLogs = channel.unary_unary(
+                '/atoll.v1.Admin/GetRunLogs',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -130,6 +145,27 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Status describes the server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """ListRuns lists the caller's runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRunLogs(self, request, context):
+        """GetRunLogs returns one of the caller's runs with its output.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +173,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=atoll_dot_v1_dot_atoll__pb2.ListWorkersRequest.FromString,
                     response_serializer=atoll_dot_v1_dot_atoll__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.StatusRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.ListRunsRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'GetRunLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRunLogs,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -167,6 +218,87 @@ class Admin:
             '/atoll.v1.Admin/ListWorkers',
             atoll_dot_v1_dot_atoll__pb2.ListWorkersRequest.SerializeToString,
             atoll_dot_v1_dot_atoll__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/Status',
+            atoll_dot_v1_dot_atoll__pb2.StatusRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/ListRuns',
+            atoll_dot_v1_dot_atoll__pb2.ListRunsRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRunLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/GetRunLogs',
+            atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// runningServer reads the pid file of the server using dataDir; ok is false
+// when none runs there.
+func runningServer(dataDir string) (pid int, addr string, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dataDir, pidFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, "", false, nil
+	}
+	if err != nil {
+		return 0, "", false, err
+	}
+	lines := strings.Fields(string(data))
+	if len(lines) < 2 {
+		return 0, "", false, fmt.Errorf("malformed pid file in %s", dataDir)
+	}
+	pid, err = strconv.Atoi(lines[0])
+	if err != nil {
+		return 0, "", false, fmt.Errorf("malformed pid file in %s: %w", dataDir, err)
+	}
+	if syscall.Kill(pid, 0) != nil {
+		return 0, "", false, nil // a stale file from a server that died
+	}
+	return pid, lines[1], true, nil
+}
+
+func newServerStopCommand(dataDir *string) *cobra.Command {
+	var timeout time.Duration
+	return &cobra.Command{
+		Use:   "stop",
+		Short: "Stop the server that uses --data-dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pid, addr, ok, err := runningServer(*dataDir)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				fmt.Fprintf(cmd.OutOrStdout(), "No server is running with data directory %s.\n", *dataDir)
+				return nil
+			}
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				return fmt.Errorf("stop server %d: %w", pid, err)
+			}
+			for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				if syscall.Kill(pid, 0) != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "Stopped the server at %s (pid %d).\n", addr, pid)
+					return nil
+				}
+			}
+			return fmt.Errorf("the server (pid %d) did not stop within %s", pid, timeout)
+		},
+	}
+}
+
+func newServerStatusCommand(dataDir *string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Say whether a server uses --data-dir, and describe it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			pid, addr, ok, err := runningServer(*dataDir)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				fmt.Fprintf(cmd.OutOrStdout(), "No server is running with data directory %s.\n", *dataDir)
+				return exitError{code: 3}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pid:      %d\n", pid)
+			return printStatus(cmd, clientFlags{host: addr})
+		},
+	}
+}
