@@ -37,7 +37,7 @@ func newKeysCommand() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "the server's data directory")
 
-	var account, label string
+	var account, listAccount, label string
 	var asJSON bool
 	create := &cobra.Command{
 		Use:   "create",
@@ -77,7 +77,7 @@ func newKeysCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			keys, err := a.List(cmd.Context(), account)
+			keys, err := a.List(cmd.Context(), listAccount)
 			if err != nil {
 				return err
 			}
@@ -89,7 +89,7 @@ func newKeysCommand() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	list.Flags().StringVar(&account, "account", "", "only this account's keys")
+	list.Flags().StringVar(&listAccount, "account", "", "only this account's keys")
 
 	revoke := &cobra.Command{
 		Use:   "revoke KEY_ID",

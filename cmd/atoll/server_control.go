@@ -32,15 +32,32 @@ func runningServer(dataDir string) (pid int, addr string, ok bool, err error) {
 	if err != nil {
 		return 0, "", false, fmt.Errorf("malformed pid file in %s: %w", dataDir, err)
 	}
-	if syscall.Kill(pid, 0) != nil {
+	if !alive(pid) {
 		return 0, "", false, nil // a stale file from a server that died
 	}
 	return pid, lines[1], true, nil
 }
 
+// alive reports whether pid runs; a zombie (ended, not yet reaped by its
+// parent) does not.
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc here: trust kill
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+		return stat[i+2] != 'Z'
+	}
+	return true
+}
+
 func newServerStopCommand(dataDir *string) *cobra.Command {
 	var timeout time.Duration
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "stop",
 		Short: "Stop the server that uses --data-dir",
 		Args:  cobra.NoArgs,
@@ -57,7 +74,7 @@ func newServerStopCommand(dataDir *string) *cobra.Command {
 				return fmt.Errorf("stop server %d: %w", pid, err)
 			}
 			for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-				if syscall.Kill(pid, 0) != nil {
+				if !alive(pid) {
 					fmt.Fprintf(cmd.OutOrStdout(), "Stopped the server at %s (pid %d).\n", addr, pid)
 					return nil
 				}
@@ -65,6 +82,8 @@ func newServerStopCommand(dataDir *string) *cobra.Command {
 			return fmt.Errorf("the server (pid %d) did not stop within %s", pid, timeout)
 		},
 	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the server to stop")
+	return cmd
 }
 
 func newServerStatusCommand(dataDir *string) *cobra.Command {

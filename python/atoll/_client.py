@@ -25,28 +25,34 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
 ]
 
-_stubs: dict[str, pb_grpc.FunctionsStub] = {}
+_stubs: dict[tuple[str, str | None, bool], pb_grpc.FunctionsStub] = {}
 _stubs_lock = threading.Lock()
 
 
+def _tls_settings() -> tuple[str | None, bool]:
+    """TLS for channels: a CA certificate from ATOLL_TLS_CA (or the
+    credentials file's tls_ca), or ATOLL_TLS=1 for the system's roots."""
+    return os.environ.get("ATOLL_TLS_CA") or _credentials.load_saved().get("tls_ca"), os.environ.get("ATOLL_TLS") == "1"
+
+
 def channel_for(target: str) -> grpc.Channel:
-    """A new channel to target: TLS when ATOLL_TLS_CA (or the credentials
-    file's tls_ca) names a CA certificate, or ATOLL_TLS=1 (system roots)."""
-    ca = os.environ.get("ATOLL_TLS_CA") or _credentials.load_saved().get("tls_ca")
+    """A new channel to target, with TLS as _tls_settings says."""
+    ca, system_roots = _tls_settings()
     if ca:
         with open(ca, "rb") as f:
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
         return grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
-    if os.environ.get("ATOLL_TLS") == "1":
+    if system_roots:
         return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
     return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
 
 
 def _stub(target: str) -> pb_grpc.FunctionsStub:
+    key = (target, *_tls_settings())
     with _stubs_lock:
-        stub = _stubs.get(target)
+        stub = _stubs.get(key)
         if stub is None:
-            stub = _stubs[target] = pb_grpc.FunctionsStub(channel_for(target))
+            stub = _stubs[key] = pb_grpc.FunctionsStub(channel_for(target))
         return stub
 
 

@@ -35,10 +35,12 @@ def free_port() -> int:
 class Server:
     """One running atoll server."""
 
-    def __init__(self, data_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, data_dir: Path, extra_args: list[str] | None = None, tls_ca: Path | None = None):
         self.data_dir = data_dir
         self.extra_args = extra_args or []
-        self.address = f"127.0.0.1:{free_port()}"
+        self.tls_ca = tls_ca
+        # A TLS certificate names "localhost"; plain servers use the address.
+        self.address = f"{'localhost' if tls_ca else '127.0.0.1'}:{free_port()}"
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -64,7 +66,11 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self._log = log
-        channel = grpc.insecure_channel(self.address)
+        if self.tls_ca:
+            creds = grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
+            channel = grpc.secure_channel(self.address, creds)
+        else:
+            channel = grpc.insecure_channel(self.address)
         try:
             grpc.channel_ready_future(channel).result(timeout=30)
         except grpc.FutureTimeoutError:

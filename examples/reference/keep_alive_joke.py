@@ -1,0 +1,9 @@
+from atoll import isolated
+
+@isolated(keep_alive=20, requirements=["pyjokes"])
+def get_joke():
+    import pyjokes
+    return pyjokes.get_joke()
+
+print(get_joke())
+print(get_joke())
