@@ -45,7 +45,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		newServerCommand(), newWorkerCommand(),
-		newKeysCommand(), newLoginCommand(),
+		newKeysCommand(), newLoginCommand(), newEnvsCommand(),
 		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
 	)
 	return root

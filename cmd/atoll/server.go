@@ -123,6 +123,19 @@ func writePIDFile(dataDir, addr string) error {
 	return nil
 }
 
+// serverBuilderOptions configures the environment builder as the server
+// does, so that `atoll envs` finds and builds the same environments.
+func serverBuilderOptions(dataDir string, log *slog.Logger) envbuild.Options {
+	return envbuild.Options{
+		Root:                filepath.Join(dataDir, "envs"),
+		Logger:              log,
+		RuntimeRequirements: python.RuntimeRequirements,
+		CompileBytecode:     true,
+		SeedPip:             true,
+		Provided:            []string{"atoll"},
+	}
+}
+
 // workerHost is the address workers reach the server at for nested calls:
 // the listening address, or loopback when it listens on every address.
 func workerHost(addr net.Addr) string {
@@ -175,15 +188,9 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
 	}
-	builder, err := envbuild.New(envbuild.Options{
-		Root:                filepath.Join(dataDir, "envs"),
-		Logger:              log.With("component", "envbuild"),
-		MaxTotalBytes:       opts.envMaxBytes,
-		RuntimeRequirements: python.RuntimeRequirements,
-		CompileBytecode:     true,
-		SeedPip:             true,
-		Provided:            []string{"atoll"},
-	})
+	builderOpts := serverBuilderOptions(dataDir, log.With("component", "envbuild"))
+	builderOpts.MaxTotalBytes = opts.envMaxBytes
+	builder, err := envbuild.New(builderOpts)
 	if err != nil {
 		return err
 	}
