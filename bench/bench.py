@@ -5,12 +5,17 @@
 calls: warm call round trip (p50/p99 over --warm calls of a trivial
 function) and cold start (p50 over --cold calls with keep_alive=0, each on a
 new worker), with a bare `python -c pass` for scale.
+sandbox: cold start with the environment cached, with the runc sandbox and
+with the plain-process launcher, beside a bare `python -c pass`.
+envs: a new environment for pyjokes, cowsay and six from warm caches,
+atoll beside `python -m venv` + `pip install`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +72,132 @@ def bench_calls(args: argparse.Namespace, server: Server) -> None:
     print(f"bare `python -c pass`  ({args.cold} runs):  p50 {ms(percentile(bare, 50))}")
 
 
-SUITES = {"calls": bench_calls}
+def cold_start(server: Server, n: int) -> list[float]:
+    from atoll import CloudKeyCredentials, isolated
+    from atoll._host import CloudHost
+
+    @isolated(keep_alive=0, host=CloudHost(server.address), credentials=CloudKeyCredentials(*server.keys))
+    def trivial():
+        return 1
+
+    trivial()  # builds the environment once; every timed call starts a worker
+    return timed(trivial, n)
+
+
+def bench_sandbox(args: argparse.Namespace, _server: Server) -> None:
+    """Cold start (environment cached) per launcher, beside bare Python."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-sandbox-") as tmp:
+        for kind in ("runc", "process"):
+            srv = Server(Path(tmp) / kind, extra_args=["--sandbox", kind, *args.server_arg])
+            try:
+                srv.keys = srv.create_key()
+                srv.start()
+            except RuntimeError as exc:
+                print(f"cold start, {kind:<8}: unavailable here ({str(exc).splitlines()[0]})")
+                continue
+            try:
+                rows.append((f"cold start, {kind} sandbox" if kind != "process" else "cold start, process launcher", cold_start(srv, args.cold)))
+            finally:
+                srv.stop()
+    rows.append(("bare `python -c pass`", bare_python(args.cold)))
+    for label, values in rows:
+        print(f"{label:<32} ({len(values)} runs): p50 {ms(percentile(values, 50))}   p99 {ms(percentile(values, 99))}")
+
+
+
+def bench_sync(args: argparse.Namespace, server: Server) -> None:
+    """sync_dir throughput: one 1 GB file and 10,000 small files, the first
+    sync and an unchanged second one (which sends nothing)."""
+    import resource
+
+    from atoll import CloudKeyCredentials
+    from atoll._host import CloudHost
+    from atoll._sync import sync_dir
+
+    host = CloudHost(server.address)
+    creds = CloudKeyCredentials(*server.create_key("bench"))
+
+    def server_peak_rss() -> str:
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return f"{kb / 1024:.0f} MiB"
+
+    def run(label: str, src: Path, remote: str, files: int, total: int) -> None:
+        for attempt in ("first sync", "second sync, unchanged"):
+            t = time.perf_counter()
+            result = sync_dir(src, remote, host=host, credentials=creds)
+            dt = time.perf_counter() - t
+            rate = f"{total / dt / 1e6:7.1f} MB/s" + (f" {files / dt:7.0f} files/s" if files > 1 else " " * 16)
+            print(
+                f"sync {label}, {attempt:<23}: {dt:6.2f} s {rate}"
+                f"  (sent {result.bytes_sent / 1e6:.1f} MB in {result.files_sent} files)"
+            )
+
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-sync-") as tmp:
+        big = Path(tmp) / "big"
+        big.mkdir()
+        block = os.urandom(16 << 20)
+        size = 1 << 30
+        with open(big / "weights.bin", "wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+        run("one 1 GiB file    ", big, "/data/bench/big", 1, size)
+
+        small = Path(tmp) / "small"
+        total = 0
+        for i in range(10_000):
+            d = small / f"dir{i // 100:03d}"
+            d.mkdir(parents=True, exist_ok=True)
+            data = os.urandom(512 + (i * 37) % 3584)  # 0.5 to 4 KiB
+            (d / f"file{i:05d}.txt").write_bytes(data)
+            total += len(data)
+        run("10,000 small files", small, "/data/bench/small", 10_000, total)
+    client_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak memory: server {server_peak_rss()}, client {client_kb / 1024:.0f} MiB (chunks of 1 MiB)")
+
+
+ENV_REQUIREMENTS = ["pyjokes", "cowsay", "six"]
+PYTHON_VERSION = "%d.%d" % sys.version_info[:2]
+
+
+def bench_envs(args: argparse.Namespace, server: Server) -> None:
+    """A new environment for ENV_REQUIREMENTS with warm caches: atoll (uv,
+    through `atoll envs build`) beside `python -m venv` + `pip install`."""
+    from conftest import atoll_binary
+
+    binary, data_dir = atoll_binary(), str(server.data_dir)
+
+    def atoll_build() -> float:
+        subprocess.run([binary, "envs", "prune", "--max-bytes", "1", "--data-dir", data_dir], check=True, capture_output=True)
+        t = time.perf_counter()
+        subprocess.run([binary, "envs", "build", "--data-dir", data_dir, "--python", PYTHON_VERSION, *ENV_REQUIREMENTS], check=True, capture_output=True)
+        return time.perf_counter() - t
+
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-pip-") as tmp:
+        venv = Path(tmp) / "venv"
+        pip_cache = Path(tmp) / "pip-cache"
+
+        def pip_build() -> float:
+            shutil.rmtree(venv, ignore_errors=True)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                            "--cache-dir", str(pip_cache), *ENV_REQUIREMENTS], check=True)
+            return time.perf_counter() - t
+
+        atoll_build(), pip_build()  # warm both caches
+        runs = max(3, args.env_runs)
+        atoll_times = [atoll_build() for _ in range(runs)]
+        pip_times = [pip_build() for _ in range(runs)]
+    a, p = statistics.median(atoll_times), statistics.median(pip_times)
+    print(f"new environment {ENV_REQUIREMENTS}, warm caches ({runs} runs each, p50):")
+    print(f"  atoll (uv, `atoll envs build`)     {ms(a)}")
+    print(f"  python -m venv + pip install       {ms(p)}")
+    print(f"  atoll is {p / a:.1f}x faster")
+
+
+SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync}
 
 
 def main() -> None:
@@ -75,14 +205,17 @@ def main() -> None:
     parser.add_argument("suites", nargs="*", help=f"which to run, of {', '.join(SUITES)} (all by default)")
     parser.add_argument("--warm", type=int, default=2000)
     parser.add_argument("--cold", type=int, default=30)
+    parser.add_argument("--env-runs", type=int, default=5)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `atoll server` flag")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
     with tempfile.TemporaryDirectory(prefix="atoll-bench-") as tmp:
-        server = Server(Path(tmp) / "data", extra_args=args.server_arg).start()
-        os.environ["ATOLL_HOST"] = server.address
+        server = Server(Path(tmp) / "data", extra_args=args.server_arg)
+        key_id, secret = server.create_key()
+        server.start()
+        os.environ.update(ATOLL_HOST=server.address, ATOLL_KEY_ID=key_id, ATOLL_KEY_SECRET=secret, ATOLL_NO_AUTOSTART="1")
         try:
             print(f"atoll benchmarks on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
             for suite in args.suites or SUITES:

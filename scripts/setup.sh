@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(runc crun)
+APT_PACKAGES=(runc crun openssl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

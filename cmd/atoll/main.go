@@ -45,7 +45,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(
 		newServerCommand(), newWorkerCommand(),
-		newKeysCommand(), newLoginCommand(), newEnvsCommand(),
+		newKeysCommand(), newLoginCommand(), newEnvsCommand(), newDataCommand(),
 		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
 	)
 	return root

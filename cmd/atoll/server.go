@@ -31,6 +31,7 @@ type serverOptions struct {
 	dataDir      string
 	envMaxBytes  int64
 	runRetention time.Duration
+	dataQuota    string
 	tlsCert      string
 	tlsKey       string
 	sandbox      string
@@ -64,6 +65,7 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
 	f.StringVar(&opts.tlsCert, "tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
 	f.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&opts.dataQuota, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&opts.runRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
 	return cmd
 }
@@ -234,6 +236,10 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
 		grpc.MaxSendMsgSize(server.MaxMessageBytes),
+		// Larger flow-control windows: uploads (sync_dir, large arguments)
+		// are not held to a round trip per 64 KiB.
+		grpc.InitialWindowSize(16 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
 		grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor(skip)),
 		grpc.ChainStreamInterceptor(authn.StreamServerInterceptor(skip)),
 	}
@@ -250,9 +256,11 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		Version: version, Sandbox: kind, SandboxWarning: warning,
 		Scheduler: sched, Catalog: catalog, Capacity: capacity, Store: store,
 	}).Register(gs)
-	if err := registerStorage(gs, dataDir, log.With("component", "storage")); err != nil {
+	accountDataDir, err := registerStorage(gs, dataDir, opts.dataQuota, kind, log.With("component", "storage"))
+	if err != nil {
 		return err
 	}
+	functions.SetAccountDataDir(accountDataDir)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	if err := writePIDFile(dataDir, lis.Addr().String()); err != nil {
 		return err

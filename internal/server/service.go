@@ -106,6 +106,12 @@ func (f *Functions) SetWorkerHost(addr string) {
 	f.opts.WorkerHost = addr
 }
 
+// SetAccountDataDir sets how a worker gets its account's /data directory;
+// call it before serving.
+func (f *Functions) SetAccountDataDir(dir func(account string) (string, error)) {
+	f.opts.AccountDataDir = dir
+}
+
 // Register adds the service to a gRPC server.
 func (f *Functions) Register(s *grpc.Server) {
 	atollv1.RegisterFunctionsServer(s, f)

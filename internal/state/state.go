@@ -31,9 +31,9 @@ type Store struct {
 	now func() time.Time
 	// Statements run on every call are prepared once: compiling the SQL
 	// is about half the cost of a point lookup.
-	keyByID, touchKey              *sql.Stmt
+	keyByID, touchKey                           *sql.Stmt
 	createRun, startRun, finishRun, completeRun *sql.Stmt
-	lastLogSeq, insertLog          *sql.Stmt
+	lastLogSeq, insertLog                       *sql.Stmt
 }
 
 // Option configures Open.

@@ -31,6 +31,7 @@ from atoll._errors import (
     WorkerCrashedError,
 )
 from atoll._host import cloud, local
+from atoll._sync import SyncResult, sync_dir
 
 __all__ = [
     "AtollError",
@@ -47,9 +48,11 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "ServerUnavailableError",
+    "SyncResult",
     "WorkerCrashedError",
     "cached",
     "cloud",
     "isolated",
     "local",
+    "sync_dir",
 ]

@@ -23,6 +23,7 @@ def atoll_binary() -> str:
         return env
     out = REPO / "bin" / "atoll"
     subprocess.run(["go", "build", "-o", str(out), "./cmd/atoll"], cwd=REPO, check=True)
+    os.environ["ATOLL_BIN"] = str(out)  # for host=local and zero-setup, in this process and its children
     return str(out)
 
 
