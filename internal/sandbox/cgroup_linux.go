@@ -14,18 +14,19 @@ import (
 )
 
 // cgroupLayout is how this host mounts cgroups. On cgroup v1 (and hybrid
-// hosts, where v2 is mounted beside v1 without controllers) the memory
-// controller has its own hierarchy; on v2 there is one.
+// hosts, where v2 is mounted beside v1 without controllers) the memory and
+// cpu controllers each have their own hierarchy; on v2 there is one.
 type cgroupLayout struct {
 	v2         bool
 	hybrid     bool   // v1 controllers plus an empty v2 hierarchy
 	memoryRoot string // mount point of the hierarchy with the memory controller
+	cpuRoot    string // mount point of the hierarchy with the cpu controller, if any
 }
 
 func detectCgroups() (cgroupLayout, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return cgroupLayout{v2: true, memoryRoot: "/sys/fs/cgroup"}, nil
+		return cgroupLayout{v2: true, memoryRoot: "/sys/fs/cgroup", cpuRoot: "/sys/fs/cgroup"}, nil
 	}
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -38,8 +39,11 @@ func detectCgroups() (cgroupLayout, error) {
 			l.hybrid = true
 		case "cgroup":
 			for _, o := range strings.Split(m.superOptions, ",") {
-				if o == "memory" && l.memoryRoot == "" {
+				switch {
+				case o == "memory" && l.memoryRoot == "":
 					l.memoryRoot = m.mountPoint
+				case o == "cpu" && l.cpuRoot == "":
+					l.cpuRoot = m.mountPoint
 				}
 			}
 		}
@@ -53,6 +57,37 @@ func detectCgroups() (cgroupLayout, error) {
 // memoryDir is the host directory of a cgroup path's memory cgroup.
 func (l cgroupLayout) memoryDir(cgroupsPath string) string {
 	return filepath.Join(l.memoryRoot, cgroupsPath)
+}
+
+// cpuDir is the host directory of a cgroup path's cpu cgroup, or "" where
+// no cpu controller is mounted.
+func (l cgroupLayout) cpuDir(cgroupsPath string) string {
+	if l.cpuRoot == "" {
+		return ""
+	}
+	return filepath.Join(l.cpuRoot, cgroupsPath)
+}
+
+// setCPUQuota sets the CFS quota of the cpu cgroup in dir, per cpuPeriod
+// (the period every worker's spec sets), by writing its file as the
+// runtime would: a file write, not a runtime process, so it costs
+// microseconds.
+func (l cgroupLayout) setCPUQuota(dir string, quota int64) error {
+	if dir == "" {
+		return errors.New("no cgroup cpu controller is mounted")
+	}
+	file, value := "cpu.cfs_quota_us", strconv.FormatInt(quota, 10)
+	if l.v2 {
+		file, value = "cpu.max", fmt.Sprintf("%d %d", quota, cpuPeriod)
+	}
+	// O_WRONLY without O_CREATE: a removed cgroup is an error, not a
+	// new file.
+	f, err := os.OpenFile(filepath.Join(dir, file), os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	return errors.Join(err, f.Close())
 }
 
 // swapLimit reports whether memory plus swap can be limited. On v1 that

@@ -13,11 +13,13 @@ type cgroupLayout struct {
 
 var errNotLinux = errors.Join(ErrUnsupported, errors.New("OCI containers need Linux"))
 
-func detectCgroups() (cgroupLayout, error)         { return cgroupLayout{}, errNotLinux }
-func (cgroupLayout) memoryDir(string) string       { return "" }
-func (cgroupLayout) swapLimit() bool               { return false }
-func (cgroupLayout) oomKills(string) (int64, bool) { return 0, false }
-func (cgroupLayout) limitHit(string) bool          { return false }
-func removeCgroupDir(string) error                 { return nil }
-func mountsUnder(string) ([]string, error)         { return nil, nil }
-func statDevice(string) (*gpuDevice, error)        { return nil, nil }
+func detectCgroups() (cgroupLayout, error)           { return cgroupLayout{}, errNotLinux }
+func (cgroupLayout) memoryDir(string) string         { return "" }
+func (cgroupLayout) cpuDir(string) string            { return "" }
+func (cgroupLayout) setCPUQuota(string, int64) error { return errNotLinux }
+func (cgroupLayout) swapLimit() bool                 { return false }
+func (cgroupLayout) oomKills(string) (int64, bool)   { return 0, false }
+func (cgroupLayout) limitHit(string) bool            { return false }
+func removeCgroupDir(string) error                   { return nil }
+func mountsUnder(string) ([]string, error)           { return nil, nil }
+func statDevice(string) (*gpuDevice, error)          { return nil, nil }

@@ -15,4 +15,7 @@ var (
 	// ErrStartFailed is returned when the runtime ended before the worker's
 	// container was running; the error carries the runtime's last output.
 	ErrStartFailed = errors.New("worker failed to start")
+	// ErrNotRunning is returned by Settle when the worker's container has
+	// already exited.
+	ErrNotRunning = errors.New("worker is not running")
 )

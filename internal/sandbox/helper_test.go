@@ -191,7 +191,9 @@ func makeReport() report {
 	}
 	r.Hostname, _ = os.Hostname()
 	r.Cwd, _ = os.Getwd()
-	r.HomeWrite = errString(os.WriteFile(filepath.Join(r.Home, "probe"), []byte("x"), 0o600))
+	if r.Home != "" { // else the probe would land in the package directory
+		r.HomeWrite = errString(os.WriteFile(filepath.Join(r.Home, "probe"), []byte("x"), 0o600))
+	}
 	r.CPUQuota = firstFile("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us")
 	if period := firstFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us"); period != "" && !strings.Contains(r.CPUQuota, " ") {
 		r.CPUQuota += " " + period

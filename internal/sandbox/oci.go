@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -253,7 +254,8 @@ const (
 // Start writes the worker's bundle and runs it in the foreground of a
 // runtime process whose stdin and stdout are the worker's Conn. It returns
 // once the container runs, or with the runtime's error (wrapping
-// ErrStartFailed) if it never does.
+// ErrStartFailed) if it never does. A type of less than one CPU starts
+// with one; the Process's Settle lowers its quota to the type's.
 func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (scheduler.Process, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -285,7 +287,11 @@ func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (schedu
 		id:        w.ID,
 		bundle:    bundle,
 		memCgroup: l.cg.memoryDir(counted),
+		cpuCgroup: l.cg.cpuDir(cgroupsPath),
 		done:      make(chan struct{}),
+	}
+	if m := w.Machine; m.CPUs > 0 && startCPUs(m) != m.CPUs {
+		p.settledQuota = cpuQuota(m.CPUs)
 	}
 	if ownParent {
 		p.removeCgroup = p.memCgroup
@@ -379,15 +385,20 @@ func (l *OCILauncher) RemoveStale(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+var _ scheduler.Settler = (*ociProcess)(nil)
+
 // ociProcess is one running container.
 type ociProcess struct {
 	l            *OCILauncher
 	id           string
 	bundle       string
 	memCgroup    string // host path of the cgroup whose OOM count is the worker's
+	cpuCgroup    string // host path of the container's cpu cgroup
 	removeCgroup string // a cgroup made for the worker, removed at teardown
+	settledQuota int64  // the type's CPU quota, where it started with more; else 0
 
 	cmd       *exec.Cmd
+	init      *os.File // pidfd of the container's init, when it could be had
 	pipes     *stdioPipes
 	stderr    *stderrPump
 	done      chan struct{} // closed when the runtime process has exited
@@ -400,7 +411,7 @@ type ociProcess struct {
 }
 
 // run starts the runtime and waits until the container runs.
-func (p *ociProcess) run(ctx context.Context) error {
+func (p *ociProcess) run(ctx context.Context) (err error) {
 	pipes, err := newStdioPipes()
 	if err != nil {
 		p.cleanup()
@@ -449,6 +460,11 @@ func (p *ociProcess) run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
+	defer func() {
+		if err == nil {
+			p.init = openInit(pidFile, p.cmd.Process.Pid)
+		}
+	}()
 	for !running() {
 		select {
 		case <-p.done:
@@ -469,10 +485,27 @@ func (p *ociProcess) run(ctx context.Context) error {
 	return nil
 }
 
+// openInit opens a pidfd on the container's init, named by the runtime's
+// pid file, if it is the runtime process's child (as runc's is); else Kill
+// asks the runtime.
+func openInit(pidFile string, runtimePID int) *os.File {
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return nil
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return nil
+	}
+	return openChild(pid, runtimePID)
+}
+
 func (p *ociProcess) Conn() io.ReadWriteCloser { return p.pipes.conn }
 
 // Kill ends the container's processes (all of them: killing the PID
-// namespace's init kills the namespace).
+// namespace's init kills the namespace). It signals the init through its
+// pidfd where it has one: a "runtime kill" process costs about 10 ms, on
+// the way of every worker torn down.
 func (p *ociProcess) Kill() error {
 	select {
 	case <-p.done:
@@ -480,6 +513,9 @@ func (p *ociProcess) Kill() error {
 	default:
 	}
 	p.killed.Store(true)
+	if p.init != nil && killPidfd(p.init) == nil {
+		return nil
+	}
 	deadline := time.Now().Add(killRetry)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -500,6 +536,33 @@ func (p *ociProcess) Kill() error {
 	p.l.opts.Logger.Warn("runtime could not kill worker; killing the runtime", slog.String("worker", p.id), slog.Any("error", lastErr))
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return errors.Join(lastErr, err)
+	}
+	return nil
+}
+
+// Settle holds the worker to its machine type's CPU quota. It started
+// with at least one core (see startCPUs), so that starting, which is
+// atoll's overhead, is not throttled; the scheduler calls Settle once the
+// agent is ready, before the first call, so every call runs within the
+// type's quota. It writes the cgroup file itself: a "runtime update"
+// process would cost more than the boost saves. For a type of one CPU or
+// more there is nothing to lower. On a worker that has exited it returns
+// an error wrapping ErrNotRunning.
+func (p *ociProcess) Settle() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("settle worker %s: %w", p.id, ErrNotRunning)
+	default:
+	}
+	if p.settledQuota == 0 {
+		return nil
+	}
+	if err := p.l.cg.setCPUQuota(p.cpuCgroup, p.settledQuota); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			// The container exited and its cgroup went with it.
+			return fmt.Errorf("settle worker %s: %w: %w", p.id, ErrNotRunning, err)
+		}
+		return fmt.Errorf("settle worker %s: set cpu quota: %w", p.id, err)
 	}
 	return nil
 }
@@ -529,6 +592,9 @@ func (p *ociProcess) Wait() (scheduler.Exit, error) {
 			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.limitHit(p.memCgroup)
 		}
 		p.oomKilled.Store(p.exit.OOMKilled)
+		if p.init != nil {
+			p.init.Close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), runtimeCmdTimeout)
 		defer cancel()
 		err := p.deleteContainer(ctx)

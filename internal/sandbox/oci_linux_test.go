@@ -143,8 +143,15 @@ func TestOCIEchoIdentityAndLimits(t *testing.T) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
+	if q := r.CPUQuota; q != "100000 100000" {
+		t.Errorf("CPU quota before Settle = %q, want 100000 per 100000 µs (one core to start)", q)
+	}
+	if err := a.p.(scheduler.Settler).Settle(); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	a.callJSON("report", &r)
 	if q := r.CPUQuota; q != "25000 100000" {
-		t.Errorf("CPU quota = %q, want 25000 per 100000 µs (0.25 CPU)", q)
+		t.Errorf("CPU quota after Settle = %q, want 25000 per 100000 µs (0.25 CPU)", q)
 	}
 	if !slices.Contains(r.Interfaces, "eth0") && len(r.Interfaces) < 2 {
 		t.Errorf("host network expected by default; interfaces = %v", r.Interfaces)
@@ -375,11 +382,114 @@ func TestOCIPidsLimitStopsForkBomb(t *testing.T) {
 	}
 }
 
+// hostCPUQuota reads a worker's CPU quota and period from its cgroup on
+// the host, as "QUOTA PERIOD".
+func hostCPUQuota(t *testing.T, l *OCILauncher, id string) string {
+	t.Helper()
+	cgroupsPath, _, _ := l.cgroupPaths(id)
+	dir := l.cg.cpuDir(cgroupsPath)
+	read := func(file string) string {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatalf("read the worker's cpu cgroup: %v", err)
+		}
+		return strings.TrimSpace(string(data))
+	}
+	if l.cg.v2 {
+		return read("cpu.max")
+	}
+	return read("cpu.cfs_quota_us") + " " + read("cpu.cfs_period_us")
+}
+
+func TestOCISettleCPUQuota(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	tests := []struct {
+		name             string
+		cpus             float64
+		atStart, settled string
+	}{
+		{"XS", 0.25, "100000 100000", "25000 100000"},
+		{"S", 0.5, "100000 100000", "50000 100000"},
+		{"M", 2, "200000 100000", "200000 100000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := helperSpec(t, workerID(t))
+			spec.Machine = testXS
+			spec.Machine.CPUs = tt.cpus
+			a := f.start(t, spec)
+			if got := hostCPUQuota(t, f.l, spec.ID); got != tt.atStart {
+				t.Errorf("quota before Settle = %q, want %q", got, tt.atStart)
+			}
+			if err := a.p.(scheduler.Settler).Settle(); err != nil {
+				t.Fatalf("Settle: %v", err)
+			}
+			if got := hostCPUQuota(t, f.l, spec.ID); got != tt.settled {
+				t.Errorf("quota after Settle = %q, want %q", got, tt.settled)
+			}
+			if got := a.call("echo still here"); got != "still here" {
+				t.Errorf("agent after Settle: %q", got)
+			}
+		})
+	}
+}
+
+func TestOCISettleAfterExit(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	tests := []struct {
+		name string
+		cpus float64
+		end  func(a *agent)
+	}{
+		{"XS killed", 0.25, func(a *agent) { a.p.Kill() }},
+		{"XS exited", 0.25, func(a *agent) { fmt.Fprintln(a.in, "exit 3") }},
+		{"M killed", 2, func(a *agent) { a.p.Kill() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := helperSpec(t, workerID(t))
+			spec.Machine = testXS
+			spec.Machine.CPUs = tt.cpus
+			a := f.start(t, spec)
+			tt.end(a)
+			if _, err := a.wait(); err != nil {
+				t.Fatalf("Wait: %v", err)
+			}
+			if err := a.p.(scheduler.Settler).Settle(); !errors.Is(err, ErrNotRunning) {
+				t.Errorf("Settle after exit = %v, want ErrNotRunning", err)
+			}
+		})
+	}
+}
+
+// TestOCISettleGoneCgroup: the container may exit, and its cgroup go,
+// before the runtime process has been reaped.
+func TestOCISettleGoneCgroup(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v2=%v", v2), func(t *testing.T) {
+			p := &ociProcess{
+				l:            &OCILauncher{cg: cgroupLayout{v2: v2, cpuRoot: t.TempDir()}},
+				id:           "w1",
+				cpuCgroup:    filepath.Join(t.TempDir(), "gone"),
+				settledQuota: 25000,
+				done:         make(chan struct{}), // running, as far as Settle knows
+			}
+			if err := p.Settle(); !errors.Is(err, ErrNotRunning) {
+				t.Errorf("Settle on a removed cgroup = %v, want ErrNotRunning", err)
+			}
+		})
+	}
+}
+
 func TestOCICPUQuotaHolds(t *testing.T) {
 	f := newOCIFixture(t, KindRunc, nil)
 	spec := helperSpec(t, workerID(t))
 	spec.Machine = testXS
 	a := f.start(t, spec)
+	if err := a.p.(scheduler.Settler).Settle(); err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
 	ratio, err := strconv.ParseFloat(a.call("spin 1500"), 64)
 	if err != nil {
 		t.Fatal(err)
@@ -396,6 +506,9 @@ func TestOCIKillThenWait(t *testing.T) {
 	spec.Machine = testXS
 	a := f.start(t, spec)
 	a.call("spawn-sleep") // a grandchild must go too
+	if a.p.(*ociProcess).init == nil {
+		t.Error("no pidfd on the container's init: Kill must start a runtime process")
+	}
 	start := time.Now()
 	if err := a.p.Kill(); err != nil {
 		t.Fatalf("Kill: %v", err)
@@ -501,6 +614,12 @@ func TestColdStart(t *testing.T) {
 			a := newAgent(t, p)
 			if got := a.call("echo x"); got != "x" {
 				t.Fatalf("echo = %q", got)
+			}
+			// As the scheduler does once the agent is ready.
+			if s, ok := p.(scheduler.Settler); ok {
+				if err := s.Settle(); err != nil {
+					t.Fatalf("Settle: %v", err)
+				}
 			}
 			times = append(times, time.Since(start))
 			a.p.Kill()

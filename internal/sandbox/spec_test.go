@@ -89,8 +89,8 @@ func TestBuildSpec(t *testing.T) {
 		t.Errorf("namespaces (-want +got):\n%s", diff)
 	}
 	r := s.Linux.Resources
-	if *r.CPU.Quota != 25000 || *r.CPU.Period != 100000 {
-		t.Errorf("cpu quota %d/%d, want 25000/100000", *r.CPU.Quota, *r.CPU.Period)
+	if *r.CPU.Quota != 100000 || *r.CPU.Period != 100000 {
+		t.Errorf("cpu quota %d/%d, want 100000/100000 (XS starts with one core)", *r.CPU.Quota, *r.CPU.Period)
 	}
 	if *r.Memory.Limit != 256*machine.MiB || *r.Memory.Swap != 256*machine.MiB {
 		t.Errorf("memory %d swap %d, want both 256 MiB (no swap)", *r.Memory.Limit, *r.Memory.Swap)
@@ -128,6 +128,44 @@ func TestBuildSpec(t *testing.T) {
 	}
 	if m, _ := mountByDest(s, "/home/atoll"); !slices.Contains(m.Options, "uid=1500") {
 		t.Errorf("home not owned by the worker: %+v", m)
+	}
+}
+
+// TestBuildSpecStartQuota: a worker starts with its type's CPUs, but at
+// least one core; Settle lowers it later.
+func TestBuildSpecStartQuota(t *testing.T) {
+	tests := []struct {
+		name string
+		cpus float64
+		want int64 // 0: no CPU limit
+	}{
+		{"XS", 0.25, 100000},
+		{"S", 0.5, 100000},
+		{"one core", 1, 100000},
+		{"M", 2, 200000},
+		{"fractional above one", 1.5, 150000},
+		{"unlimited", 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := testWorker()
+			w.Machine.CPUs = tt.cpus
+			s, err := buildSpec(w, testInputs())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpu := s.Linux.Resources.CPU
+			var got int64
+			if cpu != nil {
+				got = *cpu.Quota
+				if *cpu.Period != cpuPeriod {
+					t.Errorf("period %d, want %d", *cpu.Period, cpuPeriod)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("start quota %d, want %d", got, tt.want)
+			}
+		})
 	}
 }
 

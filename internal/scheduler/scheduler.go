@@ -333,15 +333,16 @@ func (s *Scheduler) expire(w *Worker, gen uint64) {
 	w.stop()
 }
 
-// Discard tears a worker down now (after a crash, a cancelled call, or
-// keep_alive=0).
+// Discard tears a worker down (after a crash, a cancelled call, or
+// keep_alive=0). It returns at once: the caller's answer need not wait for
+// the teardown, and the worker's capacity is released when it has ended.
 func (s *Scheduler) Discard(w *Worker) {
 	s.mu.Lock()
 	if w.idle {
 		s.removeIdleLocked(w)
 	}
 	s.mu.Unlock()
-	w.stop()
+	go w.stop()
 }
 
 // WorkerInfo describes a live worker for status listings.
