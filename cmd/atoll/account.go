@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -57,6 +58,8 @@ func newLoginCommand() *cobra.Command {
 	return cmd
 }
 
+const hostFlagHelp = "server address (default: ATOLL_HOST, the credentials file, or the local server)"
+
 func newRunsCommand() *cobra.Command {
 	var client clientFlags
 	var limit int
@@ -65,31 +68,32 @@ func newRunsCommand() *cobra.Command {
 		Short: "List your recent runs, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, ctx, err := client.dial(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := atollv1.NewAdminClient(conn).ListRuns(ctx, &atollv1.ListRunsRequest{Limit: int32(limit)})
-			if err != nil {
-				return rpcError(err)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "RUN\tFUNCTION\tTYPE\tQUEUED\tDURATION\tOUTCOME\tEXIT")
-			for _, r := range resp.GetRuns() {
-				exit := "-"
-				if r.ExitStatus != nil {
-					exit = fmt.Sprint(r.GetExitStatus())
+			return client.withAdmin(cmd, func(ctx context.Context, admin atollv1.AdminClient, _ string) error {
+				resp, err := admin.ListRuns(ctx, &atollv1.ListRunsRequest{Limit: int32(limit)})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetFunctionName(), r.GetMachineType(),
-					when(msTime(r.GetQueuedUnixMs())), duration(r), firstNonEmpty(r.GetOutcome(), "running"), exit)
-			}
-			return tw.Flush()
+				return printRuns(cmd, resp.GetRuns())
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 20, "at most this many runs")
-	cmd.Flags().StringVar(&client.host, "host", "", "server address (default: ATOLL_HOST, the credentials file, or the local server)")
+	cmd.Flags().StringVar(&client.host, "host", "", hostFlagHelp)
 	return cmd
+}
+
+func printRuns(cmd *cobra.Command, runs []*atollv1.RunInfo) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tFUNCTION\tTYPE\tQUEUED\tDURATION\tOUTCOME\tEXIT")
+	for _, r := range runs {
+		exit := "-"
+		if r.ExitStatus != nil {
+			exit = fmt.Sprint(r.GetExitStatus())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetFunctionName(), r.GetMachineType(),
+			when(msTime(r.GetQueuedUnixMs())), duration(r), firstNonEmpty(r.GetOutcome(), "running"), exit)
+	}
+	return tw.Flush()
 }
 
 func newLogsCommand() *cobra.Command {
@@ -99,28 +103,25 @@ func newLogsCommand() *cobra.Command {
 		Short: "Print a run's output",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, ctx, err := client.dial(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := atollv1.NewAdminClient(conn).GetRunLogs(ctx, &atollv1.GetRunLogsRequest{RunId: args[0]})
-			if err != nil {
-				return rpcError(err)
-			}
-			for _, l := range resp.GetLines() {
-				out := cmd.OutOrStdout()
-				if l.GetStream() != atollv1.Stream_STREAM_STDOUT {
-					out = cmd.ErrOrStderr()
-				}
-				if _, err := out.Write(l.GetData()); err != nil {
+			return client.withAdmin(cmd, func(ctx context.Context, admin atollv1.AdminClient, _ string) error {
+				resp, err := admin.GetRunLogs(ctx, &atollv1.GetRunLogsRequest{RunId: args[0]})
+				if err != nil {
 					return err
 				}
-			}
-			return nil
+				for _, l := range resp.GetLines() {
+					out := cmd.OutOrStdout()
+					if l.GetStream() != atollv1.Stream_STREAM_STDOUT {
+						out = cmd.ErrOrStderr()
+					}
+					if _, err := out.Write(l.GetData()); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		},
 	}
-	cmd.Flags().StringVar(&client.host, "host", "", "server address (default: ATOLL_HOST, the credentials file, or the local server)")
+	cmd.Flags().StringVar(&client.host, "host", "", hostFlagHelp)
 	return cmd
 }
 
@@ -131,30 +132,31 @@ func newWorkersCommand() *cobra.Command {
 		Short: "List your live workers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			conn, ctx, err := client.dial(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			resp, err := atollv1.NewAdminClient(conn).ListWorkers(ctx, &atollv1.ListWorkersRequest{})
-			if err != nil {
-				return rpcError(err)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "WORKER\tFUNCTION\tTYPE\tSTATE\tSTARTED\tLAST USED")
-			for _, w := range resp.GetWorkers() {
-				state := "busy"
-				if w.GetIdle() {
-					state = "idle"
+			return client.withAdmin(cmd, func(ctx context.Context, admin atollv1.AdminClient, _ string) error {
+				resp, err := admin.ListWorkers(ctx, &atollv1.ListWorkersRequest{})
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.GetId(), w.GetFunctionName(), w.GetMachineType(), state,
-					when(msTime(w.GetStartedUnixMs())), when(msTime(w.GetLastUsedUnixMs())))
-			}
-			return tw.Flush()
+				return printWorkers(cmd, resp.GetWorkers())
+			})
 		},
 	}
-	cmd.Flags().StringVar(&client.host, "host", "", "server address (default: ATOLL_HOST, the credentials file, or the local server)")
+	cmd.Flags().StringVar(&client.host, "host", "", hostFlagHelp)
 	return cmd
+}
+
+func printWorkers(cmd *cobra.Command, workers []*atollv1.WorkerInfo) error {
+	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKER\tFUNCTION\tTYPE\tSTATE\tSTARTED\tLAST USED")
+	for _, w := range workers {
+		state := "busy"
+		if w.GetIdle() {
+			state = "idle"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", w.GetId(), w.GetFunctionName(), w.GetMachineType(), state,
+			when(msTime(w.GetStartedUnixMs())), when(msTime(w.GetLastUsedUnixMs())))
+	}
+	return tw.Flush()
 }
 
 func newStatusCommand() *cobra.Command {
@@ -167,22 +169,23 @@ func newStatusCommand() *cobra.Command {
 			return printStatus(cmd, client)
 		},
 	}
-	cmd.Flags().StringVar(&client.host, "host", "", "server address (default: ATOLL_HOST, the credentials file, or the local server)")
+	cmd.Flags().StringVar(&client.host, "host", "", hostFlagHelp)
 	return cmd
 }
 
 func printStatus(cmd *cobra.Command, client clientFlags) error {
-	conn, ctx, err := client.dial(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	st, err := atollv1.NewAdminClient(conn).Status(ctx, &atollv1.StatusRequest{})
-	if err != nil {
-		return rpcError(err)
-	}
+	return client.withAdmin(cmd, func(ctx context.Context, admin atollv1.AdminClient, target string) error {
+		st, err := admin.Status(ctx, &atollv1.StatusRequest{})
+		if err != nil {
+			return err
+		}
+		return writeStatus(cmd, target, st)
+	})
+}
+
+func writeStatus(cmd *cobra.Command, target string, st *atollv1.StatusResponse) error {
 	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "server:   %s (atoll %s)\naccount:  %s\nsandbox:  %s\n", conn.Target(), st.GetVersion(), st.GetAccount(), st.GetSandbox())
+	fmt.Fprintf(out, "server:   %s (atoll %s)\naccount:  %s\nsandbox:  %s\n", target, st.GetVersion(), st.GetAccount(), st.GetSandbox())
 	if w := st.GetSandboxWarning(); w != "" {
 		fmt.Fprintf(out, "WARNING:  %s\n", w)
 	}
@@ -196,6 +199,20 @@ func printStatus(cmd *cobra.Command, client clientFlags) error {
 		fmt.Fprintf(tw, "  %s\t%g CPU\t%d MiB\t%s\n", t.GetName(), t.GetCpus(), t.GetMemoryBytes()>>20, gpus)
 	}
 	return tw.Flush()
+}
+
+// withAdmin dials the server and runs fn with an Admin client; gRPC errors
+// come back as messages for people.
+func (f clientFlags) withAdmin(cmd *cobra.Command, fn func(ctx context.Context, admin atollv1.AdminClient, target string) error) error {
+	conn, ctx, err := f.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := fn(ctx, atollv1.NewAdminClient(conn), conn.Target()); err != nil {
+		return rpcError(err)
+	}
+	return nil
 }
 
 func msTime(ms int64) time.Time {

@@ -7,14 +7,13 @@ that key in the credentials file. Later processes find the running server.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import grpc
 
-from atoll import _credentials
+from atoll import _binary, _credentials
 from atoll._errors import ServerUnavailableError
 
 LOCAL_ADDRESS = "127.0.0.1:28655"
@@ -32,13 +31,9 @@ def enabled(target: str) -> bool:
 
 
 def find_binary() -> str:
-    path = os.environ.get("ATOLL_BIN") or shutil.which("atoll")
-    if not path:
-        raise ServerUnavailableError(
-            f"no atoll server answers at {local_address()} and the atoll binary was not found to start one: "
-            "put atoll on PATH or set ATOLL_BIN, or point ATOLL_HOST at a running server"
-        )
-    return path
+    return _binary.find(
+        f"no atoll server answers at {local_address()} (and ATOLL_HOST names none); starting one", ServerUnavailableError
+    )
 
 
 def data_dir() -> Path:

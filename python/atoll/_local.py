@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
 import subprocess
 import threading
 from typing import IO, TYPE_CHECKING, Any
 
+from atoll import _binary
 from atoll._client import outcome, request_for, write_output
 from atoll._errors import AtollError, ProtocolError, SerializationError, WorkerCrashedError, from_failure
 from atoll.v1 import atoll_pb2 as pb
@@ -31,27 +31,12 @@ from atoll.v1 import atoll_pb2 as pb
 if TYPE_CHECKING:
     from atoll._api import IsolatedFunction
 
-BIN_ENV = "ATOLL_BIN"
-
 _Key = tuple[str, str, tuple[str, ...]]
 
 
 def atoll_binary() -> str:
-    """The atoll binary that runs local workers: ``ATOLL_BIN``, else
-    ``atoll`` on ``PATH``."""
-    path = os.environ.get(BIN_ENV)
-    if path:
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise AtollError(f"{BIN_ENV}={path!r} is not an executable file; point it at the atoll binary")
-        return path
-    found = shutil.which("atoll")
-    if found is None:
-        raise AtollError(
-            "host=local needs the atoll binary to run the function on this machine: "
-            f"set {BIN_ENV} to its path, or put `atoll` on PATH "
-            "(build it with `go build -o bin/atoll ./cmd/atoll`)"
-        )
-    return found
+    """The atoll binary that runs local workers."""
+    return _binary.find("host=local", AtollError)
 
 
 def env_root() -> str:

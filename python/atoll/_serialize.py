@@ -36,29 +36,42 @@ _INSTALLED_PREFIXES = tuple(
 )
 
 
-def _ship_module_by_value(fn: Callable[..., Any]) -> None:
-    """Functions of the caller's own modules (a local tasks.py, a test file)
-    cannot be imported in the worker, so they travel by value like those of
-    __main__; installed packages and the standard library travel by reference.
-    """
-    name = getattr(fn, "__module__", None)
-    if not name or name == "__main__" or name.split(".")[0] == "atoll":
-        return
-    module = sys.modules.get(name)
+_shipped: set[str] = set()
+_modules_seen = 0
+
+
+def _is_local(name: str, module: Any) -> bool:
+    if name == "__main__" or name.split(".")[0] == "atoll":
+        return False
     path = getattr(module, "__file__", None)
-    if module is None or path is None:
-        return
+    if not path:
+        return False
     real = os.path.realpath(path)
-    if any(real.startswith(prefix + os.sep) for prefix in _INSTALLED_PREFIXES):
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    return not any(real.startswith(prefix + os.sep) for prefix in _INSTALLED_PREFIXES)
+
+
+def _ship_local_modules_by_value() -> None:
+    """The caller's own modules (a local tasks.py and the utils.py it uses, a
+    test file) cannot be imported in the worker, so their functions and
+    classes travel by value like those of __main__; installed packages and
+    the standard library travel by reference. sys.modules is scanned again
+    only when it has grown."""
+    global _modules_seen
+    if len(sys.modules) == _modules_seen:
         return
-    if "site-packages" in real.split(os.sep) or "dist-packages" in real.split(os.sep):
-        return
-    cloudpickle.register_pickle_by_value(module)
+    for name, module in list(sys.modules.items()):
+        if name not in _shipped and module is not None and _is_local(name, module):
+            cloudpickle.register_pickle_by_value(module)
+            _shipped.add(name)
+    _modules_seen = len(sys.modules)
 
 
 def dumps_function(fn: Callable[..., Any]) -> bytes:
     """Pickles fn by value; SerializationError names what could not be pickled."""
-    _ship_module_by_value(fn)
+    _ship_local_modules_by_value()
     try:
         return cloudpickle.dumps(fn)
     except Exception as exc:  # noqa: BLE001

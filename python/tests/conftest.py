@@ -180,6 +180,18 @@ def require_sandbox(server: Server) -> None:
         pytest.skip(reason)
 
 
+def worker_identity():
+    """A value unique to the worker process that runs it: PIDs repeat across
+    sandboxes, which have PID namespaces of their own."""
+    import builtins
+    import os
+    import uuid
+
+    if not hasattr(builtins, "_atoll_test_identity"):
+        builtins._atoll_test_identity = f"{os.getpid()}-{uuid.uuid4().hex}"
+    return builtins._atoll_test_identity
+
+
 def wait_until(predicate, timeout: float = 10, interval: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -18,16 +18,7 @@ import pytest
 import atoll
 from atoll import CloudKeyCredentials, isolated
 from atoll._host import CloudHost
-from conftest import REPO, Server, atoll_binary, free_port, live_workers, wait_until
-
-
-def worker_identity():
-    import builtins
-    import uuid
-
-    if not hasattr(builtins, "_atoll_test_identity"):
-        builtins._atoll_test_identity = uuid.uuid4().hex
-    return builtins._atoll_test_identity
+from conftest import REPO, Server, atoll_binary, free_port, live_workers, wait_until, worker_identity
 
 
 @pytest.fixture
@@ -230,7 +221,9 @@ def test_zero_setup_local_server(tmp_path):
         k: v for k, v in os.environ.items()
         if not k.startswith("ATOLL_") and k not in ("XDG_CONFIG_HOME", "XDG_DATA_HOME")
     }
-    env.update(HOME=str(home), ATOLL_BIN=atoll_binary(), ATOLL_LOCAL_ADDRESS=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    env.update(HOME=str(home), ATOLL_LOCAL_ADDRESS=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    if Path(atoll_binary()).resolve() != (REPO / "bin" / "atoll").resolve():
+        env["ATOLL_BIN"] = atoll_binary()  # else the SDK finds the checkout's bin/atoll by itself
     script = (REPO / "examples" / "reference" / "hello_world.py").read_text() + "import os; print(os.getpid())\n"
     try:
         first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)

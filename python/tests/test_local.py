@@ -18,7 +18,7 @@ import pytest
 import atoll
 from atoll import cached, cloud, isolated, local
 from atoll import _local
-from conftest import atoll_binary, free_port, wait_until
+from conftest import atoll_binary, free_port, wait_until, worker_identity
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,17 +34,6 @@ def local_only(tmp_path_factory: pytest.TempPathFactory):
             mp.delenv(name, raising=False)
         yield cache
         _local._pool.shutdown()
-
-
-def worker_identity():
-    """A value unique to the worker process that runs it (PIDs may repeat)."""
-    import builtins
-    import os
-    import uuid
-
-    if not hasattr(builtins, "_atoll_test_identity"):
-        builtins._atoll_test_identity = f"{os.getpid()}-{uuid.uuid4().hex}"
-    return builtins._atoll_test_identity
 
 
 def warm_workers(fn) -> int:
@@ -398,8 +387,11 @@ def test_broken_requirement_raises_environment_build_error_with_uv_text():
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path):
+    import atoll._binary
+
     monkeypatch.delenv("ATOLL_BIN")
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(atoll._binary, "_CHECKOUT_BINARY", tmp_path / "no-such-checkout" / "atoll")
 
     @isolated(host=local)
     def f():

@@ -9,19 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from atoll import cached, isolated
-from conftest import live_workers, wait_until
-
-
-def worker_identity():
-    """A value unique to the worker process that runs it (PIDs repeat
-    across sandboxes, which have their own PID namespaces)."""
-    import builtins
-    import os
-    import uuid
-
-    if not hasattr(builtins, "_atoll_test_identity"):
-        builtins._atoll_test_identity = f"{os.getpid()}-{uuid.uuid4().hex}"
-    return builtins._atoll_test_identity
+from conftest import live_workers, wait_until, worker_identity
 
 
 def workers_of(server, fn) -> list:
