@@ -124,6 +124,11 @@ type runStream = grpc.ServerStreamingServer[atollv1.RunEvent]
 // authentication problems.
 func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 	ctx := stream.Context()
+	if f.log.Enabled(ctx, slog.LevelDebug) {
+		defer func(start time.Time) {
+			f.log.Debug("call served", "function", req.GetFunctionName(), "took", time.Since(start))
+		}(time.Now())
+	}
 	var rec *runRecord
 	if f.opts.History != nil {
 		rec = f.opts.History.Begin(accountOf(ctx), req.GetFunctionName(), req.GetMachineType())

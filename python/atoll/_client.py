@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import grpc.experimental
 
 from atoll import _credentials
 from atoll._errors import ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
@@ -24,8 +25,15 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", _MAX_MESSAGE),
     ("grpc.max_receive_message_length", _MAX_MESSAGE),
 ]
+# Run calls are unary-stream: handled in the calling thread, they skip a
+# thread hand-off per event.
+_SINGLE_THREADED = getattr(getattr(grpc.experimental, "ChannelOptions", None), "SingleThreadedUnaryStream", None)
+if _SINGLE_THREADED:
+    _CHANNEL_OPTIONS.append((_SINGLE_THREADED, 1))
 
-_stubs: dict[tuple[str, str | None, bool], pb_grpc.FunctionsStub] = {}
+# Channels are kept with their stubs: a stub alone does not keep its
+# channel open.
+_stubs: dict[tuple[str, str | None, bool], tuple[grpc.Channel, pb_grpc.FunctionsStub]] = {}
 _stubs_lock = threading.Lock()
 
 
@@ -50,10 +58,11 @@ def channel_for(target: str) -> grpc.Channel:
 def _stub(target: str) -> pb_grpc.FunctionsStub:
     key = (target, *_tls_settings())
     with _stubs_lock:
-        stub = _stubs.get(key)
-        if stub is None:
-            stub = _stubs[key] = pb_grpc.FunctionsStub(channel_for(target))
-        return stub
+        cached = _stubs.get(key)
+        if cached is None:
+            channel = channel_for(target)
+            cached = _stubs[key] = (channel, pb_grpc.FunctionsStub(channel))
+        return cached[1]
 
 
 def _write(stream: Any, data: bytes) -> None:
