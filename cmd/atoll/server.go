@@ -27,19 +27,21 @@ import (
 const DefaultListen = "127.0.0.1:28655"
 
 type serverOptions struct {
-	listen       string
-	dataDir      string
-	envMaxBytes  int64
-	runRetention time.Duration
-	dataQuota    string
-	tlsCert      string
-	tlsKey       string
-	sandbox      string
-	network      string
-	config       string
-	queueTimeout time.Duration
-	logLevel     string
-	insecure     bool
+	listen         string
+	dataDir        string
+	envMaxBytes    int64
+	runRetention   time.Duration
+	dataQuota      string
+	wheelsOnly     bool
+	allowLocalReqs bool
+	tlsCert        string
+	tlsKey         string
+	sandbox        string
+	network        string
+	config         string
+	queueTimeout   time.Duration
+	logLevel       string
+	insecure       bool
 }
 
 func newServerCommand() *cobra.Command {
@@ -65,6 +67,8 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
 	f.StringVar(&opts.tlsCert, "tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
 	f.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&opts.wheelsOnly, "wheels-only", false, "install pre-built wheels only: building a source distribution runs its code on this host, outside the sandbox")
+	f.BoolVar(&opts.allowLocalReqs, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&opts.dataQuota, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&opts.runRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
 	return cmd
@@ -192,6 +196,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	}
 	builderOpts := serverBuilderOptions(dataDir, log.With("component", "envbuild"))
 	builderOpts.MaxTotalBytes = opts.envMaxBytes
+	builderOpts.NoBuild = opts.wheelsOnly
 	builder, err := envbuild.New(builderOpts)
 	if err != nil {
 		return err
@@ -217,7 +222,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	functions := server.NewFunctions(server.Options{
 		Catalog:      catalog,
 		Capacity:     capacity,
-		Environments: server.BuiltEnvironments{Builder: builder},
+		Environments: server.BuiltEnvironments{Builder: builder, AllowLocalPaths: opts.allowLocalReqs},
 		Scheduler:    sched,
 		AgentPath:    agent,
 		SDKDir:       sdkDir,

@@ -31,9 +31,22 @@ def _first_unpicklable(items: list[tuple[str, Any]]) -> tuple[str, Any, Exceptio
     return None
 
 
-_INSTALLED_PREFIXES = tuple(
-    {os.path.realpath(p) for p in (sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
-)
+def _installed_prefixes() -> tuple[str, ...]:
+    """Directories that hold installed code: the standard library, site
+    directories, and wherever the SDK and its own dependencies were found
+    (inside a worker they live in directories of their own)."""
+    import grpc
+
+    paths = sysconfig.get_paths()
+    dirs = {paths["stdlib"], paths["purelib"], paths["platlib"]}
+    for module in (cloudpickle, grpc):
+        dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(module.__file__ or ""))))
+    # The SDK's own package (and the runner, loaded from it in a worker).
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(os.path.realpath(d) for d in dirs if d)
+
+
+_INSTALLED_PREFIXES = _installed_prefixes()
 
 
 _shipped: set[str] = set()

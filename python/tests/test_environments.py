@@ -98,6 +98,12 @@ def test_invalid_requirement_is_refused_before_building(server):
         f()
 
 
+def test_paths_on_the_server_are_refused(server):
+    f = isolated(requirements=["secrets @ file:///etc"])(lambda: 1)
+    with pytest.raises(atoll.EnvironmentBuildError, match="names a path on the server.*--allow-local-requirements"):
+        f()
+
+
 def test_python_version_mismatch_names_the_versions(server):
     from atoll import _client
 
@@ -147,7 +153,7 @@ def test_interrupted_build_is_never_used(tmp_path):
     pkg = tmp_path / "slowpkg"
     pkg.mkdir()
     (pkg / "setup.py").write_text(SLOW_PACKAGE_SETUP)
-    srv = Server(tmp_path / "data")
+    srv = Server(tmp_path / "data", ["--allow-local-requirements"])
     creds = CloudKeyCredentials(*srv.create_key())
     srv.start()
     host = CloudHost(srv.address)
