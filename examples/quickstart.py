@@ -1,8 +1,16 @@
-"""The quick-start example: runs against the atoll server at ATOLL_HOST."""
+"""The quick-start example: runs against the atoll server at ATOLL_HOST
+(or a local one the SDK starts)."""
 
 import os
 
 from atoll import isolated
+
+
+@isolated(requirements=["pyjokes"], machine_type="M", keep_alive=30)
+def joke():
+    import pyjokes
+
+    return pyjokes.get_joke()
 
 
 @isolated(keep_alive=30)
@@ -17,4 +25,5 @@ def where_am_i(greeting: str) -> str:
 
 print(where_am_i("hello"))
 print(where_am_i("hello again"), "(same warm worker)")
+print("a joke from a worker that has pyjokes installed:", joke())
 print("caller pid", os.getpid())

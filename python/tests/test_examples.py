@@ -95,4 +95,5 @@ def test_quickstart(examples_server):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("hello from the worker (pid ")
     assert "output of a child process streams too" in lines
+    assert lines[-2].startswith("a joke from a worker that has pyjokes installed: ")
     assert lines[-1].startswith("caller pid")
