@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ import pytest
 
 import atoll
 from atoll import isolated
-from conftest import Server, require_sandbox
+from conftest import Server, atoll_binary, require_sandbox
 
 
 @pytest.fixture
@@ -270,3 +271,25 @@ def test_gpus_are_assigned_exclusively(small_server, fake_gpu_nodes):
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(visible, range(2)))
     assert sorted(results) == ["0", "1"]
+
+
+def test_process_fallback_works_and_warns(tmp_path):
+    """Without a sandbox (--sandbox process, as on a host without runc or
+    root), calls still work, and the server says loudly that workers are
+    not isolated."""
+    srv = Server(tmp_path / "data", ["--sandbox", "process"])
+    creds = atoll.CloudKeyCredentials(*srv.create_key())
+    srv.start()
+    try:
+        host = atoll._host.CloudHost(srv.address)
+        assert isolated(host=host, credentials=creds)(lambda: "plain process")() == "plain process"
+        with pytest.raises(atoll.WorkerCrashedError) as info:
+            isolated(host=host, credentials=creds)(lambda: __import__("os")._exit(4))()
+        assert info.value.exit_code == 4
+        env = {**os.environ, "ATOLL_HOST": srv.address, "ATOLL_KEY_ID": creds.key_id, "ATOLL_KEY_SECRET": creds.key_secret}
+        status = subprocess.run([atoll_binary(), "status"], env=env, capture_output=True, text=True, check=True).stdout
+        assert "sandbox:  process" in status
+        assert "WARNING:" in status and "NOT isolated" in status
+        assert "NOT isolated" in srv.log()
+    finally:
+        srv.stop()

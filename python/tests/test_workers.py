@@ -155,3 +155,49 @@ def test_failed_call_does_not_leak_workers(server, keep_alive):
     with pytest.raises(ValueError):
         fail()
     assert wait_until(lambda: not workers_of(server, fail), timeout=10)
+
+
+def test_interrupted_caller_tears_down_its_worker(server, tmp_path):
+    """Ctrl-C in the caller cancels the call: the worker (which cannot be
+    interrupted safely mid-call) is torn down and the run is recorded as
+    cancelled."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import key_metadata
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(
+        "import time\n"
+        "from atoll import isolated\n"
+        "@isolated(keep_alive=30)\n"
+        "def stuck():\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(120)\n"
+        "stuck()\n"
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        assert [w for w in live_workers(server) if w.function_name == "__main__.stuck"]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in err
+    assert wait_until(lambda: not [w for w in live_workers(server) if w.function_name == "__main__.stuck"], timeout=15)
+
+    import grpc
+
+    from atoll.v1 import atoll_pb2 as pb
+    from atoll.v1 import atoll_pb2_grpc as pb_grpc
+
+    def outcome():
+        with grpc.insecure_channel(server.address) as ch:
+            runs = pb_grpc.AdminStub(ch).ListRuns(pb.ListRunsRequest(limit=20), metadata=key_metadata()).runs
+        return next((r.outcome for r in runs if r.function_name == "__main__.stuck"), None)
+
+    assert wait_until(lambda: outcome() == "cancelled", timeout=10), outcome()
