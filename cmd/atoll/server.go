@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -245,6 +246,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		// are not held to a round trip per 64 KiB.
 		grpc.InitialWindowSize(16 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
+		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 		grpc.ChainUnaryInterceptor(authn.UnaryServerInterceptor(skip)),
 		grpc.ChainStreamInterceptor(authn.StreamServerInterceptor(skip)),
 	}

@@ -20,14 +20,23 @@ const runLogLimit = 1 << 20
 // are dropped (and counted) rather than slowing calls down.
 const historyQueue = 4096
 
+// historyBatch bounds the records written in one transaction, and
+// historyGather is how long the writer waits for more before writing: a
+// transaction costs far more than a record, and history may lag a little.
+const (
+	historyBatch  = 256
+	historyGather = 25 * time.Millisecond
+)
+
 // History records every run and its output in the state store. Calls hand
-// it records without waiting; one goroutine writes them, so a slow disk
-// never holds a call up.
+// it records without waiting; one goroutine writes whatever has queued up
+// in one transaction, so a slow disk never holds a call up and a busy
+// server pays one transaction for many runs.
 type History struct {
 	store     *state.Store
 	log       *slog.Logger
 	retention time.Duration
-	records   chan func(context.Context) error
+	records   chan state.RunRecord
 
 	mu      sync.Mutex
 	dropped int
@@ -40,7 +49,7 @@ func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &History{store: store, log: log, retention: retention, records: make(chan func(context.Context) error, historyQueue)}
+	return &History{store: store, log: log, retention: retention, records: make(chan state.RunRecord, historyQueue)}
 }
 
 // Run writes records until ctx ends, then writes what is queued and returns.
@@ -67,9 +76,33 @@ func (h *History) Run(ctx context.Context) {
 	}
 }
 
-func (h *History) write(ctx context.Context, rec func(context.Context) error) {
-	if err := rec(ctx); err != nil {
-		h.log.Warn("recording run history", "err", err)
+// write saves first and whatever else arrives within historyGather, one
+// record per run (the latest, with all the output queued for it), in one
+// transaction.
+func (h *History) write(ctx context.Context, first state.RunRecord) {
+	batch := []state.RunRecord{first}
+	index := map[string]int{first.Run.ID: 0}
+	gather := time.NewTimer(historyGather)
+	defer gather.Stop()
+	for len(batch) < historyBatch {
+		var rec state.RunRecord
+		select {
+		case rec = <-h.records:
+		case <-gather.C:
+		}
+		if rec.Run.ID == "" {
+			break
+		}
+		if i, ok := index[rec.Run.ID]; ok {
+			rec.Logs = append(batch[i].Logs, rec.Logs...)
+			batch[i] = rec
+			continue
+		}
+		index[rec.Run.ID] = len(batch)
+		batch = append(batch, rec)
+	}
+	if err := h.store.SaveRuns(ctx, batch); err != nil {
+		h.log.Warn("recording run history", "runs", len(batch), "err", err)
 	}
 }
 
@@ -85,7 +118,7 @@ func (h *History) prune(ctx context.Context) {
 	}
 }
 
-func (h *History) enqueue(rec func(context.Context) error) {
+func (h *History) enqueue(rec state.RunRecord) {
 	select {
 	case h.records <- rec:
 	default:
@@ -118,8 +151,7 @@ func (h *History) Begin(account, function, machineType string) *runRecord {
 	r := &runRecord{h: h, run: state.Run{
 		ID: newRunID(), Account: account, Function: function, MachineType: machineType, QueuedAt: time.Now(),
 	}}
-	run := r.run
-	h.enqueue(func(ctx context.Context) error { return h.store.CreateRun(ctx, run) })
+	h.enqueue(state.RunRecord{Run: r.run})
 	return r
 }
 
@@ -143,16 +175,9 @@ func (r *runRecord) Output(o *atollv1.Output) {
 
 // Finish records how the run ended, with its output.
 func (r *runRecord) Finish(outcome state.Outcome, exitStatus *int) {
-	run, logs, h := r.run, r.logs, r.h
+	run := r.run
 	run.FinishedAt, run.Outcome, run.ExitStatus = time.Now(), outcome, exitStatus
-	h.enqueue(func(ctx context.Context) error {
-		if len(logs) > 0 {
-			if err := h.store.AppendLogs(ctx, run.ID, logs); err != nil {
-				return err
-			}
-		}
-		return h.store.CompleteRun(ctx, run)
-	})
+	r.h.enqueue(state.RunRecord{Run: run, Logs: r.logs})
 }
 
 func streamName(s atollv1.Stream) state.Stream {

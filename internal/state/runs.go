@@ -113,20 +113,52 @@ func (s *Store) FinishRun(ctx context.Context, id string, outcome Outcome, exitS
 	return oneRow("finish run "+id, res, err)
 }
 
-// CompleteRun records a run's end with the times, outcome, exit status,
-// worker and environment of r, for a caller that records runs after the
-// fact (so the times are when things happened, not when they were written).
-func (s *Store) CompleteRun(ctx context.Context, r Run) error {
-	var exit any
-	if r.ExitStatus != nil {
-		exit = *r.ExitStatus
+// RunRecord is a run's latest state, with output lines to add to it.
+type RunRecord struct {
+	Run  Run
+	Logs []LogLine
+}
+
+// SaveRuns writes records in one transaction: each run is inserted, or
+// updated to the record's times, outcome, exit status, worker and
+// environment, and its lines are appended. A recorder that batches calls
+// pays one transaction for many runs.
+func (s *Store) SaveRuns(ctx context.Context, records []RunRecord) error {
+	if len(records) == 0 {
+		return nil
 	}
-	finished := r.FinishedAt
-	if finished.IsZero() {
-		finished = s.now()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("save runs: %w", err)
 	}
-	res, err := s.completeRun.ExecContext(ctx, toDB(r.StartedAt), toDB(finished), string(r.Outcome), exit, r.WorkerID, r.EnvKey, r.ID)
-	return oneRow("complete run "+r.ID, res, err)
+	defer tx.Rollback()
+	upsert := tx.StmtContext(ctx, s.upsertRun)
+	for _, rec := range records {
+		r := rec.Run
+		if r.QueuedAt.IsZero() {
+			r.QueuedAt = s.now()
+		}
+		var exit any
+		if r.ExitStatus != nil {
+			exit = *r.ExitStatus
+		}
+		_, err := upsert.ExecContext(ctx,
+			r.ID, r.Account, r.Function, r.MachineType, r.EnvKey,
+			toDB(r.QueuedAt), toDB(r.StartedAt), toDB(r.FinishedAt), string(r.Outcome), exit, r.WorkerID)
+		if isForeignKeyViolation(err) {
+			return fmt.Errorf("save run %s: account %q: %w", r.ID, r.Account, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("save run %s: %w", r.ID, err)
+		}
+		if err := s.appendLogsTx(ctx, tx, r.ID, rec.Logs); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("save runs: %w", err)
+	}
+	return nil
 }
 
 // InterruptUnfinishedRuns ends every run that has not finished with
@@ -228,6 +260,19 @@ func (s *Store) AppendLogs(ctx context.Context, runID string, lines []LogLine) e
 		return fmt.Errorf("append logs %s: %w", runID, err)
 	}
 	defer tx.Rollback()
+	if err := s.appendLogsTx(ctx, tx, runID, lines); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("append logs %s: %w", runID, err)
+	}
+	return nil
+}
+
+func (s *Store) appendLogsTx(ctx context.Context, tx *sql.Tx, runID string, lines []LogLine) error {
+	if len(lines) == 0 {
+		return nil
+	}
 	var last int64
 	if err := tx.StmtContext(ctx, s.lastLogSeq).QueryRowContext(ctx, runID).Scan(&last); err != nil {
 		return fmt.Errorf("append logs %s: %w", runID, err)
@@ -246,9 +291,6 @@ func (s *Store) AppendLogs(ctx context.Context, runID string, lines []LogLine) e
 		if err != nil {
 			return fmt.Errorf("append logs %s: %w", runID, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("append logs %s: %w", runID, err)
 	}
 	return nil
 }

@@ -599,3 +599,62 @@ func TestPruneRuns(t *testing.T) {
 		t.Errorf("Logs(pruned run) = %v, want ErrNotFound", err)
 	}
 }
+
+func TestSaveRunsUpsertsAndAppends(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.EnsureAccount(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	queued := time.Unix(1000, 0).UTC()
+	run := Run{ID: "r1", Account: "a", Function: "f", MachineType: "XS", QueuedAt: queued}
+	if err := s.SaveRuns(ctx, []RunRecord{{Run: run}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetRun(ctx, "a", "r1"); got.Finished() {
+		t.Fatalf("run finished before its end was saved: %+v", got)
+	}
+	code := 3
+	run.StartedAt, run.FinishedAt, run.Outcome, run.ExitStatus, run.WorkerID, run.EnvKey =
+		queued.Add(time.Second), queued.Add(2*time.Second), OutcomeCrashed, &code, "w1", "e1"
+	other := Run{ID: "r2", Account: "a", Function: "g", QueuedAt: queued, FinishedAt: queued, Outcome: OutcomeOK}
+	err = s.SaveRuns(ctx, []RunRecord{
+		{Run: run, Logs: []LogLine{{Stream: StreamStdout, Data: "one\n"}, {Stream: StreamStderr, Data: "two\n"}}},
+		{Run: other},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetRun(ctx, "a", "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Outcome != OutcomeCrashed || *got.ExitStatus != 3 || got.WorkerID != "w1" || got.EnvKey != "e1" ||
+		!got.StartedAt.Equal(run.StartedAt) || !got.FinishedAt.Equal(run.FinishedAt) || !got.QueuedAt.Equal(queued) {
+		t.Errorf("run = %+v", got)
+	}
+	if err := s.SaveRuns(ctx, []RunRecord{{Run: run, Logs: []LogLine{{Stream: StreamStdout, Data: "three\n"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := s.Logs(ctx, "a", "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data []string
+	for _, l := range lines {
+		data = append(data, fmt.Sprintf("%d:%s", l.Seq, l.Data))
+	}
+	if diff := cmp.Diff([]string{"1:one\n", "2:two\n", "3:three\n"}, data); diff != "" {
+		t.Errorf("logs (-want +got):\n%s", diff)
+	}
+	if runs, _ := s.ListRuns(ctx, "a", 10); len(runs) != 2 {
+		t.Errorf("%d runs, want 2", len(runs))
+	}
+	if err := s.SaveRuns(ctx, []RunRecord{{Run: Run{ID: "r3", Account: "nobody", Function: "f"}}}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown account: err = %v, want ErrNotFound", err)
+	}
+}
