@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"sort"
@@ -156,6 +155,3 @@ func gpuWords(s string) []string {
 	})
 }
 
-// errNoMemoryDetection is returned where the platform gives no portable way
-// to read the memory size; the configuration's capacity.memory fills in.
-var errNoMemoryDetection = errors.New("memory size detection is not supported on this platform; set capacity.memory in the configuration")

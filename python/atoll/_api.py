@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 from atoll._credentials import CloudKeyCredentials
 from atoll._host import Host, cloud
