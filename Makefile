@@ -2,6 +2,8 @@
 GO ?= go
 PYTHON ?= python3
 BIN := bin/atoll
+# Where pip puts the scripts of $(PYTHON)'s packages (uv among them).
+PY_SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
 .PHONY: build proto test test-go test-python bench demo clean
 
@@ -20,13 +22,13 @@ proto:
 test: build test-go test-python
 
 test-go:
-	$(GO) test -count=1 ./...
+	PATH="$(PY_SCRIPTS):$$PATH" $(GO) test -count=1 ./...
 
 test-python: build
-	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests
+	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests
 
 bench: build
-	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) bench/bench.py
+	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) bench/bench.py
 
 demo: build
 	ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) examples/quickstart.py

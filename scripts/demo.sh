@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
+# uv, installed by pip, lives in that Python's scripts directory.
+export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 data=$(mktemp -d)
 port=${ATOLL_DEMO_PORT:-28656}
 key=$(bin/atoll keys create --data-dir "$data" --label demo --json)

@@ -34,6 +34,7 @@ type serverOptions struct {
 	runRetention   time.Duration
 	dataQuota      string
 	wheelsOnly     bool
+	uv             string
 	allowLocalReqs bool
 	tlsCert        string
 	tlsKey         string
@@ -68,6 +69,7 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&opts.insecure, "insecure", false, "allow listening on a non-loopback address without TLS")
 	f.StringVar(&opts.tlsCert, "tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
 	f.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&opts.uv, "uv", "", "the uv binary that builds environments (default: uv on PATH)")
 	f.BoolVar(&opts.wheelsOnly, "wheels-only", false, "install pre-built wheels only: building a source distribution runs its code on this host, outside the sandbox")
 	f.BoolVar(&opts.allowLocalReqs, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&opts.dataQuota, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
@@ -198,6 +200,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	builderOpts := serverBuilderOptions(dataDir, log.With("component", "envbuild"))
 	builderOpts.MaxTotalBytes = opts.envMaxBytes
 	builderOpts.NoBuild = opts.wheelsOnly
+	builderOpts.UV = opts.uv
 	builder, err := envbuild.New(builderOpts)
 	if err != nil {
 		return err
