@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
 	fi
 fi
 
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e "python[test]" uv
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e "python[test]"
 go mod download
 go build -o bin/atoll ./cmd/atoll
 echo "setup: done (bin/atoll built)"

@@ -90,6 +90,7 @@ def _start(binary: str, root: Path, target: str) -> None:
         proc = subprocess.Popen(
             [binary, "server", "--data-dir", str(root), "--listen", target],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=_binary.tool_env(),
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

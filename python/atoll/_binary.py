@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sysconfig
 from pathlib import Path
 
 BIN_ENV = "ATOLL_BIN"
@@ -32,3 +33,13 @@ def find(purpose: str, error: type[Exception]) -> str:
         f"{purpose} needs the atoll binary: set {BIN_ENV} to its path, or put `atoll` on PATH "
         "(build it with `go build -o bin/atoll ./cmd/atoll`)"
     )
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for running the binary: this one, with this Python's
+    scripts directory first on PATH, where pip installed uv (which builds
+    the environments)."""
+    env = dict(os.environ)
+    scripts = sysconfig.get_path("scripts")
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    return env

@@ -104,7 +104,9 @@ class _Worker:
         ]
         # A session of its own: the terminal's Ctrl-C goes to the caller,
         # which then stops the worker's whole process group.
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True, env=_binary.tool_env()
+        )
         worker = cls(key, proc)
         try:
             worker._await_ready()
