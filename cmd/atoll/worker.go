@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,10 @@ func newWorkerCommand() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The agent only moves bytes between pipes: on one P its
+			// goroutines hand calls to each other without waking threads,
+			// which cost more CPU per call than the work itself.
+			runtime.GOMAXPROCS(1)
 			opts.In, opts.Out = os.Stdin, os.Stdout
 			if local.enabled {
 				// The caller's terminal is the only place these go: warnings only.
