@@ -94,25 +94,6 @@ func (s *Store) CreateRun(ctx context.Context, r Run) error {
 	return nil
 }
 
-// StartRun records that a worker took the run now. The environment key is
-// set too when envKey is not empty, since it may be known only once the
-// environment is resolved.
-func (s *Store) StartRun(ctx context.Context, id, workerID, envKey string) error {
-	res, err := s.startRun.ExecContext(ctx, toDB(s.now()), workerID, envKey, envKey, id)
-	return oneRow("start run "+id, res, err)
-}
-
-// FinishRun records the run's end now. exitStatus is nil when the runner
-// did not exit on its own (it never started, or was killed).
-func (s *Store) FinishRun(ctx context.Context, id string, outcome Outcome, exitStatus *int) error {
-	var exit any
-	if exitStatus != nil {
-		exit = *exitStatus
-	}
-	res, err := s.finishRun.ExecContext(ctx, toDB(s.now()), string(outcome), exit, id)
-	return oneRow("finish run "+id, res, err)
-}
-
 // RunRecord is a run's latest state, with output lines to add to it.
 type RunRecord struct {
 	Run  Run

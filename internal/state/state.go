@@ -31,9 +31,9 @@ type Store struct {
 	now func() time.Time
 	// Statements run on every call are prepared once: compiling the SQL
 	// is about half the cost of a point lookup.
-	keyByID, touchKey                         *sql.Stmt
-	createRun, startRun, finishRun, upsertRun *sql.Stmt
-	lastLogSeq, insertLog                     *sql.Stmt
+	keyByID, touchKey     *sql.Stmt
+	createRun, upsertRun  *sql.Stmt
+	lastLogSeq, insertLog *sql.Stmt
 }
 
 // Option configures Open.
@@ -107,8 +107,6 @@ func (s *Store) prepare(ctx context.Context) error {
 		{&s.keyByID, `SELECT ` + keyColumns + ` FROM keys WHERE id = ?`},
 		{&s.touchKey, `UPDATE keys SET last_used = ? WHERE id = ?`},
 		{&s.createRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
-		{&s.startRun, `UPDATE runs SET started_at = ?, worker_id = ?, env_key = CASE WHEN ? = '' THEN env_key ELSE ? END WHERE id = ?`},
-		{&s.finishRun, `UPDATE runs SET finished_at = ?, outcome = ?, exit_status = ? WHERE id = ?`},
 		{&s.upsertRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT(id) DO UPDATE SET env_key = excluded.env_key, started_at = excluded.started_at,
 			finished_at = excluded.finished_at, outcome = excluded.outcome, exit_status = excluded.exit_status,
@@ -127,7 +125,7 @@ func (s *Store) prepare(ctx context.Context) error {
 
 // Close closes the database. Calls after Close fail.
 func (s *Store) Close() error {
-	for _, st := range []*sql.Stmt{s.keyByID, s.touchKey, s.createRun, s.startRun, s.finishRun, s.upsertRun, s.lastLogSeq, s.insertLog} {
+	for _, st := range []*sql.Stmt{s.keyByID, s.touchKey, s.createRun, s.upsertRun, s.lastLogSeq, s.insertLog} {
 		st.Close()
 	}
 	return s.db.Close()
