@@ -16,17 +16,18 @@ import (
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
-// openAuth opens the server's key store in its data directory: the keys
-// commands run on the server host and need no key themselves.
-func openAuth(ctx context.Context, dataDir string) (*auth.Authenticator, *state.Store, error) {
+// withAuth runs fn with the key store of the server's data directory: the
+// keys commands run on the server host and need no key themselves.
+func withAuth(ctx context.Context, dataDir string, fn func(*auth.Authenticator) error) error {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("data dir: %w", err)
+		return fmt.Errorf("data dir: %w", err)
 	}
 	store, err := state.Open(ctx, filepath.Join(dataDir, stateFile))
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return auth.New(store), store, nil
+	defer store.Close()
+	return fn(auth.New(store))
 }
 
 func newKeysCommand() *cobra.Command {
@@ -44,12 +45,11 @@ func newKeysCommand() *cobra.Command {
 		Short: "Create a key; its secret is shown once",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, store, err := openAuth(cmd.Context(), dataDir)
-			if err != nil {
+			var id, secret string
+			err := withAuth(cmd.Context(), dataDir, func(a *auth.Authenticator) (err error) {
+				id, secret, err = a.CreateKey(cmd.Context(), account, label)
 				return err
-			}
-			defer store.Close()
-			id, secret, err := a.CreateKey(cmd.Context(), account, label)
+			})
 			if err != nil {
 				return err
 			}
@@ -72,12 +72,11 @@ func newKeysCommand() *cobra.Command {
 		Short: "List keys (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, store, err := openAuth(cmd.Context(), dataDir)
-			if err != nil {
+			var keys []auth.KeyInfo
+			err := withAuth(cmd.Context(), dataDir, func(a *auth.Authenticator) (err error) {
+				keys, err = a.List(cmd.Context(), listAccount)
 				return err
-			}
-			defer store.Close()
-			keys, err := a.List(cmd.Context(), listAccount)
+			})
 			if err != nil {
 				return err
 			}
@@ -96,12 +95,10 @@ func newKeysCommand() *cobra.Command {
 		Short: "Revoke a key; calls with it fail from then on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, store, err := openAuth(cmd.Context(), dataDir)
+			err := withAuth(cmd.Context(), dataDir, func(a *auth.Authenticator) error {
+				return a.Revoke(cmd.Context(), args[0])
+			})
 			if err != nil {
-				return err
-			}
-			defer store.Close()
-			if err := a.Revoke(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Revoked %s (a running server stops accepting it within %s).\n", args[0], auth.DefaultVerifiedTTL)

@@ -154,4 +154,3 @@ func gpuWords(s string) []string {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	})
 }
-

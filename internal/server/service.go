@@ -129,11 +129,12 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 			f.log.Debug("call served", "function", req.GetFunctionName(), "took", time.Since(start))
 		}(time.Now())
 	}
+	account := accountOf(ctx)
 	var rec *runRecord
 	if f.opts.History != nil {
-		rec = f.opts.History.Begin(accountOf(ctx), req.GetFunctionName(), req.GetMachineType())
+		rec = f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType())
 	}
-	result, err := f.run(ctx, req, stream, rec)
+	result, err := f.run(ctx, account, req, stream, rec)
 	var failure *atollv1.Failure
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -157,7 +158,7 @@ func sendStatus(stream runStream, phase atollv1.Phase, msg string) {
 	_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: &atollv1.Status{Phase: phase, Message: msg}}})
 }
 
-func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream runStream, rec *runRecord) (*atollv1.Result, error) {
+func (f *Functions) run(ctx context.Context, account string, req *atollv1.RunRequest, stream runStream, rec *runRecord) (*atollv1.Result, error) {
 	if err := validate(req); err != nil {
 		return nil, err
 	}
@@ -170,7 +171,6 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 			return nil, err
 		}
 	}
-	account := accountOf(ctx)
 	key := scheduler.PoolKey{Account: account, Function: req.GetFunctionName(), MachineType: mt.Name}
 	w, err := f.acquire(ctx, &key, req, mt, stream)
 	if err != nil {
@@ -195,9 +195,9 @@ func (f *Functions) run(ctx context.Context, req *atollv1.RunRequest, stream run
 	return result, err
 }
 
-// acquire resolves the environment and gets a worker for the call; the
-// environment is only resolved when no warm worker can take the call, so a
-// warm call costs no environment work.
+// acquire gets a worker for the call. A warm call only names its
+// environment (a few microseconds); the environment is resolved, and built
+// if need be, only when no warm worker can take the call.
 func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, stream runStream) (*scheduler.Worker, error) {
 	envKey, err := f.opts.Environments.Key(req.GetEnvironment())
 	if err != nil {
