@@ -304,3 +304,73 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func newCappedScheduler(t *testing.T, cpus float64, queue time.Duration) *Scheduler {
+	t.Helper()
+	c := machine.NewCapacity(machine.Host{CPUs: cpus, MemoryBytes: 64 * machine.GiB})
+	s := New(Options{Launcher: &fakeLauncher{}, Capacity: c, QueueTimeout: queue})
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return s
+}
+
+func prepareXS(context.Context) (WorkerSpec, func(), error) {
+	return WorkerSpec{Machine: machine.Type{Name: "XS", CPUs: 0.25, MemoryBytes: 256 * machine.MiB}}, nil, nil
+}
+
+func TestIdleWorkersMakeRoomLeastRecentlyUsedFirst(t *testing.T) {
+	s := newCappedScheduler(t, 0.5, time.Second) // room for two XS workers
+	ctx := context.Background()
+	keyA, keyB, keyC := key, key, key
+	keyA.Function, keyB.Function, keyC.Function = "a", "b", "c"
+	a, err := s.Acquire(ctx, keyA, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Acquire(ctx, keyB, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(a, time.Hour)
+	time.Sleep(10 * time.Millisecond)
+	s.Release(b, time.Hour)
+
+	queued := false
+	c, err := s.Acquire(ctx, keyC, prepareXS, func() { queued = true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queued {
+		t.Error("the call queued although an idle worker could make room")
+	}
+	select {
+	case <-a.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the least recently used idle worker was not torn down")
+	}
+	if b2, _ := s.Acquire(ctx, keyB, prepareXS, nil); b2 != b {
+		t.Error("the more recently used idle worker was torn down instead")
+	}
+	s.Release(c, 0)
+}
+
+func TestFullHostQueuesThenFailsWithNoCapacity(t *testing.T) {
+	s := newCappedScheduler(t, 0.25, 100*time.Millisecond) // room for one XS worker
+	ctx := context.Background()
+	busy, err := s.Acquire(ctx, key, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := false
+	other := key
+	other.Function = "other"
+	_, err = s.Acquire(ctx, other, prepareXS, func() { queued = true })
+	if !errors.Is(err, ErrNoCapacity) || !queued {
+		t.Fatalf("err = %v, queued = %v; want ErrNoCapacity after queueing", err, queued)
+	}
+	s.Release(busy, 0)
+	w, err := s.Acquire(ctx, other, prepareXS, nil)
+	if err != nil {
+		t.Fatalf("after the busy worker ended: %v", err)
+	}
+	s.Release(w, 0)
+}
