@@ -20,10 +20,19 @@ import (
 //go:embed atoll/*.py atoll/v1/*.py
 var SDK embed.FS
 
-// RuntimeRequirements are the packages workers need beside the SDK: the
-// runner's cloudpickle, and gRPC for nested calls. They match the SDK's own
-// dependencies in pyproject.toml.
-var RuntimeRequirements = []string{"cloudpickle>=3.0", "grpcio>=1.85.1", "protobuf>=7.35.1,<8"}
+// RuntimeLock is the requirements file, every version pinned and hashed,
+// from which the server installs what workers need beside the SDK: the
+// runner's cloudpickle, and gRPC for nested calls. It is resolved from
+// runtime.in (the SDK's own dependencies in pyproject.toml) by
+// scripts/lock.sh, so what workers run on changes only with a commit.
+//
+//go:embed runtime.lock
+var RuntimeLock []byte
+
+// RuntimeInput is runtime.in, the ranges RuntimeLock was resolved from.
+//
+//go:embed runtime.in
+var RuntimeInput []byte
 
 // WriteSDK writes the SDK under root, in a directory named for its content
 // (so servers of different versions never share one), and returns that

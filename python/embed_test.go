@@ -32,7 +32,7 @@ func TestWriteSDKIsCompleteAndReused(t *testing.T) {
 
 // The worker runtime must give workers what the SDK itself depends on
 // (except uv, which builds environments and never runs in a worker).
-func TestRuntimeRequirementsMatchTheSDKs(t *testing.T) {
+func TestRuntimeInputMatchesTheSDKsDependencies(t *testing.T) {
 	data, err := os.ReadFile("pyproject.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -47,8 +47,34 @@ func TestRuntimeRequirementsMatchTheSDKs(t *testing.T) {
 			deps = append(deps, string(m[1]))
 		}
 	}
-	want := slices.Sorted(slices.Values(RuntimeRequirements))
+	want := slices.Sorted(slices.Values(requirementLines(RuntimeInput)))
 	if got := slices.Sorted(slices.Values(deps)); !slices.Equal(got, want) {
-		t.Errorf("pyproject.toml dependencies %q, RuntimeRequirements %q", got, want)
+		t.Errorf("pyproject.toml dependencies %q, runtime.in %q", got, want)
 	}
+}
+
+// Every requirement of runtime.in is pinned, with hashes, in runtime.lock:
+// a lock left behind by an edit of runtime.in fails here, not in a worker.
+func TestRuntimeLockPinsEveryInputWithHashes(t *testing.T) {
+	lock := string(RuntimeLock)
+	for _, req := range requirementLines(RuntimeInput) {
+		name := regexp.MustCompile(`^[A-Za-z0-9._-]+`).FindString(req)
+		pin := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(strings.ToLower(name)) + `==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}`)
+		if !pin.MatchString(lock) {
+			t.Errorf("runtime.lock has no hashed pin of %s (from runtime.in %q); run scripts/lock.sh", name, req)
+		}
+	}
+	if strings.Contains(lock, "-e ") || strings.Contains(lock, "file:") {
+		t.Error("runtime.lock names a local path")
+	}
+}
+
+func requirementLines(data []byte) []string {
+	var reqs []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			reqs = append(reqs, line)
+		}
+	}
+	return reqs
 }

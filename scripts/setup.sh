@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what atoll needs to build, run and test on a fresh Debian/Ubuntu
 # machine: Debian packages (as root), the Python SDK with its test extras
-# and uv, and the Go modules. Safe to run again.
+# and uv (locked in python/requirements.lock), and the Go modules. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +22,12 @@ if ((${#missing[@]})); then
 	fi
 fi
 
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e "python[test]"
+# Exact, hashed versions from the lock (scripts/lock.sh updates it), so a
+# release elsewhere cannot change what the tests run on; then the SDK
+# itself, editable, with the locked build backend.
+pip=("$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+"${pip[@]}" --require-hashes -r python/requirements.lock
+"${pip[@]}" --no-deps --no-build-isolation -e python
 go mod download
 go build -o bin/atoll ./cmd/atoll
 echo "setup: done (bin/atoll built)"

@@ -21,7 +21,11 @@ func newEnvsCommand() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "the server's data directory")
 	open := func() (*envbuild.Builder, error) {
-		return envbuild.New(serverBuilderOptions(dataDir, nil))
+		opts, err := serverBuilderOptions(dataDir, nil)
+		if err != nil {
+			return nil, err
+		}
+		return envbuild.New(opts)
 	}
 
 	var pythonVersion string

@@ -134,15 +134,35 @@ func writePIDFile(dataDir, addr string) error {
 
 // serverBuilderOptions configures the environment builder as the server
 // does, so that `atoll envs` finds and builds the same environments.
-func serverBuilderOptions(dataDir string, log *slog.Logger) envbuild.Options {
+func serverBuilderOptions(dataDir string, log *slog.Logger) (envbuild.Options, error) {
+	lock, err := runtimeLock()
 	return envbuild.Options{
-		Root:                filepath.Join(dataDir, "envs"),
-		Logger:              log,
-		RuntimeRequirements: python.RuntimeRequirements,
-		CompileBytecode:     true,
-		SeedPip:             true,
-		Provided:            []string{"atoll"},
+		Root:            filepath.Join(dataDir, "envs"),
+		Logger:          log,
+		RuntimeLock:     lock,
+		CompileBytecode: true,
+		SeedPip:         true,
+		Provided:        []string{"atoll"},
+	}, err
+}
+
+// runtimeLockEnv names a requirements file that replaces the embedded
+// runtime lock: scripts/test-latest.sh runs the tests on the newest releases
+// with it.
+const runtimeLockEnv = "ATOLL_RUNTIME_LOCK"
+
+// runtimeLock is what workers' runtimes are built from: python.RuntimeLock
+// unless ATOLL_RUNTIME_LOCK names another file.
+func runtimeLock() ([]byte, error) {
+	path := os.Getenv(runtimeLockEnv)
+	if path == "" {
+		return python.RuntimeLock, nil
 	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", runtimeLockEnv, err)
+	}
+	return data, nil
 }
 
 // workerHost is the address workers reach the server at for nested calls:
@@ -197,7 +217,10 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
 	}
-	builderOpts := serverBuilderOptions(dataDir, log.With("component", "envbuild"))
+	builderOpts, err := serverBuilderOptions(dataDir, log.With("component", "envbuild"))
+	if err != nil {
+		return err
+	}
 	builderOpts.MaxTotalBytes = opts.envMaxBytes
 	builderOpts.NoBuild = opts.wheelsOnly
 	builderOpts.UV = opts.uv

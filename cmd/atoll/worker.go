@@ -92,12 +92,16 @@ func runLocalWorker(ctx context.Context, local localOptions, opts worker.Options
 	if err != nil {
 		return fail(internalFailure(fmt.Errorf("--env-root: %w", err)))
 	}
+	lock, err := runtimeLock()
+	if err != nil {
+		return fail(internalFailure(err))
+	}
 	builder, err := envbuild.New(envbuild.Options{
-		Root:                root,
-		Logger:              opts.Logger.With("component", "envbuild"),
-		RuntimeRequirements: python.RuntimeRequirements,
-		CompileBytecode:     true,
-		SeedPip:             true,
+		Root:            root,
+		Logger:          opts.Logger.With("component", "envbuild"),
+		RuntimeLock:     lock,
+		CompileBytecode: true,
+		SeedPip:         true,
 	})
 	if err != nil {
 		return fail(&atollv1.Failure{
@@ -122,7 +126,7 @@ func runLocalWorker(ctx context.Context, local localOptions, opts worker.Options
 	if err != nil {
 		return fail(&atollv1.Failure{
 			Kind:    atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD,
-			Message: fmt.Sprintf("the worker runtime (%s) could not be installed: %v", strings.Join(python.RuntimeRequirements, ", "), err),
+			Message: fmt.Sprintf("the worker runtime (cloudpickle, grpcio, protobuf from the runtime lock) could not be installed: %v", err),
 		})
 	}
 	sdkDir, err := python.WriteSDK(filepath.Join(root, "sdk"))

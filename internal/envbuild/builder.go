@@ -47,10 +47,13 @@ type Options struct {
 	// after each build, the least recently used environments not in use are
 	// removed until the total fits.
 	MaxTotalBytes int64
-	// RuntimeRequirements are the packages the in-worker runner needs (e.g.
-	// "cloudpickle>=3"). Runtime installs them per Python version into their
-	// own directory, never into a user's venv.
-	RuntimeRequirements []string
+	// RuntimeLock is a requirements file of the packages the in-worker
+	// runner needs (e.g. "cloudpickle==3.1.3 --hash=sha256:..."). Runtime
+	// installs it per Python version into its own directory, never into a
+	// user's venv. When every line carries hashes it is installed in
+	// hash-checking mode with no further resolution, so a runtime holds
+	// exactly what the lock names.
+	RuntimeLock []byte
 
 	// CacheDir overrides the uv cache location (default Root/cache), to share
 	// one cache between Roots. Venvs are hard-linked from the cache only when
@@ -126,7 +129,7 @@ type Builder struct {
 	log       *slog.Logger
 
 	maxTotalBytes   int64
-	runtimeReqs     []string
+	runtimeLock     []byte
 	compileBytecode bool
 	seedPip         bool
 	provided        []string
@@ -195,10 +198,6 @@ func New(opts Options) (*Builder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	runtimeReqs, err := normalizeRequirements(opts.RuntimeRequirements)
-	if err != nil {
-		return nil, fmt.Errorf("envbuild: runtime requirements: %w", err)
-	}
 	uv, err := findUV(opts.UV)
 	if err != nil {
 		return nil, err
@@ -215,7 +214,7 @@ func New(opts Options) (*Builder, error) {
 		uvEnv:           uvEnviron(cacheDir),
 		log:             log,
 		maxTotalBytes:   opts.MaxTotalBytes,
-		runtimeReqs:     runtimeReqs,
+		runtimeLock:     opts.RuntimeLock,
 		compileBytecode: opts.CompileBytecode,
 		seedPip:         opts.SeedPip,
 		provided:        canonicalNames(opts.Provided),

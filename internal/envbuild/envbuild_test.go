@@ -558,7 +558,7 @@ func mustList(t *testing.T, b *Builder) []Info {
 
 func TestRuntime(t *testing.T) {
 	requireNetwork(t)
-	b, uv := newTestBuilder(t, Options{RuntimeRequirements: []string{"cloudpickle>=3"}})
+	b, uv := newTestBuilder(t, Options{RuntimeLock: []byte("cloudpickle==3.1.3 \\\n    --hash=sha256:cbe9fde14429a5db009ea05ce94e5182cf998c97b96918d50c10f73f9c2f4f33\n")})
 	py := testPython(t, b)
 	ctx := context.Background()
 	dir, err := b.Runtime(ctx, py, nil)
@@ -569,9 +569,9 @@ func TestRuntime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := runPython(t, env, []string{"PYTHONPATH=" + dir}, "import cloudpickle; print(cloudpickle.__file__)")
-	if err != nil || !strings.HasPrefix(out, dir) {
-		t.Errorf("import cloudpickle with PYTHONPATH=%s: %v: %s", dir, err, out)
+	out, err := runPython(t, env, []string{"PYTHONPATH=" + dir}, "import cloudpickle; print(cloudpickle.__file__, cloudpickle.__version__)")
+	if err != nil || !strings.HasPrefix(out, dir) || !strings.HasSuffix(strings.TrimSpace(out), " 3.1.3") {
+		t.Errorf("import cloudpickle with PYTHONPATH=%s: %v: %s; want the locked 3.1.3 from there", dir, err, out)
 	}
 	if out, err := runPython(t, env, nil, "import cloudpickle"); err == nil {
 		t.Errorf("cloudpickle is importable from the user's venv without the runtime dir: %s", out)
@@ -581,6 +581,40 @@ func TestRuntime(t *testing.T) {
 	again, err := b.Runtime(ctx, py, nil)
 	if err != nil || again != dir || uv.total() != before {
 		t.Errorf("second Runtime = %q, %v after %d uv calls; want %q and none", again, err, uv.total()-before, dir)
+	}
+}
+
+// A lock whose hash does not match what the index serves is refused: the
+// runtime holds exactly what the lock names, or nothing.
+func TestRuntimeRefusesAWrongHash(t *testing.T) {
+	requireNetwork(t)
+	wrong := "cloudpickle==3.1.3 \\\n    --hash=sha256:" + strings.Repeat("0", 64) + "\n"
+	b, _ := newTestBuilder(t, Options{RuntimeLock: []byte(wrong)})
+	dir, err := b.Runtime(context.Background(), testPython(t, b), nil)
+	if err == nil {
+		t.Fatalf("Runtime with a wrong hash built %s", dir)
+	}
+	if !strings.Contains(strings.ToLower(err.Error()), "hash") {
+		t.Errorf("Runtime with a wrong hash: %v; want uv's hash mismatch", err)
+	}
+}
+
+func TestLockIsHashed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lock string
+		want bool
+	}{
+		{"hashed, continued", "# comment\na==1 \\\n    --hash=sha256:ab \\\n    --hash=sha256:cd\n    # via x\nb==2 --hash=sha256:ef\n", true},
+		{"one line unhashed", "a==1 --hash=sha256:ab\nb>=2\n", false},
+		{"ranges only", "cloudpickle>=3\n", false},
+		{"empty", "# nothing\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := lockIsHashed([]byte(tc.lock)); got != tc.want {
+				t.Errorf("lockIsHashed(%q) = %v, want %v", tc.lock, got, tc.want)
+			}
+		})
 	}
 }
 

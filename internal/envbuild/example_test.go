@@ -13,8 +13,8 @@ import (
 // worker runs in it, and puts the runner's packages on the path beside it.
 func ExampleBuilder_EnsureAcquire() {
 	b, err := envbuild.New(envbuild.Options{
-		Root:                "/var/lib/atoll/envs",
-		RuntimeRequirements: []string{"cloudpickle>=3"},
+		Root:        "/var/lib/atoll/envs",
+		RuntimeLock: []byte("cloudpickle==3.1.3 --hash=sha256:cbe9fde14429a5db009ea05ce94e5182cf998c97b96918d50c10f73f9c2f4f33\n"),
 	})
 	if err != nil {
 		log.Fatal(err)

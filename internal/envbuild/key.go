@@ -169,13 +169,12 @@ func envKey(spec Spec, uvVersion string, seedPip bool) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// runtimeKey names the runner's support directory for one Python version.
-func runtimeKey(python string, reqs []string, uvVersion string) string {
+// runtimeKey names the runner's support directory for one Python version:
+// a new lock makes a new directory.
+func runtimeKey(python string, lock []byte, uvVersion string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "atoll-runtime/1\npython %s\nuv %s\n", python, uvVersion)
-	for _, r := range reqs {
-		fmt.Fprintf(h, "req %s\n", r)
-	}
+	fmt.Fprintf(h, "atoll-runtime/2\npython %s\nuv %s\nlock %d\n", python, uvVersion, len(lock))
+	h.Write(lock)
 	return hex.EncodeToString(h.Sum(nil))
 }
 

@@ -1,10 +1,14 @@
 package envbuild
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -13,12 +17,12 @@ type runtimeMeta struct {
 	Key           string    `json:"key"`
 	Python        string    `json:"python"`
 	PythonVersion string    `json:"python_version"`
-	Requirements  []string  `json:"requirements"`
+	LockSHA256    string    `json:"lock_sha256"`
 	UVVersion     string    `json:"uv_version"`
 	Created       time.Time `json:"created"`
 }
 
-// Runtime returns a directory holding Options.RuntimeRequirements for the
+// Runtime returns a directory holding Options.RuntimeLock's packages for the
 // Python major.minor python, for the worker to append to sys.path (so a
 // user's own pin of, say, cloudpickle wins). It is built once per Python
 // version, requirements and uv version, atomically like a venv, and is
@@ -28,7 +32,7 @@ func (b *Builder) Runtime(ctx context.Context, python string, logf func(string))
 	if err != nil {
 		return "", err
 	}
-	key := runtimeKey(py, b.runtimeReqs, b.uvVersion)
+	key := runtimeKey(py, b.runtimeLock, b.uvVersion)
 	dir = filepath.Join(b.runtimeDir, key)
 	if runtimeReady(dir) {
 		return dir, nil
@@ -75,19 +79,30 @@ func (b *Builder) buildRuntime(ctx context.Context, key, python string, logf fun
 			os.RemoveAll(tmp)
 		}
 	}()
-	if len(b.runtimeReqs) > 0 {
+	if len(bytes.TrimSpace(b.runtimeLock)) > 0 {
+		lock := filepath.Join(b.tmpDir, name+".lock")
+		if err := os.WriteFile(lock, b.runtimeLock, 0o644); err != nil {
+			return fmt.Errorf("envbuild: %w", err)
+		}
+		defer os.Remove(lock)
 		// Compiled always: every cold start imports these, usually from a
 		// read-only mount where Python cannot cache bytecode.
-		args := []string{"pip", "install", "--target", name, "--python", py.Executable, "--compile-bytecode"}
-		if err := b.install(ctx, logf, args, b.runtimeReqs); err != nil {
+		args := []string{"pip", "install", "--target", name, "--python", py.Executable, "--compile-bytecode", "-r", lock}
+		if lockIsHashed(b.runtimeLock) {
+			// A hashed lock pins every dependency: nothing is resolved
+			// beyond it, and every file is checked against its hash.
+			args = append(args, "--require-hashes", "--no-deps")
+		}
+		if err := b.install(ctx, logf, args, nil); err != nil {
 			return err
 		}
 	}
+	sum := sha256.Sum256(b.runtimeLock)
 	meta := runtimeMeta{
 		Key:           key,
 		Python:        python,
 		PythonVersion: py.Version,
-		Requirements:  b.runtimeReqs,
+		LockSHA256:    hex.EncodeToString(sum[:]),
 		UVVersion:     b.uvVersion,
 		Created:       time.Now().UTC(),
 	}
@@ -97,6 +112,26 @@ func (b *Builder) buildRuntime(ctx context.Context, key, python string, logf fun
 	if err := b.replace(tmp, final); err != nil {
 		return err
 	}
-	b.log.Info("built runtime", "runtime", key, "python", py.Version, "requirements", b.runtimeReqs, "took", time.Since(start))
+	b.log.Info("built runtime", "runtime", key, "python", py.Version, "lock_sha256", meta.LockSHA256, "took", time.Since(start))
 	return nil
+}
+
+// lockIsHashed reports whether every requirement of a requirements file
+// carries a hash (continuation lines joined, comments ignored).
+func lockIsHashed(lock []byte) bool {
+	joined := strings.ReplaceAll(string(lock), "\\\n", " ")
+	found := false
+	for _, line := range strings.Split(joined, "\n") {
+		if i := strings.Index(line, "#"); i >= 0 {
+			line = line[:i]
+		}
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		if !strings.Contains(line, "--hash=") {
+			return false
+		}
+		found = true
+	}
+	return found
 }

@@ -162,7 +162,7 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 func (b *Builder) install(ctx context.Context, logf func(string), args, reqs []string) error {
 	if !b.resolveOnline {
 		var lines []string
-		offline := append(append(append([]string{}, args...), "--offline", "--"), reqs...)
+		offline := withRequirements(append(append([]string{}, args...), "--offline"), reqs)
 		_, err := b.runUV(ctx, b.tmpDir, func(l string) { lines = append(lines, l) }, offline...)
 		if err == nil {
 			if logf != nil {
@@ -177,11 +177,20 @@ func (b *Builder) install(ctx context.Context, logf func(string), args, reqs []s
 		}
 		b.log.Debug("cache cannot satisfy requirements; asking the index", "requirements", reqs)
 	}
-	online := append(append(append([]string{}, args...), "--"), reqs...)
+	online := withRequirements(append([]string{}, args...), reqs)
 	if out, err := b.runUV(ctx, b.tmpDir, logf, online...); err != nil {
 		return stepError(ctx, "uv pip install", out, err)
 	}
 	return nil
+}
+
+// withRequirements ends a uv command line with reqs, after "--" so that none
+// is read as an option.
+func withRequirements(args, reqs []string) []string {
+	if len(reqs) == 0 {
+		return args
+	}
+	return append(append(args, "--"), reqs...)
 }
 
 func writeMarker(path string, v any) error {

@@ -2,18 +2,72 @@
 
 from __future__ import annotations
 
+import copyreg
 import inspect
+import io
 import linecache
 import os
 import re
 import sys
 import sysconfig
+import types
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
 from atoll._errors import AtollError, RemoteError, SerializationError
+
+
+def _code_args(code: types.CodeType) -> tuple[Any, ...]:
+    """The positional arguments that rebuild code with types.CodeType,
+    co_filename included."""
+    head = (
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_nlocals,
+        code.co_stacksize,
+        code.co_flags,
+        code.co_code,
+        code.co_consts,
+        code.co_names,
+        code.co_varnames,
+        code.co_filename,
+        code.co_name,
+    )
+    tail = (code.co_freevars, code.co_cellvars)
+    if sys.version_info >= (3, 11):
+        return (*head, code.co_qualname, code.co_firstlineno, code.co_linetable, code.co_exceptiontable, *tail)
+    return (*head, code.co_firstlineno, code.co_linetable, *tail)
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    # Functions shipped by value carry their code objects. cloudpickle
+    # (since 3.1.3) replaces co_filename with "<dynamic-code>" to make
+    # pickles deterministic, which would leave remote tracebacks naming no
+    # file of the caller's and showing no source; atoll keeps the real
+    # filename, whatever cloudpickle version is installed. The worker
+    # rebuilds the code with types.CodeType alone, so no atoll or
+    # cloudpickle code is needed there to load it.
+    return types.CodeType, _code_args(code)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler with atoll's code-object reduction."""
+
+    dispatch_table = ChainMap(
+        {types.CodeType: _reduce_code},
+        getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
+    )
+
+
+def dumps(value: Any, protocol: int | None = None) -> bytes:
+    """cloudpickle.dumps, keeping the source file of code shipped by value."""
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=protocol).dump(value)
+        return buffer.getvalue()
 
 
 def _describe(value: Any) -> str:
@@ -26,7 +80,7 @@ def _describe(value: Any) -> str:
 def _first_unpicklable(items: list[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
     for label, value in items:
         try:
-            cloudpickle.dumps(value)
+            dumps(value)
         except Exception as exc:  # noqa: BLE001 - any pickling failure names the culprit
             return label, value, exc
     return None
@@ -87,7 +141,7 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
     """Pickles fn by value; SerializationError names what could not be pickled."""
     _ship_local_modules_by_value()
     try:
-        return cloudpickle.dumps(fn)
+        return dumps(fn)
     except Exception as exc:  # noqa: BLE001
         name = getattr(fn, "__qualname__", repr(fn))
         items: list[tuple[str, Any]] = []
@@ -114,7 +168,7 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
 def dumps_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickles (args, kwargs); SerializationError names the argument that failed."""
     try:
-        return cloudpickle.dumps((args, kwargs), protocol=5)
+        return dumps((args, kwargs), protocol=5)
     except Exception as exc:  # noqa: BLE001
         items = [(f"argument {i}", v) for i, v in enumerate(args)]
         items += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
@@ -188,6 +242,7 @@ def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> 
 
 __all__ = [
     "AtollError",
+    "dumps",
     "dumps_arguments",
     "dumps_function",
     "loads_value",

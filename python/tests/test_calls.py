@@ -103,6 +103,10 @@ def test_exception_type_and_remote_traceback(server):
         fail(3)
     cause = info.value.__cause__
     assert cause is not None
+    # The frame names this file and the line of the raise, whatever
+    # cloudpickle version pickled the function.
+    line = fail.__wrapped__.__code__.co_firstlineno + 2  # the decorator, the def, the raise
+    assert f'File "{__file__}", line {line}, in fail' in str(cause)
     assert 'raise CustomError(f"bad input {x}")' in str(cause)
     assert "in fail" in str(cause)
     assert "_runner.py" not in str(cause)
