@@ -92,8 +92,8 @@ def request_for(fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, A
     opts = fn.options
     return pb.RunRequest(
         function_name=fn.name,
-        function=dumps_function(fn.func),
-        arguments=dumps_arguments(fn.name, args, kwargs),
+        function=dumps_function(fn.func, opts.requirements),
+        arguments=dumps_arguments(fn.name, args, kwargs, opts.requirements),
         environment=pb.Environment(python_version=opts.python_version, requirements=list(opts.requirements)),
         machine_type=opts.machine_type,
         keep_alive_seconds=float(opts.keep_alive),

@@ -13,7 +13,49 @@ class AtollError(Exception):
 
 
 class SerializationError(AtollError):
-    """A function, argument or return value could not be pickled."""
+    """A function, argument or return value could not be pickled, or could
+    not be unpickled on the other side; the message names it."""
+
+
+class VersionMismatchError(SerializationError):
+    """A pickle refers to a distribution the receiving side lacks or has in
+    another version, and it cannot be loaded there.
+
+    ``distribution`` names it; ``local_version`` is the caller's version and
+    ``remote_version`` the worker's (None where that side lacks it);
+    ``culprit`` says what refers to it ("argument 0 of f", "the return value
+    of f"). The message says how to fix it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        distribution: str = "",
+        local_version: str | None = None,
+        remote_version: str | None = None,
+        culprit: str = "",
+    ):
+        super().__init__(message)
+        self.distribution = distribution
+        self.local_version = local_version
+        self.remote_version = remote_version
+        self.culprit = culprit
+
+    def __reduce__(self):  # keyword-only fields survive pickling
+        return _version_mismatch, (str(self), self.distribution, self.local_version, self.remote_version, self.culprit)
+
+
+def _version_mismatch(
+    message: str, distribution: str, local_version: str | None, remote_version: str | None, culprit: str
+) -> VersionMismatchError:
+    return VersionMismatchError(
+        message,
+        distribution=distribution,
+        local_version=local_version,
+        remote_version=remote_version,
+        culprit=culprit,
+    )
 
 
 class RemoteError(AtollError):
@@ -107,6 +149,21 @@ _STATUS_CODES: dict[grpc.StatusCode, type[AtollError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: CallTimeoutError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExceededError,
 }
+
+
+def from_runner(fields: dict) -> AtollError:
+    """atoll's own error that the in-worker runner reported as plain data
+    (it does not import atoll): {"atoll_error": class name, "message", ...}."""
+    message = str(fields.get("message", ""))
+    if fields.get("atoll_error") == "VersionMismatchError":
+        return VersionMismatchError(
+            message,
+            distribution=str(fields.get("distribution", "")),
+            local_version=fields.get("local_version"),
+            remote_version=fields.get("remote_version"),
+            culprit=str(fields.get("culprit", "")),
+        )
+    return SerializationError(message)
 
 
 def from_failure(failure: pb.Failure) -> AtollError:
