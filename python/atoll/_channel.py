@@ -85,6 +85,7 @@ class _Cache:
             self.after_fork()
 
     def after_fork(self) -> None:
+        """Forgets the parent's channels, in a child just forked."""
         # A new lock: another thread of the parent may have held this one.
         self.lock = threading.Lock()
         self.inherited.extend(self.channels.values())
@@ -94,7 +95,8 @@ class _Cache:
 
 
 _cache = _Cache()
-os.register_at_fork(after_in_child=_cache.after_fork)
+if hasattr(os, "register_at_fork"):  # where there is fork at all
+    os.register_at_fork(after_in_child=_cache.after_fork)
 
 
 def stub(target: str, stub_class: type[S]) -> S:

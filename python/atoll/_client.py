@@ -67,7 +67,7 @@ def run(target: str, call: Call, autostart: bool = False) -> Any:
 class _NotConnected(Exception):
     """The server could not be reached; nothing of the call was received."""
 
-    def __init__(self, error: Exception):
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 

@@ -33,7 +33,7 @@ class CloudHost(Host):
             return "hello world"
     """
 
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None) -> None:
         self.address = address
 
     def target(self) -> str:
@@ -46,6 +46,7 @@ class CloudHost(Host):
         )
 
     def run(self, call: Call) -> Any:
+        """Runs call on the server at ``target()``, starting the local server if need be."""
         target = self.target()
         return _client.run(target, call, autostart=_autostart.enabled(target))
 
@@ -70,6 +71,7 @@ class LocalHost(Host):
     """
 
     def run(self, call: Call) -> Any:
+        """Runs call in a warm local worker, or a new one."""
         return _local.run(call)
 
     def __repr__(self) -> str:

@@ -60,13 +60,14 @@ class SyncResult(str):
 @dataclass
 class _Entry:
     path: str  # relative, "/"-separated
-    kind: int
+    kind: pb.EntryKind
     local: str = ""
     size: int = 0
     mode: int = 0
     link_target: str = ""
 
     def proto(self) -> pb.SyncEntry:
+        """The entry as the Storage API's manifest carries it."""
         return pb.SyncEntry(path=self.path, kind=self.kind, size=self.size, mode=self.mode, link_target=self.link_target)
 
 
@@ -206,7 +207,7 @@ class _Sender:
     the call, so that the server commits nothing, and is re-raised to the
     caller of sync_dir."""
 
-    def __init__(self, sync_id: str, files: list[_Entry], indexes: list[int]):
+    def __init__(self, sync_id: str, files: list[_Entry], indexes: list[int]) -> None:
         self.sync_id = sync_id
         self.files = files
         self.indexes = indexes
