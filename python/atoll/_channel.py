@@ -71,11 +71,6 @@ class _Cache:
         self.pid = os.getpid()
         self.channels: dict[_Key, grpc.Channel] = {}
         self.stubs: dict[tuple[_Key, type], object] = {}
-        # Channels inherited over fork: their connections belong to the
-        # parent. They are kept referenced, never closed here, because
-        # closing (or collecting) one in the child would act on the
-        # parent's connection state.
-        self.inherited: list[grpc.Channel] = []
 
     def check_pid(self) -> None:
         """Drops what a parent process opened; called with lock held. Forks
@@ -85,10 +80,11 @@ class _Cache:
             self.after_fork()
 
     def after_fork(self) -> None:
-        """Forgets the parent's channels, in a child just forked."""
+        """Forgets the parent's channels, in a child just forked: gRPC
+        channels do not work across fork, their connections are the
+        parent's."""
         # A new lock: another thread of the parent may have held this one.
         self.lock = threading.Lock()
-        self.inherited.extend(self.channels.values())
         self.channels.clear()
         self.stubs.clear()
         self.pid = os.getpid()
