@@ -65,7 +65,7 @@ class RemoteError(AtollError):
     worker reported.
     """
 
-    def __init__(self, type_name: str, message: str, traceback: str):
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
         super().__init__(
             f"{type_name}: {message}\n\nRemote traceback:\n{traceback}".rstrip()
         )
@@ -81,7 +81,7 @@ class WorkerCrashedError(AtollError):
     ``signal`` the signal number (0 if none).
     """
 
-    def __init__(self, message: str, exit_code: int = -1, signal: int = 0):
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.signal = signal
@@ -90,7 +90,7 @@ class WorkerCrashedError(AtollError):
 class OutOfMemoryError(WorkerCrashedError):
     """The worker was killed for exceeding its machine type's memory."""
 
-    def __init__(self, message: str, exit_code: int = -1, signal: int = 0, machine_type: str = ""):
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0, machine_type: str = "") -> None:
         super().__init__(message, exit_code, signal)
         self.machine_type = machine_type
 

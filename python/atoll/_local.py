@@ -21,15 +21,13 @@ import os
 import signal
 import subprocess
 import threading
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from atoll import _binary
-from atoll._client import outcome, request_for, write_output
+from atoll._call import Call
+from atoll._client import outcome, write_output
 from atoll._errors import AtollError, ProtocolError, SerializationError, WorkerCrashedError, from_failure
 from atoll.v1 import atoll_pb2 as pb
-
-if TYPE_CHECKING:
-    from atoll._api import IsolatedFunction
 
 _Key = tuple[str, str, tuple[str, ...]]
 
@@ -274,20 +272,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_pool._reset)
 
 
-def run(fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs one call of fn in a local worker and returns its value (or raises
+def run(call: Call) -> Any:
+    """Runs one call in a local worker and returns its value (or raises
     its exception)."""
-    request = request_for(fn, args, kwargs)
-    environment = request.environment
-    key = (fn.name, environment.python_version, tuple(sorted(environment.requirements)))
+    environment = call.environment.proto()
+    key = (call.function_name, environment.python_version, tuple(sorted(environment.requirements)))
     worker = _pool.acquire(key, environment)
     try:
-        result = worker.call(request.function, request.arguments)
+        result = worker.call(call.function, call.arguments)
     except SerializationError:
-        _pool.release(worker, fn.options.keep_alive)  # a bad return value leaves the worker sound
+        _pool.release(worker, call.keep_alive)  # a bad return value leaves the worker sound
         raise
     except BaseException:
         _pool.discard(worker)
         raise
-    _pool.release(worker, fn.options.keep_alive)
-    return outcome(fn.name, result)
+    _pool.release(worker, call.keep_alive)
+    return outcome(call.function_name, result)
