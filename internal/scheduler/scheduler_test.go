@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -384,4 +385,76 @@ func TestFullHostQueuesThenFailsWithNoCapacity(t *testing.T) {
 		t.Fatalf("after the busy worker ended: %v", err)
 	}
 	s.Release(w, 0)
+}
+
+// fakeTokens records the tokens the scheduler issues and revokes.
+type fakeTokens struct {
+	mu      sync.Mutex
+	issued  map[string]string // worker -> account
+	revoked []string
+}
+
+func (f *fakeTokens) IssueWorkerToken(account, workerID string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.issued[workerID] = account
+	return "token-" + workerID
+}
+
+func (f *fakeTokens) RevokeWorkerToken(workerID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revoked = append(f.revoked, workerID)
+}
+
+// recordingLauncher notes the specs it starts.
+type recordingLauncher struct {
+	fakeLauncher
+	specs chan WorkerSpec
+}
+
+func (l *recordingLauncher) Start(ctx context.Context, spec WorkerSpec) (Process, error) {
+	l.specs <- spec
+	return l.fakeLauncher.Start(ctx, spec)
+}
+
+func TestWorkersGetATokenRevokedWhenTheyEnd(t *testing.T) {
+	tokens := &fakeTokens{issued: map[string]string{}}
+	l := &recordingLauncher{specs: make(chan WorkerSpec, 1)}
+	s := New(Options{Launcher: l, Tokens: tokens})
+	defer s.Shutdown(context.Background())
+	w, err := s.Acquire(context.Background(), key, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := <-l.specs
+	if spec.Account != key.Account || spec.Token != "token-"+spec.ID || tokens.issued[spec.ID] != key.Account {
+		t.Fatalf("spec = %+v, issued %v; want the account's token for the worker", spec, tokens.issued)
+	}
+	ww := leased(w)
+	s.Release(w, 0)
+	<-ww.reaped
+	tokens.mu.Lock()
+	defer tokens.mu.Unlock()
+	if !slices.Equal(tokens.revoked, []string{spec.ID}) {
+		t.Errorf("revoked %v, want [%s]", tokens.revoked, spec.ID)
+	}
+}
+
+func TestSpentLeaseReachesNoWorker(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	w, err := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(w, time.Minute)
+	if _, err := w.Call(context.Background(), []byte("fn"), []byte("x"), func(*atollv1.Output) {}); !errors.Is(err, ErrLeaseSpent) {
+		t.Fatalf("Call on a released lease = %v, want ErrLeaseSpent", err)
+	}
+	s.Release(w, time.Minute) // a second release is a no-op
+	s.Discard(w)
+	if n := len(s.Workers()); n != 1 {
+		t.Fatalf("%d workers, want the one warm worker", n)
+	}
 }
