@@ -247,6 +247,9 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		Logger:       log.With("component", "sandbox"),
 	}
 	if opts.transport == sandbox.TransportConnect {
+		if opts.network == "none" && kind != sandbox.KindProcess {
+			return fmt.Errorf("--worker-transport connect needs a network to dial back on; --network none leaves workers only their own loopback")
+		}
 		dialBack, err := listenWorkers(log.With("component", "workers"))
 		if err != nil {
 			return err

@@ -58,8 +58,9 @@ func newWorkerCommand() *cobra.Command {
 				return runLocalWorker(cmd.Context(), local, opts)
 			}
 			opts.Logger = newWorkerLogger(slog.LevelInfo)
-			opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
-			if dial.addr != "" {
+			if dial.addr == "" {
+				opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
+			} else {
 				conn, err := dialServer(cmd.Context(), dial)
 				if err != nil {
 					opts.Logger.Error("cannot reach the server", "err", err)

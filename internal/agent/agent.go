@@ -55,7 +55,7 @@ type Options struct {
 	RuntimeDir string
 	// Dir is the runner's working directory ("" = inherit).
 	Dir string
-	// Conn carries the worker protocol to and from the server.
+	// Conn carries the worker protocol to and from the server. Required.
 	Conn *workerproto.AgentConn
 	// Logger receives the agent's own diagnostics (its stderr).
 	Logger *slog.Logger

@@ -72,6 +72,7 @@ type LocalOptions struct {
 	// TokenDir holds, under TransportConnect, one directory per worker with
 	// its token file, mounted read-only into that worker alone. It must
 	// not lie under the sandbox's state directory, which no worker sees.
+	// The launcher owns it: what a previous run left there is removed.
 	TokenDir string
 	// Logger receives the launcher's diagnostics. Default: discard.
 	Logger *slog.Logger
@@ -103,6 +104,10 @@ func NewLocal(opts LocalOptions) (*LocalLauncher, error) {
 	case TransportConnect:
 		if opts.DialBack == nil || opts.TokenDir == "" {
 			return nil, errors.New("local launcher: the connect transport needs DialBack and TokenDir")
+		}
+		// Tokens a previous run left (it was killed) admit nothing now.
+		if err := os.RemoveAll(opts.TokenDir); err != nil {
+			return nil, fmt.Errorf("local launcher: %w", err)
 		}
 		if err := os.MkdirAll(opts.TokenDir, 0o711); err != nil {
 			return nil, fmt.Errorf("local launcher: %w", err)

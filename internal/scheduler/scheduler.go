@@ -228,15 +228,15 @@ func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 	return nil, nil
 }
 
-// NewWorkerID returns a new unique worker id, safe as a file name.
-func NewWorkerID() string {
+// newWorkerID returns a new unique worker id, safe as a file name.
+func newWorkerID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "w-" + hex.EncodeToString(b[:])
 }
 
 func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*worker, error) {
-	spec.ID = NewWorkerID()
+	spec.ID = newWorkerID()
 	spec.Account = key.Account
 	if s.tokens != nil {
 		spec.Token = s.tokens.IssueWorkerToken(key.Account, spec.ID)

@@ -87,7 +87,9 @@ func (l *Listener) Serve() error {
 type Expected struct {
 	l    *Listener
 	hash tokenHash
-	conn chan net.Conn
+	conn chan net.Conn // holds at most the one connection the token admits
+	// cancelled is guarded by the listener's mutex.
+	cancelled bool
 }
 
 // Expect registers token; the first connection to present it is handed to
@@ -115,10 +117,11 @@ func (e *Expected) Wait(ctx context.Context) (io.ReadWriteCloser, error) {
 // is closed.
 func (e *Expected) Cancel() {
 	e.l.mu.Lock()
+	defer e.l.mu.Unlock()
 	if e.l.expected[e.hash] == e {
 		delete(e.l.expected, e.hash)
 	}
-	e.l.mu.Unlock()
+	e.cancelled = true
 	select {
 	case c := <-e.conn:
 		c.Close()
@@ -154,7 +157,13 @@ func (l *Listener) handshake(c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	e.conn <- c
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e.cancelled {
+		c.Close() // the worker was given up on during the handshake
+		return
+	}
+	e.conn <- c // never blocks: the token admitted this connection alone
 }
 
 // readHello reads the magic and the token. The reader is sized to the
