@@ -1,9 +1,12 @@
-// Package worker is the agent that runs inside each worker's sandbox. It
-// starts the Python runner, hands it calls from the server, captures its
-// file descriptors 1 and 2 (so output of C code and subprocesses streams
-// too) and reports output, results and the runner's death upstream. It
-// speaks the worker protocol (package wire) on its own stdin and stdout; it
-// never decides scheduling, limits or environments.
+// Package agent is the worker agent (`atoll worker`) that runs inside each
+// worker's sandbox. It starts the Python runner, hands it calls from the
+// server, captures its file descriptors 1 and 2 (so output of C code and
+// subprocesses streams too) and reports output, results and the runner's
+// death upstream. It speaks the worker protocol through package
+// workerproto, on pipes it was handed or on a connection it dialed back on,
+// and owns the agent <-> runner framing (runner.go, whose other end is
+// python/atoll/_runner.py). It never decides scheduling, limits or
+// environments, and never lays out server protocol bytes itself.
 package agent
 
 import (
