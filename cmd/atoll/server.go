@@ -18,9 +18,11 @@ import (
 
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
+	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 	"github.com/atoll-dev/atoll/python"
 )
 
@@ -44,6 +46,7 @@ type serverOptions struct {
 	queueTimeout   time.Duration
 	logLevel       string
 	insecure       bool
+	transport      string
 }
 
 func newServerCommand() *cobra.Command {
@@ -61,6 +64,7 @@ func newServerCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "directory holding all server state")
 	f.StringVar(&opts.sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
 	f.StringVar(&opts.network, "network", "host", "worker network: host or none")
+	f.StringVar(&opts.transport, "worker-transport", sandbox.TransportPipes, "how workers reach the server: pipes, or connect (they dial back to a loopback listener, as cluster workers do)")
 	f.StringVar(&opts.config, "config", "", "YAML file amending machine types, GPUs and capacity")
 	f.DurationVar(&opts.queueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
 	f.Int64Var(&opts.envMaxBytes, "env-max-bytes", 0, "evict least recently used environments beyond this total size (0: no limit)")
@@ -175,6 +179,23 @@ func workerHost(addr net.Addr) string {
 	return net.JoinHostPort("127.0.0.1", fmt.Sprint(tcp.Port))
 }
 
+// listenWorkers opens the loopback listener workers dial back to under
+// --worker-transport connect, and serves its handshakes until closed.
+func listenWorkers(log *slog.Logger) (*workerproto.Listener, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for workers: %w", err)
+	}
+	l := workerproto.NewListener(lis, log)
+	go func() {
+		if err := l.Serve(); err != nil {
+			log.Error("worker listener stopped", "err", err)
+		}
+	}()
+	log.Info("listening for workers", "addr", l.Addr().String())
+	return l, nil
+}
+
 func runServer(ctx context.Context, opts serverOptions) error {
 	log, err := newLogger(opts.logLevel)
 	if err != nil {
@@ -233,15 +254,39 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return err
 	}
-	launcher, kind, warning, err := newLauncher(ctx, opts.sandbox, opts.network, filepath.Join(dataDir, "sandbox"), dataDir, log.With("component", "sandbox"))
+	host, kind, warning, err := newHostLauncher(ctx, opts.sandbox, opts.network, filepath.Join(dataDir, "sandbox"), dataDir, log.With("component", "sandbox"))
 	if err != nil {
 		return err
 	}
 	if warning != "" {
 		log.Warn(warning, "sandbox", kind)
 	}
+	localOpts := sandbox.LocalOptions{
+		Host:         host,
+		Environments: sandbox.EnvbuildResolver{Builder: builder},
+		AgentPath:    agent,
+		SDKDir:       sdkDir,
+		Transport:    opts.transport,
+		Logger:       log.With("component", "sandbox"),
+	}
+	if opts.transport == sandbox.TransportConnect {
+		if opts.network == "none" && kind != sandbox.KindProcess {
+			return fmt.Errorf("--worker-transport connect needs a network to dial back on; --network none leaves workers only their own loopback")
+		}
+		dialBack, err := listenWorkers(log.With("component", "workers"))
+		if err != nil {
+			return err
+		}
+		defer dialBack.Close()
+		localOpts.DialBack, localOpts.TokenDir = dialBack, filepath.Join(dataDir, "worker-tokens")
+	}
+	launcher, err := sandbox.NewLocal(localOpts)
+	if err != nil {
+		return fmt.Errorf("--worker-transport: %w", err)
+	}
 	sched := scheduler.New(scheduler.Options{
 		Launcher:     launcher,
+		Tokens:       authn,
 		Capacity:     capacity,
 		QueueTimeout: opts.queueTimeout,
 		Logger:       log.With("component", "scheduler"),
@@ -251,10 +296,6 @@ func runServer(ctx context.Context, opts serverOptions) error {
 		Capacity:     capacity,
 		Environments: server.BuiltEnvironments{Builder: builder, AllowLocalPaths: opts.allowLocalReqs},
 		Scheduler:    sched,
-		AgentPath:    agent,
-		SDKDir:       sdkDir,
-		WorkerEnv:    server.DefaultWorkerEnv(),
-		Tokens:       authn,
 		History:      history,
 		Logger:       log.With("component", "server"),
 	})
@@ -263,7 +304,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	functions.SetWorkerHost(workerHost(lis.Addr()))
+	launcher.SetServerAddr(workerHost(lis.Addr()))
 	skip := auth.SkipMethods(healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName)
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
@@ -293,7 +334,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	if err != nil {
 		return err
 	}
-	functions.SetAccountDataDir(accountDataDir)
+	launcher.SetDataDirs(accountDataDir)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
 	if err := writePIDFile(dataDir, lis.Addr().String()); err != nil {
 		return err

@@ -8,14 +8,13 @@ import (
 
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/sandbox"
-	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
-// newLauncher picks the worker launcher: the requested or detected OCI
-// runtime, proven by running a trivial container, else plain processes with
-// a warning that workers are not isolated. It returns the kind it chose and
-// that warning ("" when workers are sandboxed).
-func newLauncher(ctx context.Context, want, network, stateDir, dataDir string, log *slog.Logger) (scheduler.Launcher, string, string, error) {
+// newHostLauncher picks how workers run on this host: the requested or
+// detected OCI runtime, proven by running a trivial container, else plain
+// processes with a warning that workers are not isolated. It returns the
+// kind it chose and that warning ("" when workers are sandboxed).
+func newHostLauncher(ctx context.Context, want, network, stateDir, dataDir string, log *slog.Logger) (sandbox.HostLauncher, string, string, error) {
 	kind, warning, err := sandbox.Detect(want)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("--sandbox: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/agent"
 	"github.com/atoll-dev/atoll/internal/envbuild"
-	"github.com/atoll-dev/atoll/internal/wire"
-	"github.com/atoll-dev/atoll/internal/worker"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 	"github.com/atoll-dev/atoll/python"
 )
 
@@ -29,9 +30,17 @@ type localOptions struct {
 	requirements []string
 }
 
+// dialOptions configure a worker that dials back to the server instead of
+// speaking on its stdin and stdout.
+type dialOptions struct {
+	addr      string
+	tokenFile string
+}
+
 func newWorkerCommand() *cobra.Command {
-	var opts worker.Options
+	var opts agent.Options
 	var local localOptions
+	var dial dialOptions
 	cmd := &cobra.Command{
 		Use:    "worker",
 		Short:  "Run the worker agent (started by the server, or by the SDK for host=local)",
@@ -42,14 +51,25 @@ func newWorkerCommand() *cobra.Command {
 			// goroutines hand calls to each other without waking threads,
 			// which cost more CPU per call than the work itself.
 			runtime.GOMAXPROCS(1)
-			opts.In, opts.Out = os.Stdin, os.Stdout
 			if local.enabled {
 				// The caller's terminal is the only place these go: warnings only.
 				opts.Logger = newWorkerLogger(slog.LevelWarn)
+				opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
 				return runLocalWorker(cmd.Context(), local, opts)
 			}
 			opts.Logger = newWorkerLogger(slog.LevelInfo)
-			if err := worker.New(opts).Run(cmd.Context()); err != nil {
+			if dial.addr == "" {
+				opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
+			} else {
+				conn, err := dialServer(cmd.Context(), dial)
+				if err != nil {
+					opts.Logger.Error("cannot reach the server", "err", err)
+					return exitError{code: 1}
+				}
+				defer conn.Close()
+				opts.Conn = workerproto.NewAgentConn(conn, conn)
+			}
+			if err := agent.New(opts).Run(cmd.Context()); err != nil {
 				return exitError{code: 1}
 			}
 			return nil
@@ -59,6 +79,8 @@ func newWorkerCommand() *cobra.Command {
 	f.StringVar(&opts.Python, "python", "python3", "interpreter that runs the runner")
 	f.StringVar(&opts.SDKDir, "sdk", "", "directory holding the atoll Python package")
 	f.StringVar(&opts.RuntimeDir, "runtime", "", "directory holding the runner's own packages")
+	f.StringVar(&dial.addr, "connect", "", "dial the server's worker listener at this address instead of speaking on stdin and stdout")
+	f.StringVar(&dial.tokenFile, "token-file", "", "with --connect: file holding the worker's token")
 	f.BoolVar(&local.enabled, "local", false, "build the environment here first (host=local, no server)")
 	f.StringVar(&local.envRoot, "env-root", "", "with --local: directory holding environments, the uv cache and the SDK")
 	f.StringVar(&local.python, "python-version", "", "with --local: the caller's Python major.minor, e.g. 3.11")
@@ -68,7 +90,25 @@ func newWorkerCommand() *cobra.Command {
 		cmd.MarkFlagsMutuallyExclusive("local", name)
 	}
 	cmd.MarkFlagsRequiredTogether("local", "env-root", "python-version")
+	cmd.MarkFlagsRequiredTogether("connect", "token-file")
+	cmd.MarkFlagsMutuallyExclusive("local", "connect")
 	return cmd
+}
+
+// dialServer reads the worker's token and dials back to the server.
+func dialServer(ctx context.Context, dial dialOptions) (io.ReadWriteCloser, error) {
+	f, err := os.Open(dial.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	token, err := io.ReadAll(io.LimitReader(f, workerproto.MaxTokenBytes+1))
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, workerproto.HandshakeTimeout)
+	defer cancel()
+	return workerproto.Dial(ctx, dial.addr, strings.TrimSpace(string(token)))
 }
 
 func newWorkerLogger(level slog.Level) *slog.Logger {
@@ -80,10 +120,10 @@ func newWorkerLogger(level slog.Level) *slog.Logger {
 // streaming uv's output as system lines, then serves calls in it like any
 // worker. What goes wrong before the runner starts is reported as a Failure
 // event, as the server would report it, so the SDK raises the same errors.
-func runLocalWorker(ctx context.Context, local localOptions, opts worker.Options) error {
-	events := wire.NewWriter(opts.Out)
+func runLocalWorker(ctx context.Context, local localOptions, opts agent.Options) error {
+	events := opts.Conn
 	fail := func(f *atollv1.Failure) error {
-		if err := events.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Failure{Failure: f}}); err != nil {
+		if err := events.Send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Failure{Failure: f}}); err != nil {
 			opts.Logger.Warn("cannot report failure", "err", err, "failure", f.GetMessage())
 		}
 		return exitError{code: 1}
@@ -112,7 +152,7 @@ func runLocalWorker(ctx context.Context, local localOptions, opts worker.Options
 	defer builder.Close()
 
 	logf := func(line string) {
-		_ = events.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{
+		_ = events.Send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{
 			Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n"),
 		}}})
 	}
@@ -138,7 +178,7 @@ func runLocalWorker(ctx context.Context, local localOptions, opts worker.Options
 	}
 
 	opts.Python, opts.SDKDir, opts.RuntimeDir = env.Python, sdkDir, runtimeDir
-	if err := worker.New(opts).Run(ctx); err != nil {
+	if err := agent.New(opts).Run(ctx); err != nil {
 		return exitError{code: 1}
 	}
 	return nil

@@ -14,15 +14,14 @@ import (
 	"time"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/wire"
-	"github.com/atoll-dev/atoll/internal/worker"
+	"github.com/atoll-dev/atoll/internal/agent"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
 // localWorker runs runLocalWorker in this process on pipes, as the SDK runs
 // `atoll worker --local` for host=local.
 type localWorker struct {
-	calls  *wire.Writer
-	events *wire.Reader
+	conn *workerproto.Conn
 	// stop closes the worker's input and returns what runLocalWorker did.
 	stop func() error
 }
@@ -39,8 +38,8 @@ func startLocalWorker(t *testing.T, local localOptions) *localWorker {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &localWorker{calls: wire.NewWriter(inW), events: wire.NewReader(outR)}
-	opts := worker.Options{In: inR, Out: outW, Logger: slog.New(slog.DiscardHandler)}
+	w := &localWorker{conn: workerproto.NewConn(pipeStream{Reader: outR, w: inW})}
+	opts := agent.Options{Conn: workerproto.NewAgentConn(inR, outW), Logger: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
 	go func() { done <- runLocalWorker(ctx, local, opts); outW.Close() }()
 	w.stop = sync.OnceValue(func() error {
@@ -59,14 +58,14 @@ func startLocalWorker(t *testing.T, local localOptions) *localWorker {
 	return w
 }
 
-func (w *localWorker) next(t *testing.T) *atollv1.WorkerEvent {
-	t.Helper()
-	ev := new(atollv1.WorkerEvent)
-	if err := w.events.Read(ev); err != nil {
-		t.Fatalf("reading event: %v", err)
-	}
-	return ev
+// pipeStream is the server's side of the worker's two pipes.
+type pipeStream struct {
+	io.Reader
+	w *io.PipeWriter
 }
+
+func (p pipeStream) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p pipeStream) Close() error                { return p.w.Close() }
 
 func hostPythonVersion(t *testing.T) (python, version string) {
 	t.Helper()
@@ -97,11 +96,13 @@ func TestLocalWorkerReportsEnvironmentFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := startLocalWorker(t, localOptions{enabled: true, envRoot: t.TempDir(), python: tt.python, requirements: tt.requirements})
-			ev := w.next(t)
-			f := ev.GetFailure()
-			if f == nil {
-				t.Fatalf("first event = %v, want a failure", ev)
+			var outputs int
+			_, err := w.conn.AwaitReady(context.Background(), func(*atollv1.Output) { outputs++ })
+			var fe *workerproto.FailureError
+			if !errors.As(err, &fe) || outputs != 0 {
+				t.Fatalf("first event: %v after %d outputs, want a failure", err, outputs)
 			}
+			f := fe.Failure
 			if f.GetKind() != tt.kind || !strings.Contains(f.GetMessage(), tt.message) {
 				t.Fatalf("failure = %v %q, want %v containing %q", f.GetKind(), f.GetMessage(), tt.kind, tt.message)
 			}
@@ -135,19 +136,14 @@ func TestLocalWorkerBuildsItsEnvironmentAndRunsCalls(t *testing.T) {
 	w := startLocalWorker(t, localOptions{enabled: true, envRoot: root, python: version})
 
 	var buildLog strings.Builder
-	for {
-		ev := w.next(t)
-		if o := ev.GetOutput(); o != nil {
-			if o.GetStream() != atollv1.Stream_STREAM_SYSTEM {
-				t.Fatalf("output before ready on %v, want the system stream: %q", o.GetStream(), o.GetData())
-			}
-			buildLog.Write(o.GetData())
-			continue
+	_, err := w.conn.AwaitReady(context.Background(), func(o *atollv1.Output) {
+		if o.GetStream() != atollv1.Stream_STREAM_SYSTEM {
+			t.Errorf("output before ready on %v, want the system stream: %q", o.GetStream(), o.GetData())
 		}
-		if ev.GetReady() == nil {
-			t.Fatalf("event = %v, want ready; build log:\n%s", ev, buildLog.String())
-		}
-		break
+		buildLog.Write(o.GetData())
+	})
+	if err != nil {
+		t.Fatalf("want ready, got %v; build log:\n%s", err, buildLog.String())
 	}
 	if !strings.Contains(buildLog.String(), "cloudpickle") {
 		t.Errorf("build log does not show the runtime being installed:\n%s", buildLog.String())
@@ -155,25 +151,11 @@ func TestLocalWorkerBuildsItsEnvironmentAndRunsCalls(t *testing.T) {
 
 	fn := pickled(t, python, "eval")
 	args := pickled(t, python, `(("__import__('sys').prefix",), {})`)
-	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args))}
-	err := w.calls.WriteWith(head, func(out io.Writer) error {
-		if _, err := out.Write(fn); err != nil {
-			return err
-		}
-		_, err := out.Write(args)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+	res, err := w.conn.Call(context.Background(), fn, args, func(*atollv1.Output) {})
+	if err != nil || res.GetValue() == nil {
+		t.Fatalf("result = %v, %v, want a value", res, err)
 	}
-	ev := w.next(t)
-	if ev.GetValue() == nil {
-		t.Fatalf("event = %v, want a value", ev)
-	}
-	value, err := io.ReadAll(w.events.Raw(int64(ev.GetValue().GetSize())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	value := res.GetValue()
 	if envs := filepath.Join(root, "envs"); !strings.Contains(string(value), envs) {
 		t.Fatalf("the function ran with sys.prefix %q, want one under %s", value, envs)
 	}
