@@ -114,15 +114,16 @@ func TestLocalWorkerReportsEnvironmentFailures(t *testing.T) {
 	}
 }
 
-// pickled returns the standard pickle of a Python expression; the runner
-// reads it with cloudpickle, which accepts any pickle.
+// pickled returns the standard pickle of a Python expression as the runner
+// reads a payload: an empty manifest (4 zero bytes, see
+// python/atoll/_pickling.py), then the pickle (cloudpickle accepts any).
 func pickled(t *testing.T, python, expr string) []byte {
 	t.Helper()
 	out, err := exec.Command(python, "-c", "import pickle, sys; sys.stdout.buffer.write(pickle.dumps("+expr+"))").Output()
 	if err != nil {
 		t.Fatalf("pickle %s: %v", expr, err)
 	}
-	return out
+	return append([]byte{0, 0, 0, 0}, out...)
 }
 
 // TestLocalWorkerBuildsItsEnvironmentAndRunsCalls builds a real environment
