@@ -48,4 +48,3 @@ func memTotal(path string) (int64, error) {
 	}
 	return 0, fmt.Errorf("read memory size: no MemTotal in %s", path)
 }
-

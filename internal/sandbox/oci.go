@@ -424,8 +424,8 @@ type ociProcess struct {
 // and "start"): the runtime process stays the parent of the container's
 // init, so its exit status is the worker's and the server needs no child
 // subreaper; a second runtime process for "start" would cost more than
-// noticing the pid file (which the runtime writes once the container's
-// process runs).
+// watching for the pid file, which the runtime writes once the container's
+// process runs.
 func (p *ociProcess) run(ctx context.Context) (err error) {
 	pipes, err := newStdioPipes()
 	if err != nil {
@@ -440,6 +440,15 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 	}
 	p.pipes, p.stderr = pipes, pump
 	pidFile := filepath.Join(p.bundle, "pid")
+	watch, err := watchPidFile(pidFile)
+	if err != nil {
+		pipes.closeAll()
+		pump.w.Close()
+		pump.finish(0)
+		p.cleanup()
+		return err
+	}
+	defer watch.Close()
 	started := make(chan int, 1) // the runtime's pid; closed without one if it never started
 	opts := &runc.CreateOpts{
 		IO:      runtimeIO{stdin: pipes.childIn, stdout: pipes.childOut, stderr: pump.w},
@@ -471,21 +480,15 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
-	running := func() bool {
-		fi, err := os.Stat(pidFile)
-		return err == nil && fi.Size() > 0
-	}
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
 	defer func() {
 		if err == nil {
 			p.init = openInit(pidFile, p.runtimePID)
 		}
 	}()
-	for !running() {
+	for !watch.written() {
 		select {
 		case <-p.done:
-			if running() {
+			if watch.written() {
 				return nil // it ran and ended already; Wait tells how
 			}
 			p.Wait()
@@ -496,7 +499,13 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 			p.Wait()
 			pipes.conn.Close()
 			return fmt.Errorf("waiting for the container to run: %w", ctx.Err())
-		case <-tick.C:
+		case _, ok := <-watch.changed:
+			if !ok { // the watch failed: nothing would wake this loop
+				p.Kill()
+				p.Wait()
+				pipes.conn.Close()
+				return fmt.Errorf("%w: the watch on the runtime's pid file ended", ErrStartFailed)
+			}
 		}
 	}
 	return nil
