@@ -241,7 +241,7 @@ func TestThisHost(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(l.MemoryDir("/"), file)); err != nil {
 		t.Errorf("the memory hierarchy's root has no %s: %v", file, err)
 	}
-	if l.V2 == l.Hybrid && l.V2 {
+	if l.V2 && l.Hybrid {
 		t.Error("a host cannot be both v2 and hybrid")
 	}
 }
