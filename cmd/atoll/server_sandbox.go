@@ -40,8 +40,8 @@ func newHostLauncher(ctx context.Context, want, network, stateDir, dataDir strin
 		if want != "" && want != "auto" {
 			return nil, "", "", fmt.Errorf("--sandbox %s does not work on this host: %w", want, err)
 		}
-		kind = sandbox.KindProcess
 		warning = fmt.Sprintf("the %s sandbox does not work here (%v); workers run as plain processes and are NOT isolated from the server or each other", kind, err)
+		kind = sandbox.KindProcess
 	}
 	return sandbox.NewProcess(sandbox.ProcessOptions{StateDir: stateDir, Stderr: os.Stderr, Logger: log}), kind, warning, nil
 }
