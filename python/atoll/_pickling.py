@@ -22,7 +22,6 @@ loads this file by path, without importing the atoll package.
 from __future__ import annotations
 
 import copyreg
-import importlib.metadata
 import io
 import operator
 import pickle
@@ -138,6 +137,10 @@ def installed_version(dist: str) -> str | None:
         return _versions[dist]
     except KeyError:
         pass
+    # Imported here, not at the top: importlib.metadata costs a worker's
+    # cold start some 25 ms, and most payloads never need it.
+    import importlib.metadata
+
     try:
         version: str | None = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -155,6 +158,8 @@ def distributions_of(root: str) -> tuple[tuple[str, str], ...]:
     if found is not None:
         return found
     if _dists_by_module is None:
+        import importlib.metadata
+
         _dists_by_module = importlib.metadata.packages_distributions()
     pairs = []
     for dist in _dists_by_module.get(root, ()):

@@ -9,7 +9,6 @@ against this interpreter before they are unpickled."""
 
 from __future__ import annotations
 
-import importlib.metadata as _importlib_metadata
 import inspect
 import io
 import linecache
@@ -168,6 +167,8 @@ def _provided(requirements: Iterable[str]) -> frozenset[str] | None:
     key = tuple(requirements)
     if key in _provided_cache:
         return _provided_cache[key]
+    import importlib.metadata  # only for payloads that refer to distributions
+
     names: set[str] = set()
     todo = []
     for req in key:
@@ -182,8 +183,8 @@ def _provided(requirements: Iterable[str]) -> frozenset[str] | None:
             continue
         names.add(name)
         try:
-            deps = _importlib_metadata.requires(name) or []
-        except _importlib_metadata.PackageNotFoundError:
+            deps = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
             if name not in _pickling.PROVIDED:
                 _provided_cache[key] = None
                 return None
