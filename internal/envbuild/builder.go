@@ -256,9 +256,6 @@ func parseUVVersion(out string) string {
 	return strings.TrimSpace(out)
 }
 
-// UVVersion is the version of uv the builder runs (part of every key).
-func (b *Builder) UVVersion() string { return b.uvVersion }
-
 // Close cancels builds in progress and waits for them to stop. Callers still
 // waiting get an error; environments already built stay.
 func (b *Builder) Close() error {
@@ -333,14 +330,6 @@ func (b *Builder) ensure(ctx context.Context, spec Spec, logf func(string), hold
 		release() // removed between the build and now: build again
 	}
 	return Env{}, nil, fmt.Errorf("envbuild: environment %s was removed while being prepared", key)
-}
-
-// Acquire marks the environment key in use until release is called: it is
-// not pruned or evicted meanwhile, by this process or another sharing Root.
-// release may be called more than once.
-func (b *Builder) Acquire(key string) (release func()) {
-	release, _ = b.acquire(context.Background(), key)
-	return release
 }
 
 func (b *Builder) acquire(ctx context.Context, key string) (func(), error) {

@@ -467,7 +467,10 @@ func TestPrune(t *testing.T) {
 	t.Run("by age, never in use", func(t *testing.T) {
 		age(t, b, empty.Key, 2*time.Hour)
 		age(t, b, six.Key, 3*time.Hour)
-		release := b.Acquire(six.Key)
+		_, release, err := b.EnsureAcquire(context.Background(), Spec{Python: py, Requirements: []string{"six"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		removed, err := b.Prune(time.Hour, 0)
 		if err != nil {
 			t.Fatal(err)

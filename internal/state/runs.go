@@ -154,20 +154,6 @@ func (s *Store) InterruptUnfinishedRuns(ctx context.Context) (int64, error) {
 	return res.RowsAffected()
 }
 
-func oneRow(what string, res sql.Result, err error) error {
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
-	}
-	return nil
-}
-
 const runColumns = `id, account, function, machine_type, env_key, queued_at, started_at, finished_at, outcome, exit_status, worker_id`
 
 func scanRun(row interface{ Scan(...any) error }) (Run, error) {

@@ -109,9 +109,6 @@ func (v *Volume) pathError(rel string, err error) error {
 	return fmt.Errorf("%s: %w", RemotePath(rel), err)
 }
 
-// Usage returns the bytes of regular files the account stores.
-func (v *Volume) Usage() (int64, error) { return usage(v.root) }
-
 // Get copies the file, link or tree at remote to the local path dst, which
 // must not exist yet, keeping modes and links. It returns the number of
 // files and bytes copied.

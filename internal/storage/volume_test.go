@@ -65,8 +65,8 @@ func TestVolume(t *testing.T) {
 	if _, err := v.List("/data/../..", false); !errors.Is(err, ErrInvalidPath) {
 		t.Errorf("ls outside /data: %v", err)
 	}
-	if n, err := v.Usage(); err != nil || n != int64(len("weights")+len("config")+len("top")) {
-		t.Errorf("Usage = %d, %v", n, err)
+	if n, err := usage(v.root); err != nil || n != int64(len("weights")+len("config")+len("top")) {
+		t.Errorf("usage = %d, %v", n, err)
 	}
 
 	out := filepath.Join(t.TempDir(), "copy")
