@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atoll-dev/atoll/internal/auth"
-	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
@@ -63,7 +62,7 @@ func newKeysCommand() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&account, "account", server.DefaultAccount, "account the key acts for (created if new)")
+	create.Flags().StringVar(&account, "account", auth.DefaultAccount, "account the key acts for (created if new)")
 	create.Flags().StringVar(&label, "label", "", "a note to tell keys apart")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the key as JSON")
 

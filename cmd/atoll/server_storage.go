@@ -32,7 +32,7 @@ func registerStorage(gs *grpc.Server, dataDir, quota, launcherKind string, log *
 		return nil, err
 	}
 	log.Debug("storage ready", "quota_bytes", store.Quota())
-	storage.NewService(store, storage.ServiceOptions{DefaultAccount: server.DefaultAccount, Logger: log}).Register(gs)
+	server.NewStorage(store, log).Register(gs)
 	return func(account string) (string, error) {
 		return storage.AccountDir(dataDir, account, dirOpts...)
 	}, nil

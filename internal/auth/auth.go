@@ -27,14 +27,19 @@ import (
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
-// Principal is an authenticated caller. Exactly one of KeyID and WorkerID
-// is set: KeyID for a caller with an API key, WorkerID for a function
-// running in that worker calling back (a nested call).
+// Principal is an authenticated caller. Exactly one of KeyID, WorkerID and
+// PeerPID is set: KeyID for a caller with an API key, WorkerID for a
+// function running in that worker calling back (a nested call), PeerPID for
+// a process of this machine's user on the host=local supervisor's socket.
 type Principal struct {
 	Account  string
 	KeyID    string
 	WorkerID string
+	PeerPID  int
 }
+
+// DefaultAccount is the account keys act for unless told otherwise.
+const DefaultAccount = "default"
 
 // KeyStore is the storage the Authenticator needs; *state.Store is one.
 type KeyStore interface {

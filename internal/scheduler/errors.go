@@ -8,10 +8,6 @@ import (
 // ErrClosed is returned once the scheduler is shutting down.
 var ErrClosed = errors.New("scheduler: shutting down")
 
-// ErrNoCapacity is returned when no capacity freed up within the queue
-// timeout.
-var ErrNoCapacity = errors.New("no capacity")
-
 // CrashError reports a worker that died instead of answering.
 type CrashError struct {
 	WorkerID string

@@ -158,7 +158,7 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 	g, err := s.capacity.Acquire(qctx, t)
 	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
 		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
-			ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
+			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
 	}
 	return g, err
 }

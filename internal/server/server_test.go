@@ -35,14 +35,15 @@ func TestFailureMapping(t *testing.T) {
 	}{
 		{"unknown type", unknownType, atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, `unknown machine type "XXL"`},
 		{"never fits", fmt.Errorf("%w: machine type XL needs 8 CPU", machine.ErrNeverFits), atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, "choose a smaller machine_type"},
-		{"no capacity", fmt.Errorf("%w: no room", scheduler.ErrNoCapacity), atollv1.FailureKind_FAILURE_KIND_NO_CAPACITY, "try again later"},
-		{"build", envError(&envbuild.BuildError{Step: "uv pip install", Output: "error: no such package"}), atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD, "requirements [\"nope\"]:\nerror: no such package"},
-		{"python", envError(&envbuild.PythonUnavailableError{Requested: "3.99", Available: []string{"3.11"}}), atollv1.FailureKind_FAILURE_KIND_PYTHON_UNAVAILABLE, "cannot run Python 3.99, the caller's version (it has: 3.11)"},
+		{"no capacity", fmt.Errorf("%w: no room", machine.ErrNoCapacity), atollv1.FailureKind_FAILURE_KIND_NO_CAPACITY, "try again later"},
+		{"build", &envbuild.BuildError{Step: "uv pip install", Output: "error: no such package"}, atollv1.FailureKind_FAILURE_KIND_ENVIRONMENT_BUILD, "requirements [\"nope\"]:\nerror: no such package"},
+		{"python", &envbuild.PythonUnavailableError{Requested: "3.99", Available: []string{"3.11"}}, atollv1.FailureKind_FAILURE_KIND_PYTHON_UNAVAILABLE, "cannot run Python 3.99, the caller's version (it has: 3.11)"},
 		{"oom", &scheduler.CrashError{Exit: scheduler.Exit{Code: -1, Signal: 9, OOMKilled: true}}, atollv1.FailureKind_FAILURE_KIND_OUT_OF_MEMORY, "machine type XS allows 256 MiB; use a larger machine_type"},
 		{"crash", &scheduler.CrashError{Exit: scheduler.Exit{Code: 3}, Message: "exit status 3"}, atollv1.FailureKind_FAILURE_KIND_WORKER_CRASHED, "exit status 3"},
 		{"serialization", &scheduler.SerializationError{Message: "cannot pickle"}, atollv1.FailureKind_FAILURE_KIND_SERIALIZATION, "cannot pickle"},
 		{"shutdown", scheduler.ErrClosed, atollv1.FailureKind_FAILURE_KIND_CANCELLED, "shutting down"},
-		{"other", errors.New("disk on fire"), atollv1.FailureKind_FAILURE_KIND_INTERNAL, "disk on fire"},
+		{"other", errors.New("open /srv/atoll/state.db: disk on fire"), atollv1.FailureKind_FAILURE_KIND_INTERNAL, "internal server error"},
+		{"public", &Error{Public: "the worker's bundle could not be written", Err: errors.New("open /srv/x: disk on fire")}, atollv1.FailureKind_FAILURE_KIND_INTERNAL, "bundle could not be written"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +53,9 @@ func TestFailureMapping(t *testing.T) {
 			}
 			if !strings.Contains(got.GetMessage(), tt.contains) {
 				t.Errorf("message %q lacks %q", got.GetMessage(), tt.contains)
+			}
+			if strings.Contains(got.GetMessage(), "disk on fire") {
+				t.Errorf("message %q shows internal detail to the caller", got.GetMessage())
 			}
 		})
 	}

@@ -1,7 +1,14 @@
-// Package server implements the gRPC services of atoll server: it checks a
-// call, resolves its environment, gets a worker from the scheduler, streams
-// the call's output and outcome back, and maps domain errors to what the SDK
-// understands. It holds no scheduling, building or sandbox logic itself.
+// Package server owns every gRPC service of atoll: Functions (a call: check
+// it, resolve its environment, get a worker from the scheduler, stream its
+// output and outcome back), Storage (sync_dir into /data), Admin (status,
+// workers, run history) and the run history writer. errors.go is the one
+// place that maps domain errors to failure kinds and status codes, and Error
+// keeps the text a caller may read apart from internal detail, which only
+// the log sees.
+//
+// It holds no scheduling, building, storage or sandbox logic itself, and it
+// never decides who the caller is: internal/auth's interceptors do, and a
+// handler without an authenticated caller fails.
 package server
 
 import (
@@ -10,10 +17,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
@@ -23,9 +32,6 @@ import (
 // MaxMessageBytes bounds one gRPC message, and so a call's serialized
 // function plus arguments, or its result.
 const MaxMessageBytes = math.MaxInt32
-
-// DefaultAccount owns calls while authentication is not configured.
-const DefaultAccount = "default"
 
 // Environment is a ready environment for a worker.
 type Environment struct {
@@ -75,8 +81,16 @@ type Options struct {
 	AccountDataDir func(account string) (string, error)
 	// History, if set, records every run.
 	History *History
-	Logger  *slog.Logger
+	// OnCallersMachine says the service runs on the caller's own machine
+	// (host=local's supervisor): workers start in the working directory the
+	// caller names in MetadataWorkingDir, and messages speak of this machine.
+	OnCallersMachine bool
+	Logger           *slog.Logger
 }
+
+// MetadataWorkingDir carries a host=local caller's working directory, which
+// its workers start in. Servers for other machines ignore it.
+const MetadataWorkingDir = "x-atoll-working-dir"
 
 // WorkerTokens issues and revokes the tokens workers make nested calls with.
 type WorkerTokens interface {
@@ -129,7 +143,10 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 			f.log.Debug("call served", "function", req.GetFunctionName(), "took", time.Since(start))
 		}(time.Now())
 	}
-	account := accountOf(ctx)
+	account, err := accountOf(ctx)
+	if err != nil {
+		return rpcStatus(f.log, err)
+	}
 	var rec *runRecord
 	if f.opts.History != nil {
 		rec = f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType())
@@ -205,6 +222,7 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 	}
 	key.EnvKey = envKey
 	spec := scheduler.WorkerSpec{Machine: mt}
+	workDir := f.callerDir(ctx)
 	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
 		sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, "building environment")
 		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
@@ -219,6 +237,9 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
 		spec.ID = scheduler.NewWorkerID()
 		spec.Args = []string{f.opts.AgentPath, "worker", "--python", resolved.Python, "--sdk", f.opts.SDKDir, "--runtime", resolved.RuntimeDir}
+		if workDir != "" {
+			spec.Args = append(spec.Args, "--workdir", workDir)
+		}
 		env := resolved.Env
 		if f.opts.Tokens != nil {
 			token := f.opts.Tokens.IssueWorkerToken(key.Account, spec.ID)
@@ -243,6 +264,19 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 	}, func() {
 		sendStatus(stream, atollv1.Phase_PHASE_QUEUED, fmt.Sprintf("waiting for capacity for machine type %s", mt))
 	})
+}
+
+// callerDir is the working directory a host=local caller asked its workers
+// to start in, or "".
+func (f *Functions) callerDir(ctx context.Context) string {
+	if !f.opts.OnCallersMachine {
+		return ""
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(MetadataWorkingDir); len(v) == 1 && filepath.IsAbs(v[0]) {
+		return v[0]
+	}
+	return ""
 }
 
 // defaultPath is a worker's PATH before its environment's bin directory.
