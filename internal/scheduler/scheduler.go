@@ -345,6 +345,26 @@ func (s *Scheduler) Discard(w *Worker) {
 	go w.stop()
 }
 
+// DiscardIdle tears down the idle workers of account, whose caller has
+// gone away (host=local: the calling process exited). Busy workers end
+// with their calls, which the caller's departure cancels.
+func (s *Scheduler) DiscardIdle(account string) {
+	var gone []*Worker
+	s.mu.Lock()
+	for key, pool := range s.idle {
+		if key.Account == account {
+			gone = append(gone, pool...)
+		}
+	}
+	for _, w := range gone {
+		s.removeIdleLocked(w)
+	}
+	s.mu.Unlock()
+	for _, w := range gone {
+		go w.stop()
+	}
+}
+
 // WorkerInfo describes a live worker for status listings.
 type WorkerInfo struct {
 	ID        string

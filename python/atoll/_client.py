@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import grpc
 import grpc.experimental
@@ -44,7 +44,16 @@ def _tls_settings() -> tuple[str | None, bool]:
 
 
 def channel_for(target: str) -> grpc.Channel:
-    """A new channel to target, with TLS as _tls_settings says."""
+    """A new channel to target, with TLS as _tls_settings says; a unix
+    socket (``unix:/path``, host=local's supervisor) never leaves this
+    machine and takes no TLS."""
+    if target.startswith("unix:"):
+        # The supervisor keeps a process's warm workers while its connection
+        # lives: an idle channel must not drop it after gRPC's 30 minutes.
+        # A channel of its own connections: one opened after the supervisor
+        # started must not share a connection still backing off from before.
+        options = [*_CHANNEL_OPTIONS, ("grpc.client_idle_timeout_ms", 2**31 - 1), ("grpc.use_local_subchannel_pool", 1)]
+        return grpc.insecure_channel(target, options=options)
     ca, system_roots = _tls_settings()
     if ca:
         with open(ca, "rb") as f:
@@ -63,6 +72,14 @@ def _stub(target: str) -> pb_grpc.FunctionsStub:
             channel = channel_for(target)
             cached = _stubs[key] = (channel, pb_grpc.FunctionsStub(channel))
         return cached[1]
+
+
+def _forget(target: str) -> None:
+    """Closes and drops the cached channel to target."""
+    with _stubs_lock:
+        cached = _stubs.pop((target, *_tls_settings()), None)
+    if cached is not None:
+        cached[0].close()
 
 
 def _write(stream: Any, data: bytes) -> None:
@@ -108,21 +125,36 @@ def outcome(fn_name: str, result: pb.Result) -> Any:
     return loads_value(fn_name, result.value)
 
 
-def run(target: str, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any], autostart: bool = False) -> Any:
-    """Runs fn on the server at target. With autostart, a local server is
-    started if none answers (only before anything was sent, so a call is
-    never run twice)."""
+def run(
+    target: str,
+    fn: IsolatedFunction,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    autostart: bool = False,
+    *,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    start: Callable[[str], None] | None = None,
+) -> Any:
+    """Runs fn on the server at target, sending metadata (default: the
+    credentials for target). With autostart, a local server is started if
+    none answers; start, if given, is called instead to start what serves
+    target (only before anything was sent, so a call is never run twice)."""
     request = request_for(fn, args, kwargs)
-    try:
-        return _run(target, fn, request)
-    except _NotConnected as err:
-        if not autostart:
-            raise err.error from None
-    from atoll import _autostart
+    if metadata is None:
+        metadata = _credentials.resolve(fn.options.credentials, target)
+    if start is None and autostart:
+        from atoll import _autostart
 
-    _autostart.ensure(target)
+        start = _autostart.ensure
     try:
-        return _run(target, fn, request)
+        return _run(target, fn, request, metadata)
+    except _NotConnected as err:
+        if start is None:
+            raise err.error from None
+    start(target)
+    _forget(target)  # its channel may still be backing off from the failed connect
+    try:
+        return _run(target, fn, request, metadata)
     except _NotConnected as err:
         raise err.error from None
 
@@ -134,8 +166,7 @@ class _NotConnected(Exception):
         self.error = error
 
 
-def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest) -> Any:
-    metadata = _credentials.resolve(fn.options.credentials, target)
+def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...]) -> Any:
     call = _stub(target).Run(request, metadata=metadata)
     result: pb.Result | None = None
     received = False
