@@ -114,18 +114,6 @@ func NewFunctions(opts Options) *Functions {
 	return &Functions{opts: opts, log: log}
 }
 
-// SetWorkerHost sets the address workers reach this server at, once it is
-// known (after listening); call it before serving.
-func (f *Functions) SetWorkerHost(addr string) {
-	f.opts.WorkerHost = addr
-}
-
-// SetAccountDataDir sets how a worker gets its account's /data directory;
-// call it before serving.
-func (f *Functions) SetAccountDataDir(dir func(account string) (string, error)) {
-	f.opts.AccountDataDir = dir
-}
-
 // Register adds the service to a gRPC server.
 func (f *Functions) Register(s *grpc.Server) {
 	atollv1.RegisterFunctionsServer(s, f)

@@ -140,8 +140,6 @@ def run(
     none answers; start, if given, is called instead to start what serves
     target (only before anything was sent, so a call is never run twice)."""
     request = request_for(fn, args, kwargs)
-    if metadata is None:
-        metadata = _credentials.resolve(fn.options.credentials, target)
     if start is None and autostart:
         from atoll import _autostart
 
@@ -166,7 +164,9 @@ class _NotConnected(Exception):
         self.error = error
 
 
-def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...]) -> Any:
+def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None) -> Any:
+    if metadata is None:  # resolved per attempt: starting a local server saves a key
+        metadata = _credentials.resolve(fn.options.credentials, target)
     call = _stub(target).Run(request, metadata=metadata)
     result: pb.Result | None = None
     received = False
