@@ -1,18 +1,24 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/state"
+	"github.com/atoll-dev/atoll/internal/storage"
 )
 
 func TestMergeEnv(t *testing.T) {
@@ -109,6 +115,41 @@ func TestLocalPathRequirements(t *testing.T) {
 		t.Run(tt.req, func(t *testing.T) {
 			if got := localPath(tt.req); got != tt.want {
 				t.Errorf("localPath(%q) = %v, want %v", tt.req, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNoCallerIsNoAccount(t *testing.T) {
+	if _, err := accountOf(context.Background()); !errors.Is(err, auth.ErrNoPrincipal) {
+		t.Fatalf("accountOf(no caller) = %v, want ErrNoPrincipal", err)
+	}
+	got, err := accountOf(auth.NewContext(context.Background(), auth.Principal{Account: "acme", KeyID: "k"}))
+	if err != nil || got != "acme" {
+		t.Fatalf("accountOf(acme's key) = %q, %v", got, err)
+	}
+	admin := NewAdmin(AdminOptions{Catalog: machine.Defaults()})
+	if _, err := admin.Status(context.Background(), &atollv1.StatusRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Status without a caller = %v, want Unauthenticated", err)
+	}
+}
+
+func TestRPCStatusHidesInternalDetail(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		code     codes.Code
+		contains string
+	}{
+		{"domain", fmt.Errorf("%w: /data/x is a directory", storage.ErrConflict), codes.FailedPrecondition, "/data/x is a directory"},
+		{"public", &Error{Public: "the run history is unavailable", Err: errors.New("open /srv/state.db: disk on fire")}, codes.Internal, "run history is unavailable"},
+		{"other", errors.New("open /srv/state.db: disk on fire"), codes.Internal, "internal server error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := status.Convert(rpcStatus(slog.New(slog.DiscardHandler), tt.err))
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.contains) || strings.Contains(st.Message(), "disk on fire") {
+				t.Errorf("status = %v %q, want %v containing %q and no internal detail", st.Code(), st.Message(), tt.code, tt.contains)
 			}
 		})
 	}
