@@ -1,8 +1,9 @@
 // Package auth decides who is calling: it creates and checks API keys (whose
 // secrets are stored only as hashes, through internal/state), issues the
-// scoped tokens that let a worker call back on behalf of its account, and
-// provides the gRPC interceptors that put the caller's Principal in the
-// request context.
+// scoped tokens that let a worker call back on behalf of its account,
+// checks the kernel's peer credentials of unix-socket callers (host=local's
+// supervisor, peer.go), and provides the gRPC interceptors that put the
+// caller's Principal in the request context.
 //
 // It answers "who", never "may they": what a principal may touch (its own
 // runs, workers and data) is checked by the services that own those things.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -213,7 +214,7 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 		return nil, err
 	}
 	if err := stream.Send(&atollv1.UploadRequest{Start: &atollv1.UploadStart{SyncId: plan.GetSyncId(), Files: files}}); err != nil {
-		return nil, err
+		return nil, sendError(stream, err)
 	}
 	// Each message holds up to three pieces of 2 bytes, so that small files
 	// share messages and larger ones span several.
@@ -240,7 +241,7 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 			pieces = append(pieces, piece)
 			if len(pieces) == 3 {
 				if err := flush(); err != nil {
-					return nil, err
+					return nil, sendError(stream, err)
 				}
 			}
 			if sent++; sent == breakAfter {
@@ -254,9 +255,18 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 		}
 	}
 	if err := flush(); err != nil {
-		return nil, err
+		return nil, sendError(stream, err)
 	}
 	return stream.CloseAndRecv()
+}
+
+// sendError is the stream's status when a Send failed with io.EOF: the
+// server ended the upload (a refusal), and only receiving tells why.
+func sendError(stream grpc.ClientStreamingClient[atollv1.UploadRequest, atollv1.UploadResponse], err error) error {
+	if errors.Is(err, io.EOF) {
+		_, err = stream.CloseAndRecv()
+	}
+	return err
 }
 
 func TestServiceSync(t *testing.T) {
