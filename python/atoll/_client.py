@@ -164,7 +164,7 @@ class _NotConnected(Exception):
         self.error = error
 
 
-def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None) -> Any:
+def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
     if metadata is None:  # resolved per attempt: starting a local server saves a key
         metadata = _credentials.resolve(fn.options.credentials, target)
     call = _stub(target).Run(request, metadata=metadata)
