@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/serverapp"
 	"github.com/atoll-dev/atoll/internal/storage"
@@ -44,6 +45,7 @@ func newServerCommand() *cobra.Command {
 	cmd.PersistentFlags().StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory holding all server state")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
 	f.StringVar(&cfg.Network, "network", "host", "worker network: host or none")
+	f.StringVar(&cfg.WorkerTransport, "worker-transport", sandbox.TransportPipes, "how workers reach the server: pipes, or connect (they dial back to a loopback listener, as cluster workers do)")
 	f.StringVar(&cfg.MachinesFile, "config", "", "YAML file amending machine types, GPUs and capacity")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
 	f.Int64Var(&cfg.EnvMaxBytes, "env-max-bytes", 0, "evict least recently used environments beyond this total size (0: no limit)")

@@ -1,18 +1,30 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/atoll-dev/atoll/internal/worker"
+	"github.com/atoll-dev/atoll/internal/agent"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
+// dialOptions configure a worker that dials back to the server instead of
+// speaking on its stdin and stdout.
+type dialOptions struct {
+	addr      string
+	tokenFile string
+}
+
 func newWorkerCommand() *cobra.Command {
-	var opts worker.Options
+	var opts agent.Options
+	var dial dialOptions
 	var workDir string
 	cmd := &cobra.Command{
 		Use:    "worker",
@@ -24,14 +36,24 @@ func newWorkerCommand() *cobra.Command {
 			// goroutines hand calls to each other without waking threads,
 			// which cost more CPU per call than the work itself.
 			runtime.GOMAXPROCS(1)
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "worker")
 			if workDir != "" {
 				if err := os.Chdir(workDir); err != nil {
 					return fmt.Errorf("--workdir: %w", err)
 				}
 			}
-			opts.In, opts.Out = os.Stdin, os.Stdout
-			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "worker")
-			if err := worker.New(opts).Run(cmd.Context()); err != nil {
+			if dial.addr == "" {
+				opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
+			} else {
+				conn, err := dialServer(cmd.Context(), dial)
+				if err != nil {
+					opts.Logger.Error("cannot reach the server", "err", err)
+					return exitError{code: 1}
+				}
+				defer conn.Close()
+				opts.Conn = workerproto.NewAgentConn(conn, conn)
+			}
+			if err := agent.New(opts).Run(cmd.Context()); err != nil {
 				return exitError{code: 1}
 			}
 			return nil
@@ -41,7 +63,26 @@ func newWorkerCommand() *cobra.Command {
 	f.StringVar(&opts.Python, "python", "python3", "interpreter that runs the runner")
 	f.StringVar(&opts.SDKDir, "sdk", "", "directory holding the atoll Python package")
 	f.StringVar(&opts.RuntimeDir, "runtime", "", "directory holding the runner's own packages")
+	f.StringVar(&dial.addr, "connect", "", "dial the server's worker listener at this address instead of speaking on stdin and stdout")
+	f.StringVar(&dial.tokenFile, "token-file", "", "with --connect: file holding the worker's token")
 	f.StringVar(&workDir, "workdir", "", "directory the runner starts in (host=local: the caller's)")
 	_ = cmd.MarkFlagRequired("sdk")
+	cmd.MarkFlagsRequiredTogether("connect", "token-file")
 	return cmd
+}
+
+// dialServer reads the worker's token and dials back to the server.
+func dialServer(ctx context.Context, dial dialOptions) (io.ReadWriteCloser, error) {
+	f, err := os.Open(dial.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	token, err := io.ReadAll(io.LimitReader(f, workerproto.MaxTokenBytes+1))
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, workerproto.HandshakeTimeout)
+	defer cancel()
+	return workerproto.Dial(ctx, dial.addr, strings.TrimSpace(string(token)))
 }

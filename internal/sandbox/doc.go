@@ -1,8 +1,12 @@
-// Package sandbox starts workers on this host: each worker's agent runs
-// either inside an OCI runtime container (runc by default; crun or gVisor's
-// runsc by configuration) generated from the worker's spec, or, where no
-// runtime or no privileges exist, as a plain child process with no
-// isolation. Both implement scheduler.Launcher.
+// Package sandbox is the local launcher: it starts workers on this host.
+// LocalLauncher implements scheduler.Launcher: it turns the launcher-neutral
+// spec into a HostSpec (the agent's command line, the environment's paths
+// through a Resolver, the account's data directory) and hands the agent
+// either its stdio pipes or a token to dial back with. A HostLauncher then
+// runs the agent either inside an OCI runtime container (runc by default;
+// crun or gVisor's runsc by configuration) generated from the HostSpec, or,
+// where no runtime or no privileges exist, as a plain child process with no
+// isolation.
 //
 // The package owns the container's view of the host: which paths it sees,
 // its user, namespaces and cgroup limits, and reading back how it ended

@@ -9,9 +9,10 @@ import (
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
-// A server picks its launcher once at startup: the configured or detected
-// OCI runtime, checked by running a trivial container, else plain
-// processes with the warning shown in the log and in `atoll status`.
+// A server picks how workers run on its host once at startup: the
+// configured or detected OCI runtime, checked by running a trivial
+// container, else plain processes with the warning shown in the log and in
+// `atoll status`. The local launcher puts it to work for the scheduler.
 func Example() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	dataDir := "/var/lib/atoll"
@@ -21,7 +22,7 @@ func Example() {
 		logger.Error("bad sandbox setting", "error", err)
 		return
 	}
-	var launcher scheduler.Launcher
+	var host sandbox.HostLauncher
 	if kind != sandbox.KindProcess {
 		oci, err := sandbox.NewOCI(sandbox.OCIOptions{
 			Runtime:   kind,
@@ -36,16 +37,27 @@ func Example() {
 			err = oci.Check(context.Background())
 		}
 		if err == nil {
-			launcher = oci
+			host = oci
 		} else {
 			kind, warning = sandbox.KindProcess, "sandbox process: "+err.Error()+"; workers are NOT isolated"
 		}
 	}
-	if launcher == nil {
-		launcher = sandbox.NewProcess(sandbox.ProcessOptions{StateDir: dataDir + "/sandbox", Logger: logger})
+	if host == nil {
+		host = sandbox.NewProcess(sandbox.ProcessOptions{StateDir: dataDir + "/sandbox", Logger: logger})
 	}
 	if warning != "" {
 		logger.Warn(warning, "sandbox", kind)
 	}
-	_ = launcher // handed to scheduler.New
+	launcher, err := sandbox.NewLocal(sandbox.LocalOptions{
+		Host:         host,
+		Environments: sandbox.EnvbuildResolver{Builder: nil}, // the server's environment builder
+		AgentPath:    "/usr/local/bin/atoll",
+		SDKDir:       dataDir + "/runtime",
+		Logger:       logger,
+	})
+	if err != nil {
+		logger.Error("local launcher", "error", err)
+		return
+	}
+	var _ scheduler.Launcher = launcher // handed to scheduler.New
 }

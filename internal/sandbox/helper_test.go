@@ -222,13 +222,13 @@ func firstFile(paths ...string) string {
 // ---- test side ----
 
 // helperSpec is a worker spec whose agent is this test binary.
-func helperSpec(t *testing.T, id string) scheduler.WorkerSpec {
+func helperSpec(t *testing.T, id string) HostSpec {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return scheduler.WorkerSpec{
+	return HostSpec{
 		ID:   id,
 		Args: []string{exe},
 		Env:  []string{helperEnv + "=agent", "GOMAXPROCS=2"},
@@ -238,7 +238,7 @@ func helperSpec(t *testing.T, id string) scheduler.WorkerSpec {
 // agent drives a started helper.
 type agent struct {
 	t    *testing.T
-	p    scheduler.Process
+	p    HostProcess
 	in   io.Writer
 	out  *bufio.Reader
 	once sync.Once
@@ -246,12 +246,12 @@ type agent struct {
 	err  error
 }
 
-func newAgent(t *testing.T, p scheduler.Process) *agent {
-	a := &agent{t: t, p: p, in: p.Conn(), out: bufio.NewReader(p.Conn())}
+func newAgent(t *testing.T, p HostProcess) *agent {
+	a := &agent{t: t, p: p, in: p.Stdio(), out: bufio.NewReader(p.Stdio())}
 	t.Cleanup(func() {
 		p.Kill()
 		a.wait()
-		p.Conn().Close()
+		p.Stdio().Close()
 	})
 	return a
 }

@@ -208,9 +208,6 @@ func hostSystemDirs() ([]systemDir, error) {
 	return dirs, nil
 }
 
-// Runtime returns the runtime's name (runc, crun, runsc).
-func (l *OCILauncher) Runtime() string { return l.opts.Runtime }
-
 // cgroupPaths returns the worker's cgroupsPath and the directory (relative
 // to the hierarchy) whose memory OOM counter covers it after it exits.
 func (l *OCILauncher) cgroupPaths(id string) (cgroupsPath, counted string, ownParent bool) {
@@ -256,7 +253,7 @@ const (
 // once the container runs, or with the runtime's error (wrapping
 // ErrStartFailed) if it never does. A type of less than one CPU starts
 // with one; the Process's Settle lowers its quota to the type's.
-func (l *OCILauncher) Start(ctx context.Context, w scheduler.WorkerSpec) (scheduler.Process, error) {
+func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -340,7 +337,7 @@ func (l *OCILauncher) Check(ctx context.Context) error {
 	}
 	var buf [4]byte
 	rand.Read(buf[:])
-	p, err := l.Start(ctx, scheduler.WorkerSpec{
+	p, err := l.Start(ctx, HostSpec{
 		ID:      "check-" + hex.EncodeToString(buf[:]),
 		Machine: machine.Type{Name: "check", CPUs: 0.1, MemoryBytes: 32 * machine.MiB, Pids: 8},
 		Args:    []string{truePath},
@@ -348,7 +345,7 @@ func (l *OCILauncher) Check(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("oci sandbox check: %w", err)
 	}
-	p.Conn().Close()
+	p.Stdio().Close()
 	exit, err := p.Wait()
 	if err != nil {
 		return fmt.Errorf("oci sandbox check: %w", err)
@@ -397,13 +394,12 @@ type ociProcess struct {
 	removeCgroup string // a cgroup made for the worker, removed at teardown
 	settledQuota int64  // the type's CPU quota, where it started with more; else 0
 
-	cmd       *exec.Cmd
-	init      *os.File // pidfd of the container's init, when it could be had
-	pipes     *stdioPipes
-	stderr    *stderrPump
-	done      chan struct{} // closed when the runtime process has exited
-	killed    atomic.Bool
-	oomKilled atomic.Bool // set by Wait's teardown
+	cmd    *exec.Cmd
+	init   *os.File // pidfd of the container's init, when it could be had
+	pipes  *stdioPipes
+	stderr *stderrPump
+	done   chan struct{} // closed when the runtime process has exited
+	killed atomic.Bool
 
 	teardown sync.Once
 	exit     scheduler.Exit
@@ -500,7 +496,7 @@ func openInit(pidFile string, runtimePID int) *os.File {
 	return openChild(pid, runtimePID)
 }
 
-func (p *ociProcess) Conn() io.ReadWriteCloser { return p.pipes.conn }
+func (p *ociProcess) Stdio() io.ReadWriteCloser { return p.pipes.conn }
 
 // Kill ends the container's processes (all of them: killing the PID
 // namespace's init kills the namespace). It signals the init through its
@@ -567,16 +563,6 @@ func (p *ociProcess) Settle() error {
 	return nil
 }
 
-// OOMKilled reports whether the kernel has killed any process of the
-// worker for exceeding its memory, so far. A scheduler can ask while the
-// worker runs, after its agent reports that the Python runner died.
-func (p *ociProcess) OOMKilled() bool {
-	if n, ok := p.l.cg.oomKills(p.memCgroup); ok && n > 0 {
-		return true
-	}
-	return p.oomKilled.Load() // the cgroup is gone: Wait read it last
-}
-
 // Wait waits for the container to exit, reads whether it was killed for
 // memory, then deletes the container, its cgroup and its bundle.
 func (p *ociProcess) Wait() (scheduler.Exit, error) {
@@ -591,7 +577,6 @@ func (p *ociProcess) Wait() (scheduler.Exit, error) {
 			// a SIGKILL nobody sent, in a cgroup that hit its limit.
 			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.limitHit(p.memCgroup)
 		}
-		p.oomKilled.Store(p.exit.OOMKilled)
 		if p.init != nil {
 			p.init.Close()
 		}

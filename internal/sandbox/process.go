@@ -47,7 +47,7 @@ func NewProcess(opts ProcessOptions) *ProcessLauncher {
 // Start runs spec.Args with spec.Env. The account's data directory is
 // passed as ATOLL_DATA_DIR (the runner maps /data paths through it) and
 // assigned GPUs as CUDA_VISIBLE_DEVICES.
-func (l *ProcessLauncher) Start(ctx context.Context, spec scheduler.WorkerSpec) (scheduler.Process, error) {
+func (l *ProcessLauncher) Start(ctx context.Context, spec HostSpec) (HostProcess, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -97,7 +97,7 @@ type childProcess struct {
 	err      error
 }
 
-func startProcess(spec scheduler.WorkerSpec, env []string, opts ProcessOptions) (*childProcess, error) {
+func startProcess(spec HostSpec, env []string, opts ProcessOptions) (*childProcess, error) {
 	pipes, err := newStdioPipes()
 	if err != nil {
 		return nil, err
@@ -129,7 +129,7 @@ func startProcess(spec scheduler.WorkerSpec, env []string, opts ProcessOptions) 
 	return p, nil
 }
 
-func (p *childProcess) Conn() io.ReadWriteCloser { return p.pipes.conn }
+func (p *childProcess) Stdio() io.ReadWriteCloser { return p.pipes.conn }
 
 // Kill ends the agent's whole process group.
 func (p *childProcess) Kill() error {

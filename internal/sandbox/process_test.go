@@ -18,7 +18,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
-func startProcessAgent(t *testing.T, l *ProcessLauncher, spec scheduler.WorkerSpec) *agent {
+func startProcessAgent(t *testing.T, l *ProcessLauncher, spec HostSpec) *agent {
 	t.Helper()
 	p, err := l.Start(context.Background(), spec)
 	if err != nil {
@@ -129,10 +129,10 @@ func TestProcessWaitEndsLeftovers(t *testing.T) {
 
 func TestProcessStartErrors(t *testing.T) {
 	l := NewProcess(ProcessOptions{})
-	if _, err := l.Start(context.Background(), scheduler.WorkerSpec{ID: "x"}); !errors.Is(err, ErrInvalidSpec) {
+	if _, err := l.Start(context.Background(), HostSpec{ID: "x"}); !errors.Is(err, ErrInvalidSpec) {
 		t.Errorf("no args: %v, want ErrInvalidSpec", err)
 	}
-	if _, err := l.Start(context.Background(), scheduler.WorkerSpec{ID: "x", Args: []string{"/nonexistent/agent"}}); err == nil {
+	if _, err := l.Start(context.Background(), HostSpec{ID: "x", Args: []string{"/nonexistent/agent"}}); err == nil {
 		t.Error("missing binary started")
 	}
 }

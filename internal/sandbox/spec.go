@@ -12,7 +12,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/atoll-dev/atoll/internal/machine"
-	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
 // Paths inside the container.
@@ -81,7 +80,7 @@ func validID(id string) error {
 }
 
 // buildSpec generates the runtime spec for one worker.
-func buildSpec(w scheduler.WorkerSpec, in specInputs) (*specs.Spec, error) {
+func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 	if err := validID(w.ID); err != nil {
 		return nil, err
 	}
@@ -173,7 +172,7 @@ func hasEnv(env []string, key string) bool {
 	return slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, key+"=") })
 }
 
-func resources(w scheduler.WorkerSpec, in specInputs) *specs.LinuxResources {
+func resources(w HostSpec, in specInputs) *specs.LinuxResources {
 	r := &specs.LinuxResources{
 		// Deny every device but those the runtime adds by default (null,
 		// zero, random, tty...) and the GPUs appended later.
@@ -202,7 +201,7 @@ func resources(w scheduler.WorkerSpec, in specInputs) *specs.LinuxResources {
 	return r
 }
 
-func buildMounts(w scheduler.WorkerSpec, in specInputs) ([]specs.Mount, error) {
+func buildMounts(w HostSpec, in specInputs) ([]specs.Mount, error) {
 	shmSize := "65536k"
 	if w.Machine.MemoryBytes > 0 {
 		// /dev/shm is charged to the worker's memory anyway; let it use

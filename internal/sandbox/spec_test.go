@@ -11,7 +11,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/atoll-dev/atoll/internal/machine"
-	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
 // fakeGPUs stands for a host with /dev/nvidia0..3 (major 195).
@@ -43,8 +42,8 @@ func testInputs() specInputs {
 	}
 }
 
-func testWorker() scheduler.WorkerSpec {
-	return scheduler.WorkerSpec{
+func testWorker() HostSpec {
+	return HostSpec{
 		ID:            "w1",
 		Machine:       machine.Type{Name: "XS", CPUs: 0.25, MemoryBytes: 256 * machine.MiB, Pids: 1024},
 		Args:          []string{"/opt/atoll/bin/atoll", "worker"},
@@ -195,18 +194,18 @@ func TestBuildSpecOptions(t *testing.T) {
 func TestBuildSpecRefuses(t *testing.T) {
 	tests := []struct {
 		name   string
-		mutate func(*scheduler.WorkerSpec)
+		mutate func(*HostSpec)
 	}{
-		{"bad ID", func(w *scheduler.WorkerSpec) { w.ID = "../x" }},
-		{"relative agent", func(w *scheduler.WorkerSpec) { w.Args = []string{"atoll"} }},
-		{"no agent", func(w *scheduler.WorkerSpec) { w.Args = nil }},
-		{"relative read-only path", func(w *scheduler.WorkerSpec) { w.ReadOnlyPaths = []string{"venv"} }},
-		{"protected directory", func(w *scheduler.WorkerSpec) { w.ReadOnlyPaths = []string{"/var/lib/atoll"} }},
-		{"ancestor of protected", func(w *scheduler.WorkerSpec) { w.ReadOnlyPaths = []string{"/var"} }},
-		{"state directory", func(w *scheduler.WorkerSpec) { w.ReadOnlyPaths = []string{"/var/lib/atoll/sandbox/bundles/w2"} }},
-		{"data dir is protected", func(w *scheduler.WorkerSpec) { w.DataDir = "/var/lib" }},
-		{"over /proc", func(w *scheduler.WorkerSpec) { w.ReadOnlyPaths = []string{"/proc/1"} }},
-		{"GPU without device", func(w *scheduler.WorkerSpec) { w.GPUs = []int{7} }},
+		{"bad ID", func(w *HostSpec) { w.ID = "../x" }},
+		{"relative agent", func(w *HostSpec) { w.Args = []string{"atoll"} }},
+		{"no agent", func(w *HostSpec) { w.Args = nil }},
+		{"relative read-only path", func(w *HostSpec) { w.ReadOnlyPaths = []string{"venv"} }},
+		{"protected directory", func(w *HostSpec) { w.ReadOnlyPaths = []string{"/var/lib/atoll"} }},
+		{"ancestor of protected", func(w *HostSpec) { w.ReadOnlyPaths = []string{"/var"} }},
+		{"state directory", func(w *HostSpec) { w.ReadOnlyPaths = []string{"/var/lib/atoll/sandbox/bundles/w2"} }},
+		{"data dir is protected", func(w *HostSpec) { w.DataDir = "/var/lib" }},
+		{"over /proc", func(w *HostSpec) { w.ReadOnlyPaths = []string{"/proc/1"} }},
+		{"GPU without device", func(w *HostSpec) { w.GPUs = []int{7} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,9 @@ import (
 // ErrClosed is returned once the scheduler is shutting down.
 var ErrClosed = errors.New("scheduler: shutting down")
 
+// ErrLeaseSpent is returned by a Lease's Call after Release or Discard.
+var ErrLeaseSpent = errors.New("scheduler: the worker lease was already given back")
+
 // CrashError reports a worker that died instead of answering.
 type CrashError struct {
 	WorkerID string

@@ -2,13 +2,15 @@ package scheduler
 
 import (
 	"context"
-	"io"
 
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
-// WorkerSpec is everything a launcher needs to start one worker: the agent's
-// command line and the resources and files the worker may see.
+// WorkerSpec says what a worker is to run, in terms every launcher
+// understands: never host paths, pipes or pod names. How to run it (which
+// files a sandbox mounts, which image a pod uses) is each launcher's own
+// business.
 type WorkerSpec struct {
 	// ID names the worker uniquely on this server (safe as a file name).
 	ID string
@@ -16,20 +18,27 @@ type WorkerSpec struct {
 	Account string
 	// Machine holds the limits to enforce.
 	Machine machine.Type
-	// Args is the agent's argv: Args[0] is the atoll binary's absolute path,
-	// valid both on the host and inside the sandbox (launchers mount it at
-	// the same path).
-	Args []string
-	// Env is the agent's environment ("KEY=value").
-	Env []string
-	// ReadOnlyPaths are host paths the worker must see read-only at the same
-	// path: the Python prefix, the venv, the runtime support directory.
-	ReadOnlyPaths []string
-	// DataDir, when set, is the account's persistent directory, to be seen
-	// read-write at /data.
-	DataDir string
-	// GPUs are the indexes of the host GPUs assigned exclusively to the worker.
+	// Environment is the Python environment the function runs in.
+	Environment Environment
+	// Token authenticates the worker's nested calls as its account, for
+	// as long as it lives ("" when the server issues none).
+	Token string
+	// Data asks for the account's persistent volume at /data.
+	Data bool
+	// GPUs are the indexes of the host GPUs assigned exclusively to the
+	// worker.
 	GPUs []int
+}
+
+// Environment names a built Python environment.
+type Environment struct {
+	// Key identifies it (see package envbuild).
+	Key string
+	// Python is its interpreter's major.minor version.
+	Python string
+	// Requirements are its pip requirement strings, for launchers that
+	// resolve environments by what they hold rather than by key.
+	Requirements []string
 }
 
 // Exit describes how a worker's agent ended.
@@ -42,12 +51,12 @@ type Exit struct {
 	OOMKilled bool
 }
 
-// Process is a started worker. Its agent speaks the worker protocol on
-// Conn (its standard input and output).
+// Process is a started worker.
 type Process interface {
-	// Conn carries the worker protocol: writes go to the agent's standard
-	// input, reads come from its standard output.
-	Conn() io.ReadWriteCloser
+	// Conn returns the worker's protocol connection: at once when the
+	// launcher handed the agent pipes, or once the worker has dialed back.
+	// It fails when ctx ends or the worker ends first.
+	Conn(ctx context.Context) (*workerproto.Conn, error)
 	// Wait blocks until the worker has ended and its resources are released.
 	Wait() (Exit, error)
 	// Kill ends the worker at once. It is safe to call more than once and
@@ -55,8 +64,9 @@ type Process interface {
 	Kill() error
 }
 
-// Launcher starts workers. The scheduler only ever talks to this interface;
-// the sandbox package and any cluster launcher implement it.
+// Launcher starts workers. The scheduler only ever talks to this
+// interface; the local launcher (package sandbox) and cluster launchers
+// implement it.
 type Launcher interface {
 	Start(ctx context.Context, spec WorkerSpec) (Process, error)
 }
@@ -67,4 +77,11 @@ type Launcher interface {
 // worker is ready, before its first call.
 type Settler interface {
 	Settle() error
+}
+
+// Tokens issues the token a worker makes nested calls with, and revokes it
+// when the worker has ended.
+type Tokens interface {
+	IssueWorkerToken(account, workerID string) string
+	RevokeWorkerToken(workerID string)
 }

@@ -1,8 +1,10 @@
-// Package scheduler owns the warm workers: it hands a call an idle worker
-// of the same pool or starts a new one through a Launcher, keeps released
-// workers warm for their keep_alive and tears them down at expiry. It does
-// not build environments, enforce limits or speak gRPC; it defines the
-// Launcher interface it needs and nothing more.
+// Package scheduler owns the warm pools: it leases a call an idle worker of
+// the same pool or starts a new one through a Launcher, keeps released
+// workers warm for their keep_alive, tears them down at expiry and accounts
+// for their capacity. It defines the launcher-neutral Launcher interface it
+// needs (what to run, never how) and issues each worker's token through
+// Tokens. It must not build environments, enforce limits, know host paths,
+// speak gRPC or lay out the worker protocol (package workerproto does).
 package scheduler
 
 import (
@@ -37,6 +39,9 @@ const DefaultQueueTimeout = 2 * time.Minute
 // Options configures a Scheduler.
 type Options struct {
 	Launcher Launcher
+	// Tokens, if set, gives each worker a token for nested calls, valid
+	// for its account while it lives.
+	Tokens Tokens
 	// Capacity admits workers; nil admits every worker.
 	Capacity *machine.Capacity
 	Logger   *slog.Logger
@@ -49,14 +54,15 @@ type Options struct {
 // Scheduler manages warm pools of workers.
 type Scheduler struct {
 	launcher     Launcher
+	tokens       Tokens
 	capacity     *machine.Capacity
 	log          *slog.Logger
 	startTimeout time.Duration
 	queueTimeout time.Duration
 
 	mu      sync.Mutex
-	idle    map[PoolKey][]*Worker
-	workers map[string]*Worker
+	idle    map[PoolKey][]*worker
+	workers map[string]*worker
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -77,17 +83,20 @@ func New(opts Options) *Scheduler {
 	}
 	return &Scheduler{
 		launcher:     opts.Launcher,
+		tokens:       opts.Tokens,
 		capacity:     opts.Capacity,
 		log:          log,
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
-		idle:         make(map[PoolKey][]*Worker),
-		workers:      make(map[string]*Worker),
+		idle:         make(map[PoolKey][]*worker),
+		workers:      make(map[string]*worker),
 	}
 }
 
-// Prepare readies what a new worker needs (its environment, say) and
-// returns its spec, plus a function to call once that worker has ended.
+// Prepare readies what a new worker needs (its environment, built before
+// capacity is taken, since a build may be slow) and returns what the worker
+// is to run, plus a function to call once that worker has ended. The
+// scheduler fills in the spec's ID, Account, Token and GPUs.
 type Prepare func(ctx context.Context) (spec WorkerSpec, ended func(), err error)
 
 // Acquire returns a worker for key that is reserved for the caller until
@@ -96,9 +105,12 @@ type Prepare func(ctx context.Context) (spec WorkerSpec, ended func(), err error
 // machine type is reserved. prepare is only called when no idle worker can
 // serve, so a warm call does no preparation. queued, if not nil, is called
 // when the call has to wait for capacity.
-func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, queued func()) (*Worker, error) {
+func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, queued func()) (*Lease, error) {
 	if w, err := s.takeIdle(key); w != nil || err != nil {
-		return w, err
+		if err != nil {
+			return nil, err
+		}
+		return &Lease{w: w}, nil
 	}
 	spec, ended, err := prepare(ctx)
 	if err != nil {
@@ -115,7 +127,11 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		spec.GPUs = grant.GPUs()
 		ended = releaseAlso(ended, grant.Release)
 	}
-	return s.start(ctx, key, spec, ended)
+	w, err := s.start(ctx, key, spec, ended)
+	if err != nil {
+		return nil, err
+	}
+	return &Lease{w: w}, nil
 }
 
 func releaseAlso(ended, release func()) func() {
@@ -146,7 +162,7 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 		if w == nil {
 			break
 		}
-		s.log.Debug("evicting idle worker for capacity", "worker", w.ID, "machine_type", t.Name)
+		s.log.Debug("evicting idle worker for capacity", "worker", w.id, "machine_type", t.Name)
 		w.stop()
 		s.awaitReaped(ctx, w)
 	}
@@ -164,10 +180,10 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 }
 
 // oldestIdle takes the least recently used idle worker out of its pool.
-func (s *Scheduler) oldestIdle() *Worker {
+func (s *Scheduler) oldestIdle() *worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var oldest *Worker
+	var oldest *worker
 	for _, pool := range s.idle {
 		for _, w := range pool {
 			if !w.dead && (oldest == nil || w.lastUsed.Before(oldest.lastUsed)) {
@@ -183,14 +199,14 @@ func (s *Scheduler) oldestIdle() *Worker {
 
 // awaitReaped waits until the scheduler has forgotten w, and so released
 // what it held.
-func (s *Scheduler) awaitReaped(ctx context.Context, w *Worker) {
+func (s *Scheduler) awaitReaped(ctx context.Context, w *worker) {
 	select {
 	case <-w.reaped:
 	case <-ctx.Done():
 	}
 }
 
-func (s *Scheduler) takeIdle(key PoolKey) (*Worker, error) {
+func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -212,18 +228,21 @@ func (s *Scheduler) takeIdle(key PoolKey) (*Worker, error) {
 	return nil, nil
 }
 
-// NewWorkerID returns a new unique worker id, safe as a file name.
-func NewWorkerID() string {
+// newWorkerID returns a new unique worker id, safe as a file name.
+func newWorkerID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "w-" + hex.EncodeToString(b[:])
 }
 
-func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*Worker, error) {
-	if spec.ID == "" {
-		spec.ID = NewWorkerID()
-	}
+func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*worker, error) {
+	spec.ID = newWorkerID()
 	spec.Account = key.Account
+	if s.tokens != nil {
+		spec.Token = s.tokens.IssueWorkerToken(key.Account, spec.ID)
+		id := spec.ID
+		ended = releaseAlso(ended, func() { s.tokens.RevokeWorkerToken(id) })
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.startTimeout)
 	defer cancel()
 	proc, err := s.launcher.Start(ctx, spec)
@@ -239,34 +258,37 @@ func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, end
 	if s.closed {
 		s.mu.Unlock()
 		w.stop()
+		if ended != nil {
+			ended()
+		}
 		return nil, ErrClosed
 	}
-	s.workers[w.ID] = w
+	s.workers[w.id] = w
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go s.reap(w)
 
-	if err := w.awaitReady(ctx); err != nil {
-		s.Discard(w)
+	if err := w.connect(ctx); err != nil {
+		s.discard(w)
 		return nil, err // reap calls ended
 	}
 	if settler, ok := proc.(Settler); ok {
 		if err := settler.Settle(); err != nil {
-			s.Discard(w)
+			s.discard(w)
 			return nil, fmt.Errorf("apply the limits of machine type %s: %w", key.MachineType, err)
 		}
 	}
-	s.log.Debug("worker started", "worker", w.ID, "function", key.Function, "machine_type", key.MachineType, "took", time.Since(w.Started))
+	s.log.Debug("worker started", "worker", w.id, "function", key.Function, "machine_type", key.MachineType, "took", time.Since(w.started))
 	return w, nil
 }
 
 // reap forgets a worker once its process has ended, whatever ended it.
-func (s *Scheduler) reap(w *Worker) {
+func (s *Scheduler) reap(w *worker) {
 	defer s.wg.Done()
 	exit, err := w.wait()
 	s.mu.Lock()
 	w.dead = true
-	delete(s.workers, w.ID)
+	delete(s.workers, w.id)
 	if w.idle {
 		s.removeIdleLocked(w)
 	}
@@ -275,11 +297,11 @@ func (s *Scheduler) reap(w *Worker) {
 		w.ended()
 	}
 	close(w.reaped)
-	s.log.Debug("worker ended", "worker", w.ID, "code", exit.Code, "signal", exit.Signal, "oom", exit.OOMKilled, "err", err)
+	s.log.Debug("worker ended", "worker", w.id, "code", exit.Code, "signal", exit.Signal, "oom", exit.OOMKilled, "err", err)
 }
 
-func (s *Scheduler) removeIdleLocked(w *Worker) {
-	pool := s.idle[w.Key]
+func (s *Scheduler) removeIdleLocked(w *worker) {
+	pool := s.idle[w.key]
 	for i, x := range pool {
 		if x == w {
 			pool = append(pool[:i], pool[i+1:]...)
@@ -287,41 +309,46 @@ func (s *Scheduler) removeIdleLocked(w *Worker) {
 		}
 	}
 	if len(pool) == 0 {
-		delete(s.idle, w.Key)
+		delete(s.idle, w.key)
 	} else {
-		s.idle[w.Key] = pool
+		s.idle[w.key] = pool
 	}
 	w.idle = false
 }
 
-// Release returns a worker after a successful call. It stays warm for
-// keepAlive, then is torn down; keepAlive <= 0 tears it down now.
-func (s *Scheduler) Release(w *Worker, keepAlive time.Duration) {
+// Release returns a leased worker after a successful call. It stays warm
+// for keepAlive, then is torn down; keepAlive <= 0 tears it down now. The
+// lease is spent.
+func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
+	w := l.take()
+	if w == nil {
+		return
+	}
 	if keepAlive <= 0 {
-		s.Discard(w)
+		s.discard(w)
 		return
 	}
 	if s.capacity != nil && s.capacity.Waiting() > 0 {
 		// A call is waiting for room: a warm worker would only hold it up.
-		s.Discard(w)
+		s.discard(w)
 		return
 	}
 	s.mu.Lock()
 	if s.closed || w.dead {
 		s.mu.Unlock()
-		s.Discard(w)
+		s.discard(w)
 		return
 	}
 	w.idle = true
 	w.idleGen++
 	w.lastUsed = time.Now()
 	gen := w.idleGen
-	s.idle[w.Key] = append(s.idle[w.Key], w)
+	s.idle[w.key] = append(s.idle[w.key], w)
 	s.mu.Unlock()
 	time.AfterFunc(keepAlive, func() { s.expire(w, gen) })
 }
 
-func (s *Scheduler) expire(w *Worker, gen uint64) {
+func (s *Scheduler) expire(w *worker, gen uint64) {
 	s.mu.Lock()
 	if !w.idle || w.idleGen != gen {
 		s.mu.Unlock()
@@ -329,14 +356,21 @@ func (s *Scheduler) expire(w *Worker, gen uint64) {
 	}
 	s.removeIdleLocked(w)
 	s.mu.Unlock()
-	s.log.Debug("keep_alive expired", "worker", w.ID)
+	s.log.Debug("keep_alive expired", "worker", w.id)
 	w.stop()
 }
 
-// Discard tears a worker down (after a crash, a cancelled call, or
-// keep_alive=0). It returns at once: the caller's answer need not wait for
-// the teardown, and the worker's capacity is released when it has ended.
-func (s *Scheduler) Discard(w *Worker) {
+// Discard tears a leased worker down (after a crash or a cancelled call)
+// and spends the lease. It returns at once: the caller's answer need not
+// wait for the teardown, and the worker's capacity is released when it has
+// ended.
+func (s *Scheduler) Discard(l *Lease) {
+	if w := l.take(); w != nil {
+		s.discard(w)
+	}
+}
+
+func (s *Scheduler) discard(w *worker) {
 	s.mu.Lock()
 	if w.idle {
 		s.removeIdleLocked(w)
@@ -349,7 +383,7 @@ func (s *Scheduler) Discard(w *Worker) {
 // gone away (host=local: the calling process exited). Busy workers end
 // with their calls, which the caller's departure cancels.
 func (s *Scheduler) DiscardIdle(account string) {
-	var gone []*Worker
+	var gone []*worker
 	s.mu.Lock()
 	for key, pool := range s.idle {
 		if key.Account == account {
@@ -381,7 +415,7 @@ func (s *Scheduler) Workers() []WorkerInfo {
 	defer s.mu.Unlock()
 	out := make([]WorkerInfo, 0, len(s.workers))
 	for _, w := range s.workers {
-		out = append(out, WorkerInfo{ID: w.ID, Key: w.Key, RunnerPID: w.RunnerPID, Idle: w.idle, Started: w.Started, LastUsed: w.lastUsed})
+		out = append(out, WorkerInfo{ID: w.id, Key: w.key, RunnerPID: w.runnerPID, Idle: w.idle, Started: w.started, LastUsed: w.lastUsed})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Started.Before(out[j].Started) })
 	return out
@@ -392,11 +426,11 @@ func (s *Scheduler) Workers() []WorkerInfo {
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	all := make([]*Worker, 0, len(s.workers))
+	all := make([]*worker, 0, len(s.workers))
 	for _, w := range s.workers {
 		all = append(all, w)
 	}
-	s.idle = make(map[PoolKey][]*Worker)
+	s.idle = make(map[PoolKey][]*worker)
 	s.mu.Unlock()
 	for _, w := range all {
 		go w.stop()

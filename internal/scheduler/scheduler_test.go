@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +15,7 @@ import (
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
-	"github.com/atoll-dev/atoll/internal/wire"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,7 +29,8 @@ type fakeLauncher struct {
 }
 
 type fakeProc struct {
-	conn     net.Conn
+	conn     *workerproto.Conn
+	server   net.Conn
 	agent    net.Conn
 	killOnce sync.Once
 	done     chan struct{}
@@ -38,7 +40,7 @@ type fakeProc struct {
 func (l *fakeLauncher) Start(_ context.Context, spec WorkerSpec) (Process, error) {
 	n := l.started.Add(1)
 	server, agent := net.Pipe()
-	p := &fakeProc{conn: server, agent: agent, done: make(chan struct{})}
+	p := &fakeProc{conn: workerproto.NewConn(server), server: server, agent: agent, done: make(chan struct{})}
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
@@ -46,19 +48,19 @@ func (l *fakeLauncher) Start(_ context.Context, spec WorkerSpec) (Process, error
 	return p, nil
 }
 
+// serve is the in-memory agent: it speaks the real protocol's agent end.
 func (p *fakeProc) serve(pid int32) {
 	defer p.Kill()
-	out := wire.NewWriter(p.agent)
-	in := wire.NewReader(p.agent)
-	if out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: pid}}}) != nil {
+	c := workerproto.NewAgentConn(p.agent, p.agent)
+	if c.Send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: pid}}}) != nil {
 		return
 	}
 	for {
-		call := new(atollv1.WorkerCall)
-		if in.Read(call) != nil {
+		call, err := c.ReadCall()
+		if err != nil {
 			return
 		}
-		raw, err := io.ReadAll(in.Raw(int64(call.FunctionSize + call.ArgumentsSize)))
+		raw, err := io.ReadAll(c.Payload(call))
 		if err != nil {
 			return
 		}
@@ -67,17 +69,16 @@ func (p *fakeProc) serve(pid int32) {
 			p.exit = Exit{Code: 3}
 			return
 		}
-		_ = out.Write(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Data: []byte("out")}}})
-		_ = out.WriteWith(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: uint64(len(args))}}},
-			func(w io.Writer) error { _, err := w.Write(args); return err })
+		_ = c.Send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Data: []byte("out")}}})
+		_ = c.SendValue(int64(len(args)), func(w io.Writer) error { _, err := w.Write(args); return err })
 	}
 }
 
-func (p *fakeProc) Conn() io.ReadWriteCloser { return p.conn }
+func (p *fakeProc) Conn(context.Context) (*workerproto.Conn, error) { return p.conn, nil }
 func (p *fakeProc) Kill() error {
 	p.killOnce.Do(func() {
 		p.agent.Close()
-		p.conn.Close()
+		p.server.Close()
 		close(p.done)
 	})
 	return nil
@@ -105,7 +106,11 @@ func prepareCounting(n *atomic.Int32) Prepare {
 	}
 }
 
-func call(t *testing.T, w *Worker, args string) (string, error) {
+// leased returns the worker behind a live lease, to watch it after the
+// lease is spent.
+func leased(l *Lease) *worker { return l.w }
+
+func call(t *testing.T, w *Lease, args string) (string, error) {
 	t.Helper()
 	var outputs int
 	res, err := w.Call(context.Background(), []byte("fn"), []byte(args), func(*atollv1.Output) { outputs++ })
@@ -129,12 +134,13 @@ func TestWarmWorkerIsReusedWithoutPreparing(t *testing.T) {
 	if got, err := call(t, w1, "x"); err != nil || got != "x" {
 		t.Fatalf("call = %q, %v", got, err)
 	}
+	first := leased(w1)
 	s.Release(w1, time.Minute)
 	w2, err := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w2 != w1 {
+	if leased(w2) != first {
 		t.Errorf("got a new worker, want the warm one")
 	}
 	if prepared.Load() != 1 || l.started.Load() != 1 {
@@ -177,7 +183,7 @@ func TestBusyWorkerIsNotShared(t *testing.T) {
 	ctx := context.Background()
 	w1, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
 	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
-	if w1 == w2 || l.started.Load() != 2 {
+	if leased(w1) == leased(w2) || l.started.Load() != 2 {
 		t.Fatalf("concurrent acquires shared a worker (started %d)", l.started.Load())
 	}
 	s.Release(w1, time.Minute)
@@ -188,9 +194,10 @@ func TestKeepAliveExpiryTearsDown(t *testing.T) {
 	s, _ := newTestScheduler(t)
 	var prepared atomic.Int32
 	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
+	ww := leased(w)
 	s.Release(w, 50*time.Millisecond)
 	select {
-	case <-w.exited:
+	case <-ww.exited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("worker still alive after keep_alive")
 	}
@@ -216,10 +223,11 @@ func TestZeroKeepAliveDiscards(t *testing.T) {
 	var prepared atomic.Int32
 	ctx := context.Background()
 	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	ww := leased(w)
 	s.Release(w, 0)
-	<-w.exited
+	<-ww.exited
 	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
-	if w2 == w || l.started.Load() != 2 {
+	if leased(w2) == ww || l.started.Load() != 2 {
 		t.Fatal("keep_alive 0 kept the worker")
 	}
 	s.Release(w2, 0)
@@ -247,7 +255,7 @@ func TestCancelledCallKillsTheWorker(t *testing.T) {
 	if _, err := w.Call(ctx, []byte("fn"), []byte("x"), func(*atollv1.Output) {}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
-	<-w.exited
+	<-leased(w).exited
 	s.Discard(w)
 }
 
@@ -284,11 +292,12 @@ func TestShutdownRefusesNewWork(t *testing.T) {
 	s := New(Options{Launcher: l})
 	var prepared atomic.Int32
 	w, _ := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
+	ww := leased(w)
 	s.Release(w, time.Hour)
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	<-w.exited
+	<-ww.exited
 	if _, err := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("err = %v, want ErrClosed", err)
 	}
@@ -330,6 +339,7 @@ func TestIdleWorkersMakeRoomLeastRecentlyUsedFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wa, wb := leased(a), leased(b)
 	s.Release(a, time.Hour)
 	time.Sleep(10 * time.Millisecond)
 	s.Release(b, time.Hour)
@@ -343,12 +353,14 @@ func TestIdleWorkersMakeRoomLeastRecentlyUsedFirst(t *testing.T) {
 		t.Error("the call queued although an idle worker could make room")
 	}
 	select {
-	case <-a.exited:
+	case <-wa.exited:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the least recently used idle worker was not torn down")
 	}
-	if b2, _ := s.Acquire(ctx, keyB, prepareXS, nil); b2 != b {
+	if b2, _ := s.Acquire(ctx, keyB, prepareXS, nil); leased(b2) != wb {
 		t.Error("the more recently used idle worker was torn down instead")
+	} else {
+		s.Release(b2, 0)
 	}
 	s.Release(c, 0)
 }
@@ -373,4 +385,76 @@ func TestFullHostQueuesThenFailsWithNoCapacity(t *testing.T) {
 		t.Fatalf("after the busy worker ended: %v", err)
 	}
 	s.Release(w, 0)
+}
+
+// fakeTokens records the tokens the scheduler issues and revokes.
+type fakeTokens struct {
+	mu      sync.Mutex
+	issued  map[string]string // worker -> account
+	revoked []string
+}
+
+func (f *fakeTokens) IssueWorkerToken(account, workerID string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.issued[workerID] = account
+	return "token-" + workerID
+}
+
+func (f *fakeTokens) RevokeWorkerToken(workerID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.revoked = append(f.revoked, workerID)
+}
+
+// recordingLauncher notes the specs it starts.
+type recordingLauncher struct {
+	fakeLauncher
+	specs chan WorkerSpec
+}
+
+func (l *recordingLauncher) Start(ctx context.Context, spec WorkerSpec) (Process, error) {
+	l.specs <- spec
+	return l.fakeLauncher.Start(ctx, spec)
+}
+
+func TestWorkersGetATokenRevokedWhenTheyEnd(t *testing.T) {
+	tokens := &fakeTokens{issued: map[string]string{}}
+	l := &recordingLauncher{specs: make(chan WorkerSpec, 1)}
+	s := New(Options{Launcher: l, Tokens: tokens})
+	defer s.Shutdown(context.Background())
+	w, err := s.Acquire(context.Background(), key, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := <-l.specs
+	if spec.Account != key.Account || spec.Token != "token-"+spec.ID || tokens.issued[spec.ID] != key.Account {
+		t.Fatalf("spec = %+v, issued %v; want the account's token for the worker", spec, tokens.issued)
+	}
+	ww := leased(w)
+	s.Release(w, 0)
+	<-ww.reaped
+	tokens.mu.Lock()
+	defer tokens.mu.Unlock()
+	if !slices.Equal(tokens.revoked, []string{spec.ID}) {
+		t.Errorf("revoked %v, want [%s]", tokens.revoked, spec.ID)
+	}
+}
+
+func TestSpentLeaseReachesNoWorker(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	w, err := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(w, time.Minute)
+	if _, err := w.Call(context.Background(), []byte("fn"), []byte("x"), func(*atollv1.Output) {}); !errors.Is(err, ErrLeaseSpent) {
+		t.Fatalf("Call on a released lease = %v, want ErrLeaseSpent", err)
+	}
+	s.Release(w, time.Minute) // a second release is a no-op
+	s.Discard(w)
+	if n := len(s.Workers()); n != 1 {
+		t.Fatalf("%d workers, want the one warm worker", n)
+	}
 }

@@ -3,14 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 )
 
-// BuiltEnvironments resolves environments with the environment builder: a
+// BuiltEnvironments builds environments with the environment builder: a
 // venv per requirement set, plus the runner's own packages beside it.
 type BuiltEnvironments struct {
 	Builder *envbuild.Builder
@@ -56,20 +55,10 @@ func (e BuiltEnvironments) Resolve(ctx context.Context, spec *atollv1.Environmen
 	if err != nil {
 		return Environment{}, err
 	}
-	runtimeDir, err := e.Builder.Runtime(ctx, spec.GetPythonVersion(), logf)
+	_, err = e.Builder.Runtime(ctx, spec.GetPythonVersion(), logf)
 	if err != nil {
 		release()
 		return Environment{}, fmt.Errorf("%w: the worker runtime could not be installed: %w", envbuild.ErrBuildFailed, err)
 	}
-	return Environment{
-		Key:           env.Key,
-		Python:        env.Python,
-		RuntimeDir:    runtimeDir,
-		ReadOnlyPaths: []string{env.Dir, env.BasePrefix, runtimeDir},
-		Env: []string{
-			"VIRTUAL_ENV=" + env.Dir,
-			"PATH=" + filepath.Join(env.Dir, "bin") + ":" + defaultPath,
-		},
-		Release: release,
-	}, nil
+	return Environment{Key: env.Key, Release: release}, nil
 }

@@ -21,14 +21,6 @@ import (
 	"github.com/atoll-dev/atoll/internal/storage"
 )
 
-func TestMergeEnv(t *testing.T) {
-	got := mergeEnv([]string{"PATH=/bin", "LANG=C", "A=1"}, []string{"PATH=/venv/bin:/bin", "B=2", "A=3"})
-	want := []string{"PATH=/venv/bin:/bin", "LANG=C", "A=3", "B=2"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("mergeEnv (-want +got):\n%s", diff)
-	}
-}
-
 func TestFailureMapping(t *testing.T) {
 	f := NewFunctions(Options{Catalog: machine.Defaults()})
 	req := &atollv1.RunRequest{MachineType: "XS", Environment: &atollv1.Environment{Requirements: []string{"nope"}}}

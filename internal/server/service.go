@@ -1,5 +1,5 @@
 // Package server owns every gRPC service of atoll: Functions (a call: check
-// it, resolve its environment, get a worker from the scheduler, stream its
+// it, name its environment, lease a worker from the scheduler, stream its
 // output and outcome back), Storage (sync_dir into /data), Admin (status,
 // workers, run history) and the run history writer. errors.go is the one
 // place that maps domain errors to failure kinds and status codes, and Error
@@ -17,12 +17,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
@@ -33,18 +30,10 @@ import (
 // function plus arguments, or its result.
 const MaxMessageBytes = math.MaxInt32
 
-// Environment is a ready environment for a worker.
+// Environment is an environment built and held for a worker.
 type Environment struct {
 	// Key identifies the environment (part of the warm-pool key).
 	Key string
-	// Python is the interpreter to run.
-	Python string
-	// RuntimeDir holds the runner's own needs ("" if the interpreter has them).
-	RuntimeDir string
-	// ReadOnlyPaths must be visible inside the worker.
-	ReadOnlyPaths []string
-	// Env is added to the worker's environment (PATH, VIRTUAL_ENV).
-	Env []string
 	// Release is called when the worker using the environment ends.
 	Release func()
 }
@@ -54,7 +43,8 @@ type Environments interface {
 	// Key names the environment of spec without building anything.
 	Key(spec *atollv1.Environment) (string, error)
 	// Resolve builds the environment if needed, sending build output to
-	// logf line by line, and holds it until the returned Release.
+	// logf line by line, and holds it until the returned Release; the
+	// launcher finds it by its spec.
 	Resolve(ctx context.Context, spec *atollv1.Environment, logf func(string)) (Environment, error)
 }
 
@@ -65,37 +55,12 @@ type Options struct {
 	Capacity     *machine.Capacity
 	Environments Environments
 	Scheduler    *scheduler.Scheduler
-	// AgentPath is the atoll binary workers run as their agent.
-	AgentPath string
-	// SDKDir holds the atoll Python package for workers.
-	SDKDir string
-	// WorkerEnv is the base environment of every worker.
-	WorkerEnv []string
-	// Tokens, if set, gives each worker a token for nested calls, valid for
-	// its account while it lives; WorkerHost is the address workers reach
-	// this server at.
-	Tokens     WorkerTokens
-	WorkerHost string
-	// AccountDataDir, if set, returns the account's persistent directory,
-	// which workers see at /data.
-	AccountDataDir func(account string) (string, error)
 	// History, if set, records every run.
 	History *History
 	// OnCallersMachine says the service runs on the caller's own machine
-	// (host=local's supervisor): workers start in the working directory the
-	// caller names in MetadataWorkingDir, and messages speak of this machine.
+	// (host=local's supervisor): its messages speak of this machine.
 	OnCallersMachine bool
 	Logger           *slog.Logger
-}
-
-// MetadataWorkingDir carries a host=local caller's working directory, which
-// its workers start in. Servers for other machines ignore it.
-const MetadataWorkingDir = "x-atoll-working-dir"
-
-// WorkerTokens issues and revokes the tokens workers make nested calls with.
-type WorkerTokens interface {
-	IssueWorkerToken(account, workerID string) string
-	RevokeWorkerToken(workerID string)
 }
 
 // Functions implements atoll.v1.Functions.
@@ -182,7 +147,7 @@ func (f *Functions) run(ctx context.Context, account string, req *atollv1.RunReq
 		return nil, err
 	}
 	if rec != nil {
-		rec.Started(w.ID, key.EnvKey)
+		rec.Started(w.WorkerID(), key.EnvKey)
 	}
 	result, err := w.Call(ctx, req.GetFunction(), req.GetArguments(), func(o *atollv1.Output) {
 		_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
@@ -200,17 +165,16 @@ func (f *Functions) run(ctx context.Context, account string, req *atollv1.RunReq
 	return result, err
 }
 
-// acquire gets a worker for the call. A warm call only names its
+// acquire leases a worker for the call. A warm call only names its
 // environment (a few microseconds); the environment is resolved, and built
-// if need be, only when no warm worker can take the call.
-func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, stream runStream) (*scheduler.Worker, error) {
+// if need be, only when no warm worker can take the call. What the worker
+// runs is said in launcher-neutral terms: the launcher decides how.
+func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, stream runStream) (*scheduler.Lease, error) {
 	envKey, err := f.opts.Environments.Key(req.GetEnvironment())
 	if err != nil {
 		return nil, err
 	}
 	key.EnvKey = envKey
-	spec := scheduler.WorkerSpec{Machine: mt}
-	workDir := f.callerDir(ctx)
 	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
 		sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, "building environment")
 		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
@@ -219,83 +183,21 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 			}}})
 		})
 		if err != nil {
-			return spec, nil, err
+			return scheduler.WorkerSpec{}, nil, err
 		}
-		ended := resolved.Release
 		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
-		spec.ID = scheduler.NewWorkerID()
-		spec.Args = []string{f.opts.AgentPath, "worker", "--python", resolved.Python, "--sdk", f.opts.SDKDir, "--runtime", resolved.RuntimeDir}
-		if workDir != "" {
-			spec.Args = append(spec.Args, "--workdir", workDir)
-		}
-		env := resolved.Env
-		if f.opts.Tokens != nil {
-			token := f.opts.Tokens.IssueWorkerToken(key.Account, spec.ID)
-			env = append(env, "ATOLL_HOST="+f.opts.WorkerHost, "ATOLL_WORKER_TOKEN="+token)
-			id, release := spec.ID, ended
-			ended = func() {
-				f.opts.Tokens.RevokeWorkerToken(id)
-				release()
-			}
-		}
-		if f.opts.AccountDataDir != nil {
-			dir, err := f.opts.AccountDataDir(key.Account)
-			if err != nil {
-				ended()
-				return spec, nil, err
-			}
-			spec.DataDir = dir
-		}
-		spec.Env = mergeEnv(f.opts.WorkerEnv, env)
-		spec.ReadOnlyPaths = append([]string{f.opts.SDKDir}, resolved.ReadOnlyPaths...)
-		return spec, ended, nil
+		return scheduler.WorkerSpec{
+			Machine: mt,
+			Environment: scheduler.Environment{
+				Key:          resolved.Key,
+				Python:       req.GetEnvironment().GetPythonVersion(),
+				Requirements: req.GetEnvironment().GetRequirements(),
+			},
+			Data: true,
+		}, resolved.Release, nil
 	}, func() {
 		sendStatus(stream, atollv1.Phase_PHASE_QUEUED, fmt.Sprintf("waiting for capacity for machine type %s", mt))
 	})
-}
-
-// callerDir is the working directory a host=local caller asked its workers
-// to start in, or "".
-func (f *Functions) callerDir(ctx context.Context) string {
-	if !f.opts.OnCallersMachine {
-		return ""
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(MetadataWorkingDir); len(v) == 1 && filepath.IsAbs(v[0]) {
-		return v[0]
-	}
-	return ""
-}
-
-// defaultPath is a worker's PATH before its environment's bin directory.
-const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-// DefaultWorkerEnv is the environment every worker starts from: nothing of
-// the server's own environment leaks into it.
-func DefaultWorkerEnv() []string {
-	return []string{
-		"PATH=" + defaultPath,
-		"LANG=C.UTF-8",
-		"PYTHONUNBUFFERED=1",
-		"PYTHONDONTWRITEBYTECODE=1",
-	}
-}
-
-// mergeEnv returns base with extra's variables added; extra wins, and each
-// name appears once.
-func mergeEnv(base, extra []string) []string {
-	out := make([]string, 0, len(base)+len(extra))
-	index := make(map[string]int, len(base)+len(extra))
-	for _, kv := range append(append([]string(nil), base...), extra...) {
-		name, _, _ := strings.Cut(kv, "=")
-		if i, ok := index[name]; ok {
-			out[i] = kv
-			continue
-		}
-		index[name] = len(out)
-		out = append(out, kv)
-	}
-	return out
 }
 
 func keepAlive(req *atollv1.RunRequest) time.Duration {

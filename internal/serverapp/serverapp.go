@@ -26,6 +26,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
@@ -51,6 +52,9 @@ type Config struct {
 	// Sandbox is auto, runc, crun, runsc or process; Network host or none.
 	Sandbox string
 	Network string
+	// WorkerTransport is sandbox.TransportPipes or TransportConnect
+	// (workers dial back to a loopback listener, as cluster workers do).
+	WorkerTransport string
 	// MachinesFile, if set, amends machine types, GPUs and capacity.
 	MachinesFile string
 	QueueTimeout time.Duration
@@ -98,6 +102,7 @@ type app struct {
 	catalog  machine.Catalog
 	capacity *machine.Capacity
 	launcher launcher
+	local    *sandbox.LocalLauncher
 	sched    *scheduler.Scheduler
 	lis      net.Listener
 	gs       *grpc.Server
@@ -118,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.openEnvironments,
 		a.loadMachines,
 		a.startLauncher,
+		a.startLocalLauncher,
 		a.startScheduler,
 		a.listen,
 		a.registerServices,
@@ -243,7 +249,8 @@ func (a *app) loadMachines(ctx context.Context) error {
 
 func (a *app) startScheduler(context.Context) error {
 	a.sched = scheduler.New(scheduler.Options{
-		Launcher:     a.launcher.Launcher,
+		Launcher:     a.local,
+		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
 		Logger:       a.log.With("component", "scheduler"),
@@ -263,10 +270,6 @@ func (a *app) listen(context.Context) error {
 // registerServices makes the gRPC server: every service of internal/server,
 // each call authenticated from its metadata (health checks excepted).
 func (a *app) registerServices(context.Context) error {
-	agent, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("locate the atoll binary: %w", err)
-	}
 	skip := auth.SkipMethods(healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
@@ -291,19 +294,15 @@ func (a *app) registerServices(context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.local.SetServerAddr(workerHost(a.lis.Addr()))
+	a.local.SetDataDirs(accountDataDir)
 	server.NewFunctions(server.Options{
-		Catalog:        a.catalog,
-		Capacity:       a.capacity,
-		Environments:   server.BuiltEnvironments{Builder: a.builder, AllowLocalPaths: a.cfg.AllowLocalRequirements},
-		Scheduler:      a.sched,
-		AgentPath:      agent,
-		SDKDir:         a.sdkDir,
-		WorkerEnv:      server.DefaultWorkerEnv(),
-		Tokens:         a.authn,
-		WorkerHost:     workerHost(a.lis.Addr()),
-		AccountDataDir: accountDataDir,
-		History:        a.history,
-		Logger:         a.log.With("component", "server"),
+		Catalog:      a.catalog,
+		Capacity:     a.capacity,
+		Environments: server.BuiltEnvironments{Builder: a.builder, AllowLocalPaths: a.cfg.AllowLocalRequirements},
+		Scheduler:    a.sched,
+		History:      a.history,
+		Logger:       a.log.With("component", "server"),
 	}).Register(a.gs)
 	server.NewAdmin(server.AdminOptions{
 		Version: a.cfg.Version, Sandbox: a.launcher.Kind, SandboxWarning: a.launcher.Warning,

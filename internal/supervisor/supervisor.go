@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
@@ -88,14 +89,26 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer builder.Close()
+	launcher, err := sandbox.NewLocal(sandbox.LocalOptions{
+		Host:         callerDirHost{sandbox.NewProcess(sandbox.ProcessOptions{StateDir: dir, Stderr: os.Stderr, Logger: log.With("component", "launcher")})},
+		Environments: sandbox.EnvbuildResolver{Builder: builder},
+		AgentPath:    opts.Agent,
+		SDKDir:       sdkDir,
+		BaseEnv:      workerEnv(os.Environ()),
+		Logger:       log.With("component", "launcher"),
+	})
+	if err != nil {
+		return err
+	}
 	sched := scheduler.New(scheduler.Options{
-		// No Capacity: machine types set no limits on the caller's machine.
-		Launcher: sandbox.NewProcess(sandbox.ProcessOptions{StateDir: dir, Stderr: os.Stderr, Logger: log.With("component", "launcher")}),
+		// No Capacity: machine types set no limits on the caller's machine;
+		// no Tokens: nested calls come back through this socket.
+		Launcher: launcher,
 		Logger:   log.With("component", "scheduler"),
 	})
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	gs := newGRPCServer(sched, builder, sdkDir, opts, log, stop)
+	gs := newGRPCServer(sched, builder, opts, log, stop)
 	lis, err := listen(dir)
 	if err != nil {
 		return err
@@ -130,7 +143,7 @@ func openEnvironments(root string, runtimeLock []byte, log *slog.Logger) (*envbu
 
 // newGRPCServer assembles the services: peer-credential authentication,
 // one account per calling process, idle workers torn down when it leaves.
-func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, sdkDir string, opts Options, log *slog.Logger, idle func()) *grpc.Server {
+func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, opts Options, log *slog.Logger, idle func()) *grpc.Server {
 	creds := newSessions(auth.PeerCredentials(os.Getuid()), func(pid int) {
 		log.Debug("caller left", "pid", pid)
 		sched.DiscardIdle(auth.PeerAccount(pid))
@@ -150,9 +163,6 @@ func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, sdkDir
 		Catalog:          catalog,
 		Environments:     server.BuiltEnvironments{Builder: builder, AllowLocalPaths: true},
 		Scheduler:        sched,
-		AgentPath:        opts.Agent,
-		SDKDir:           sdkDir,
-		WorkerEnv:        workerEnv(os.Environ()),
 		OnCallersMachine: true,
 		Logger:           log.With("component", "server"),
 	}).Register(gs)
@@ -162,6 +172,22 @@ func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, sdkDir
 		Scheduler:      sched, Catalog: catalog, Logger: log.With("component", "admin"),
 	}).Register(gs)
 	return gs
+}
+
+// MetadataWorkingDir carries a caller's working directory, which the
+// workers started for its call run in.
+const MetadataWorkingDir = "x-atoll-working-dir"
+
+// callerDirHost starts agents in the working directory the call that
+// needed them names (the call's context reaches Start).
+type callerDirHost struct{ sandbox.HostLauncher }
+
+func (h callerDirHost) Start(ctx context.Context, spec sandbox.HostSpec) (sandbox.HostProcess, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(MetadataWorkingDir); len(v) == 1 && filepath.IsAbs(v[0]) {
+		spec.Args = append(spec.Args, "--workdir", v[0])
+	}
+	return h.HostLauncher.Start(ctx, spec)
 }
 
 // workerEnv is the supervisor's environment (the SDK starts it with the

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/supervisor"
 	"github.com/atoll-dev/atoll/python"
 )
@@ -60,7 +59,7 @@ func startSupervisor(t *testing.T, root, agent string) atollv1.FunctionsClient {
 // and that event.
 func run(t *testing.T, c atollv1.FunctionsClient, workDir string, req *atollv1.RunRequest) (string, *atollv1.RunEvent) {
 	t.Helper()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), server.MetadataWorkingDir, workDir)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), supervisor.MetadataWorkingDir, workDir)
 	stream, err := c.Run(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -126,15 +125,16 @@ func TestReportsEnvironmentFailures(t *testing.T) {
 	}
 }
 
-// pickled returns the standard pickle of a Python expression; the runner
-// reads it with cloudpickle, which accepts any pickle.
+// pickled returns the standard pickle of a Python expression behind an
+// empty manifest (a 4-byte length of 0); the runner reads it with
+// cloudpickle, which accepts any pickle.
 func pickled(t *testing.T, python, expr string) []byte {
 	t.Helper()
 	out, err := exec.Command(python, "-c", "import pickle, sys; sys.stdout.buffer.write(pickle.dumps("+expr+"))").Output()
 	if err != nil {
 		t.Fatalf("pickle %s: %v", expr, err)
 	}
-	return out
+	return append([]byte{0, 0, 0, 0}, out...)
 }
 
 // buildAgent builds the atoll binary, which workers run as their agent.

@@ -28,6 +28,7 @@ from atoll._errors import (
     RemoteError,
     SerializationError,
     ServerUnavailableError,
+    VersionMismatchError,
     WorkerCrashedError,
 )
 from atoll._host import cloud, local
@@ -47,6 +48,7 @@ __all__ = [
     "QuotaExceededError",
     "RemoteError",
     "SerializationError",
+    "VersionMismatchError",
     "ServerUnavailableError",
     "SyncResult",
     "WorkerCrashedError",

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar, overload
 
+from atoll._call import Call, EnvironmentSpec
 from atoll._credentials import CloudKeyCredentials
 from atoll._host import Host, cloud
+from atoll._serialize import dumps_arguments, dumps_function
 
 R = TypeVar("R")
 
@@ -30,6 +32,7 @@ class Options:
 
     @property
     def python_version(self) -> str:
+        """This interpreter's major.minor: workers run the same."""
         return "%d.%d" % sys.version_info[:2]
 
 
@@ -91,7 +94,7 @@ class IsolatedFunction(Generic[R]):
     ``@isolated(...)``; derive variants with ``.on(...)``.
     """
 
-    def __init__(self, func: Callable[..., R], options: Options):
+    def __init__(self, func: Callable[..., R], options: Options) -> None:
         if not callable(func):
             raise TypeError(f"@isolated decorates a function, not {type(func).__name__}")
         self.func = func
@@ -100,10 +103,24 @@ class IsolatedFunction(Generic[R]):
 
     @property
     def name(self) -> str:
+        """The function's module and qualified name, as errors and the server's records show it."""
         return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', repr(self.func))}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
-        return self.options.host.run(self, args, kwargs)
+        return self.options.host.run(self._call(args, kwargs))
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        """This function called with args and kwargs, as the value hosts run."""
+        o = self.options
+        return Call(
+            function_name=self.name,
+            function=dumps_function(self.func, o.requirements),
+            arguments=dumps_arguments(self.name, args, kwargs, o.requirements),
+            environment=EnvironmentSpec(o.python_version, o.requirements),
+            machine_type=o.machine_type,
+            keep_alive=o.keep_alive,
+            credentials=o.credentials,
+        )
 
     def on(self, host: Host | None = None, **options: Any) -> IsolatedFunction[R]:
         """Returns a new isolated function with the same body and these options

@@ -27,21 +27,29 @@ def local_address() -> str:
 
 
 def enabled(target: str) -> bool:
+    """Whether a call to target may start the local server: target is its
+    address and ATOLL_NO_AUTOSTART is not set."""
     return target == local_address() and not os.environ.get("ATOLL_NO_AUTOSTART")
 
 
 def find_binary() -> str:
+    """The atoll binary that runs the local server."""
     return _binary.find(
         f"no atoll server answers at {local_address()} (and ATOLL_HOST names none); starting one", ServerUnavailableError
     )
 
 
 def data_dir() -> Path:
+    """The local server's data directory, under the user's data directory."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "atoll" / "server"
 
 
 def answers(target: str, timeout: float = 0.5) -> bool:
+    """Whether a server accepts connections at target within timeout seconds."""
+    # A probe channel of its own, never cached: the local server listens on
+    # loopback in plain text, and a channel that found no server is not
+    # worth keeping.
     channel = grpc.insecure_channel(target)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)

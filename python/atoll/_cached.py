@@ -34,7 +34,7 @@ def _arguments_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 class CachedFunction:
     """A function whose results are memoized per argument tuple in this process."""
 
-    def __init__(self, fn: Callable[..., Any]):
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self.__wrapped__ = fn
         functools.update_wrapper(self, fn)
 

@@ -3,86 +3,21 @@ events into output, a return value or an exception."""
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import grpc
-import grpc.experimental
 
-from atoll import _credentials
+from atoll import _autostart, _channel, _credentials
+from atoll._call import Call
 from atoll._errors import ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
-from atoll._serialize import dumps_arguments, dumps_function, loads_value, rebuild_exception
+from atoll._serialize import loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
 from atoll.v1 import atoll_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:
-    from atoll._api import IsolatedFunction
 
-_MAX_MESSAGE = 2**31 - 1
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", _MAX_MESSAGE),
-    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-]
-# Run calls are unary-stream: handled in the calling thread, they skip a
-# thread hand-off per event.
-_SINGLE_THREADED = getattr(getattr(grpc.experimental, "ChannelOptions", None), "SingleThreadedUnaryStream", None)
-if _SINGLE_THREADED:
-    _CHANNEL_OPTIONS.append((_SINGLE_THREADED, 1))
-
-# Channels are kept with their stubs: a stub alone does not keep its
-# channel open.
-_stubs: dict[tuple[str, str | None, bool], tuple[grpc.Channel, pb_grpc.FunctionsStub]] = {}
-_stubs_lock = threading.Lock()
-
-
-def _tls_settings() -> tuple[str | None, bool]:
-    """TLS for channels: a CA certificate from ATOLL_TLS_CA (or the
-    credentials file's tls_ca), or ATOLL_TLS=1 for the system's roots."""
-    return os.environ.get("ATOLL_TLS_CA") or _credentials.load_saved().get("tls_ca"), os.environ.get("ATOLL_TLS") == "1"
-
-
-def channel_for(target: str) -> grpc.Channel:
-    """A new channel to target, with TLS as _tls_settings says; a unix
-    socket (``unix:/path``, host=local's supervisor) never leaves this
-    machine and takes no TLS."""
-    if target.startswith("unix:"):
-        # The supervisor keeps a process's warm workers while its connection
-        # lives: an idle channel must not drop it after gRPC's 30 minutes.
-        # A channel of its own connections: one opened after the supervisor
-        # started must not share a connection still backing off from before.
-        options = [*_CHANNEL_OPTIONS, ("grpc.client_idle_timeout_ms", 2**31 - 1), ("grpc.use_local_subchannel_pool", 1)]
-        return grpc.insecure_channel(target, options=options)
-    ca, system_roots = _tls_settings()
-    if ca:
-        with open(ca, "rb") as f:
-            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-        return grpc.secure_channel(target, creds, options=_CHANNEL_OPTIONS)
-    if system_roots:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
-    return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-
-
-def _stub(target: str) -> pb_grpc.FunctionsStub:
-    key = (target, *_tls_settings())
-    with _stubs_lock:
-        cached = _stubs.get(key)
-        if cached is None:
-            channel = channel_for(target)
-            cached = _stubs[key] = (channel, pb_grpc.FunctionsStub(channel))
-        return cached[1]
-
-
-def _forget(target: str) -> None:
-    """Closes and drops the cached channel to target."""
-    with _stubs_lock:
-        cached = _stubs.pop((target, *_tls_settings()), None)
-    if cached is not None:
-        cached[0].close()
-
-
-def _write(stream: Any, data: bytes) -> None:
+def _write(stream: TextIO, data: bytes) -> None:
     buffer = getattr(stream, "buffer", None)
     if buffer is not None:
         stream.flush()
@@ -105,18 +40,6 @@ def write_output(out: pb.Output) -> None:
         _write(sys.stderr, b"".join(b"atoll: " + line for line in out.data.splitlines(keepends=True)))
 
 
-def request_for(fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> pb.RunRequest:
-    opts = fn.options
-    return pb.RunRequest(
-        function_name=fn.name,
-        function=dumps_function(fn.func),
-        arguments=dumps_arguments(fn.name, args, kwargs),
-        environment=pb.Environment(python_version=opts.python_version, requirements=list(opts.requirements)),
-        machine_type=opts.machine_type,
-        keep_alive_seconds=float(opts.keep_alive),
-    )
-
-
 def outcome(fn_name: str, result: pb.Result) -> Any:
     """Returns the call's value or raises its exception."""
     if result.WhichOneof("outcome") == "exception":
@@ -127,32 +50,29 @@ def outcome(fn_name: str, result: pb.Result) -> Any:
 
 def run(
     target: str,
-    fn: IsolatedFunction,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
+    call: Call,
     autostart: bool = False,
     *,
     metadata: tuple[tuple[str, str], ...] | None = None,
     start: Callable[[str], None] | None = None,
 ) -> Any:
-    """Runs fn on the server at target, sending metadata (default: the
-    credentials for target). With autostart, a local server is started if
-    none answers; start, if given, is called instead to start what serves
-    target (only before anything was sent, so a call is never run twice)."""
-    request = request_for(fn, args, kwargs)
+    """Runs call on the server at target and returns its value (or raises
+    its exception), sending metadata (default: the credentials for target).
+    With autostart, a local server is started if none answers; start, if
+    given, is called instead to start what serves target (only before
+    anything was sent, so a call is never run twice)."""
+    request = call.request()
     if start is None and autostart:
-        from atoll import _autostart
-
         start = _autostart.ensure
     try:
-        return _run(target, fn, request, metadata)
+        return _run(target, call, request, metadata)
     except _NotConnected as err:
         if start is None:
             raise err.error from None
     start(target)
-    _forget(target)  # its channel may still be backing off from the failed connect
+    _channel.forget(target)  # its channel may still be backing off from the failed connect
     try:
-        return _run(target, fn, request, metadata)
+        return _run(target, call, request, metadata)
     except _NotConnected as err:
         raise err.error from None
 
@@ -160,18 +80,19 @@ def run(
 class _NotConnected(Exception):
     """The server could not be reached; nothing of the call was received."""
 
-    def __init__(self, error: Exception):
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 
-def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
+def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
     if metadata is None:  # resolved per attempt: starting a local server saves a key
-        metadata = _credentials.resolve(fn.options.credentials, target)
-    call = _stub(target).Run(request, metadata=metadata)
+        metadata = _credentials.resolve(call.credentials, target)
+    events = _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
     result: pb.Result | None = None
     received = False
+    queued_shown = False
     try:
-        for event in call:
+        for event in events:
             received = True
             kind = event.WhichOneof("event")
             if kind == "output":
@@ -180,14 +101,25 @@ def _run(target: str, fn: IsolatedFunction, request: pb.RunRequest, metadata: tu
                 result = event.result
             elif kind == "failure":
                 raise from_failure(event.failure)
+            elif kind == "status" and event.status.phase == pb.PHASE_QUEUED and not queued_shown:
+                # The other phases pass unseen: a call that waits for
+                # capacity is the one a caller cannot tell from a hang.
+                queued_shown = True
+                write_output(_system_line(
+                    event.status.message or f"waiting for capacity for machine type {call.machine_type}"
+                ))
     except grpc.RpcError as err:
         error = from_rpc_error(err, target)
         if not received and isinstance(error, ServerUnavailableError):
             raise _NotConnected(error) from None
         raise error from None
     except BaseException:
-        call.cancel()
+        events.cancel()
         raise
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
-    return outcome(fn.name, result)
+    return outcome(call.function_name, result)
+
+
+def _system_line(text: str) -> pb.Output:
+    return pb.Output(stream=pb.STREAM_SYSTEM, data=text.encode() + b"\n")

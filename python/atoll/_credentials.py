@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from atoll._errors import AuthenticationError
+
 
 @dataclass(frozen=True)
 class CloudKeyCredentials:
@@ -31,6 +33,7 @@ class CloudKeyCredentials:
             raise TypeError("CloudKeyCredentials needs key_secret as a non-empty string")
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The gRPC metadata that presents this key to the server."""
         return (("x-atoll-key-id", self.key_id), ("x-atoll-key-secret", self.key_secret))
 
 
@@ -63,8 +66,6 @@ def load_saved() -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        from atoll._errors import AuthenticationError
-
         raise AuthenticationError(f"cannot read the credentials file {credentials_path()}: {exc}") from exc
     data = data if isinstance(data, dict) else {}
     _saved_cache = (path, mtime, data)

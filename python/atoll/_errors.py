@@ -13,7 +13,49 @@ class AtollError(Exception):
 
 
 class SerializationError(AtollError):
-    """A function, argument or return value could not be pickled."""
+    """A function, argument or return value could not be pickled, or could
+    not be unpickled on the other side; the message names it."""
+
+
+class VersionMismatchError(SerializationError):
+    """A pickle refers to a distribution the receiving side lacks or has in
+    another version, and it cannot be loaded there.
+
+    ``distribution`` names it; ``local_version`` is the caller's version and
+    ``remote_version`` the worker's (None where that side lacks it);
+    ``culprit`` says what refers to it ("argument 0 of f", "the return value
+    of f"). The message says how to fix it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        distribution: str = "",
+        local_version: str | None = None,
+        remote_version: str | None = None,
+        culprit: str = "",
+    ):
+        super().__init__(message)
+        self.distribution = distribution
+        self.local_version = local_version
+        self.remote_version = remote_version
+        self.culprit = culprit
+
+    def __reduce__(self):  # keyword-only fields survive pickling
+        return _version_mismatch, (str(self), self.distribution, self.local_version, self.remote_version, self.culprit)
+
+
+def _version_mismatch(
+    message: str, distribution: str, local_version: str | None, remote_version: str | None, culprit: str
+) -> VersionMismatchError:
+    return VersionMismatchError(
+        message,
+        distribution=distribution,
+        local_version=local_version,
+        remote_version=remote_version,
+        culprit=culprit,
+    )
 
 
 class RemoteError(AtollError):
@@ -23,7 +65,7 @@ class RemoteError(AtollError):
     worker reported.
     """
 
-    def __init__(self, type_name: str, message: str, traceback: str):
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
         super().__init__(
             f"{type_name}: {message}\n\nRemote traceback:\n{traceback}".rstrip()
         )
@@ -39,7 +81,7 @@ class WorkerCrashedError(AtollError):
     ``signal`` the signal number (0 if none).
     """
 
-    def __init__(self, message: str, exit_code: int = -1, signal: int = 0):
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.signal = signal
@@ -48,7 +90,7 @@ class WorkerCrashedError(AtollError):
 class OutOfMemoryError(WorkerCrashedError):
     """The worker was killed for exceeding its machine type's memory."""
 
-    def __init__(self, message: str, exit_code: int = -1, signal: int = 0, machine_type: str = ""):
+    def __init__(self, message: str, exit_code: int = -1, signal: int = 0, machine_type: str = "") -> None:
         super().__init__(message, exit_code, signal)
         self.machine_type = machine_type
 
@@ -107,6 +149,21 @@ _STATUS_CODES: dict[grpc.StatusCode, type[AtollError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: CallTimeoutError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExceededError,
 }
+
+
+def from_runner(fields: dict) -> AtollError:
+    """atoll's own error that the in-worker runner reported as plain data
+    (it does not import atoll): {"atoll_error": class name, "message", ...}."""
+    message = str(fields.get("message", ""))
+    if fields.get("atoll_error") == "VersionMismatchError":
+        return VersionMismatchError(
+            message,
+            distribution=str(fields.get("distribution", "")),
+            local_version=fields.get("local_version"),
+            remote_version=fields.get("remote_version"),
+            culprit=str(fields.get("culprit", "")),
+        )
+    return SerializationError(message)
 
 
 def from_failure(failure: pb.Failure) -> AtollError:

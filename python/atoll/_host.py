@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from abc import ABC, abstractmethod
+from typing import Any
 
-if TYPE_CHECKING:
-    from atoll._api import IsolatedFunction
+from atoll import _autostart, _client, _credentials, _local
+from atoll._call import Call
 
 
-class Host:
-    """Where an isolated function runs; see ``cloud`` and ``local``."""
+class Host(ABC):
+    """Where an isolated function runs; see ``cloud`` and ``local``.
 
-    def run(self, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        raise NotImplementedError
+    A host receives each call as a ``Call`` value and returns its value
+    (or raises its exception).
+    """
+
+    @abstractmethod
+    def run(self, call: Call) -> Any:
+        """Runs one call and returns its value, or raises its exception."""
 
 
 class CloudHost(Host):
     """An atoll server: ``address`` (host:port), else ``ATOLL_HOST``, else the
-    server of the credentials file, else a local server, started on demand."""
+    server of the credentials file, else a local server, started on demand.
 
-    def __init__(self, address: str | None = None):
+    Example::
+
+        @isolated(host=CloudHost("atoll.example.com:8443"))
+        def my_function():
+            return "hello world"
+    """
+
+    def __init__(self, address: str | None = None) -> None:
         self.address = address
 
     def target(self) -> str:
-        from atoll import _autostart, _credentials
-
+        """The address this host's calls go to."""
         return (
             self.address
             or os.environ.get("ATOLL_HOST")
@@ -33,11 +45,10 @@ class CloudHost(Host):
             or _autostart.local_address()
         )
 
-    def run(self, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from atoll import _autostart, _client
-
+    def run(self, call: Call) -> Any:
+        """Runs call on the server at ``target()``, starting the local server if need be."""
         target = self.target()
-        return _client.run(target, fn, args, kwargs, autostart=_autostart.enabled(target))
+        return _client.run(target, call, autostart=_autostart.enabled(target))
 
     def __repr__(self) -> str:
         return f"CloudHost({self.address!r})" if self.address else "cloud"
@@ -50,12 +61,18 @@ class CloudHost(Host):
 
 
 class LocalHost(Host):
-    """The caller's own machine, in a dedicated environment, with no server."""
+    """The caller's own machine, in a dedicated environment, with no server.
 
-    def run(self, fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from atoll import _local
+    Example::
 
-        return _local.run(fn, args, kwargs)
+        @isolated(host=local)
+        def my_function():
+            return "hello world"
+    """
+
+    def run(self, call: Call) -> Any:
+        """Runs call in a warm local worker, or a new one."""
+        return _local.run(call)
 
     def __repr__(self) -> str:
         return "local"

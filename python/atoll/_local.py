@@ -20,14 +20,12 @@ import fcntl
 import os
 import subprocess
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from atoll import _binary, _client
 from atoll._autostart import answers
+from atoll._call import Call
 from atoll._errors import AtollError, ServerUnavailableError
-
-if TYPE_CHECKING:
-    from atoll._api import IsolatedFunction
 
 START_TIMEOUT = 60.0
 # The supervisor's socket path must fit in sockaddr_un.sun_path.
@@ -95,8 +93,7 @@ def _start(binary: str, run_dir: str) -> None:
     raise ServerUnavailableError(f"the host=local supervisor did not start (log: {log_path}):\n{tail}")
 
 
-def run(fn: IsolatedFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs one call of fn through the supervisor and returns its value (or
-    raises its exception); workers start in this process's working
-    directory."""
-    return _client.run(target(), fn, args, kwargs, metadata=(("x-atoll-working-dir", os.getcwd()),), start=ensure)
+def run(call: Call) -> Any:
+    """Runs call through the supervisor and returns its value (or raises its
+    exception); workers start in this process's working directory."""
+    return _client.run(target(), call, metadata=(("x-atoll-working-dir", os.getcwd()),), start=ensure)

@@ -1,28 +1,34 @@
 """The in-worker runner: receives calls from the atoll worker agent and runs them.
 
-It imports only the standard library and cloudpickle, so user environments
-never need atoll's own dependencies. The agent starts it with the call
+It imports only the standard library, cloudpickle and its sibling
+_pickling.py (loaded by path, not through the atoll package), so user
+environments never need atoll's own dependencies. The agent starts it with the call
 channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
 Frames on both channels: a 4-byte big-endian length, then one type byte,
 then the payload (length counts the type byte and the payload).
-  agent -> runner  b"C": u32 len(function) + function + arguments
+  agent -> runner  b"C": u32 len(function) + function + arguments, each a
+                         payload of _pickling (manifest, then pickle)
   runner -> agent  b"Y": ready (empty payload)
-                   b"R": the pickled return value
+                   b"R": the pickled return value (manifest, then pickle)
                    b"E": the exception, as four u32-length-prefixed fields:
-                         pickled exception (may be empty), type name,
-                         message, formatted traceback
+                         pickled exception (may be empty; a plain dict
+                         {"atoll_error": ...} for atoll's own errors),
+                         type name, message, formatted traceback
                    b"S": the return value could not be pickled (message)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pickle
 import struct
 import sys
 import traceback
 from collections import OrderedDict
+from typing import Any
 
 CALL_FD = 3
 RESULT_FD = 4
@@ -91,6 +97,88 @@ def _exception_frame(exc: BaseException, cloudpickle) -> tuple[bytes, ...]:
     return (_field(pickled), _field(_type_name(exc)), _field(message), _field(tb))
 
 
+def _load_pickling():
+    """atoll/_pickling.py, beside this file, without importing atoll."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pickling.py")
+    spec = importlib.util.spec_from_file_location("atoll_pickling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _AtollError(Exception):
+    """atoll's own error raised here; it travels as plain data, since the
+    runner does not import atoll's error classes."""
+
+    def __init__(self, fields: dict[str, Any]):
+        super().__init__(fields["message"])
+        self.fields = fields
+
+
+def _atoll_error_frame(err: _AtollError) -> tuple[bytes, ...]:
+    name = err.fields["atoll_error"]
+    return (
+        _field(pickle.dumps(err.fields, protocol=4)),
+        _field(f"atoll.{name}"),
+        _field(err.fields["message"]),
+        _field(""),
+    )
+
+
+class _Loader:
+    """Unpickles what the caller sent, checking each payload's manifest
+    against this environment first: a payload that fails to load because a
+    distribution is missing or of another version becomes a
+    VersionMismatchError naming it, both versions and the fix."""
+
+    def __init__(self, pickling, cloudpickle):
+        self.pickling = pickling
+        self.cloudpickle = cloudpickle
+        self.warned: set[tuple[str, str, str]] = set()
+
+    def load(self, payload, what: str):
+        p = self.pickling
+        manifest, body = p.split(payload)
+        found = p.mismatches(manifest) if manifest else []
+        try:
+            return self.cloudpickle.loads(body)
+        except Exception as exc:  # noqa: BLE001 - reported with its cause
+            if not found:
+                raise _AtollError(
+                    {
+                        "atoll_error": "SerializationError",
+                        "message": f"{what} could not be unpickled in the worker: {type(exc).__name__}: {exc}",
+                    }
+                ) from exc
+            m = p.culprit(found, exc)
+            raise _AtollError(
+                {
+                    "atoll_error": "VersionMismatchError",
+                    "message": p.explain(m, exc, what=what, to_worker=True, plain=p.PLAIN_ARGUMENT, others=found),
+                    "distribution": m.distribution,
+                    "local_version": m.sender_version,
+                    "remote_version": m.local_version,
+                    "culprit": " and ".join(u for u in m.uses if u) or what,
+                }
+            ) from exc
+        finally:
+            body.release()
+            self._warn(found)
+
+    def _warn(self, found) -> None:
+        for m in found:
+            key = (m.distribution, m.sender_version, str(m.local_version))
+            if m.major_differs and m.local_version is not None and key not in self.warned:
+                self.warned.add(key)
+                uses = " and ".join(u for u in m.uses if u)
+                print(
+                    f"atoll: {uses} was pickled with {m.distribution} {m.sender_version} by the caller "
+                    f"and loaded in the worker with {m.distribution} {m.local_version}; pin the same version "
+                    "on both sides if its values look wrong",
+                    file=sys.stderr,
+                )
+
+
 def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -102,6 +190,8 @@ def _flush_std_streams() -> None:
 def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
     import cloudpickle
 
+    pickling = _load_pickling()
+    loader = _Loader(pickling, cloudpickle)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
     while True:
@@ -118,20 +208,27 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         # copy: a call's memory is bounded by its machine type.
         arg_view = memoryview(payload)[_U32.size + fn_len :]
         del payload
+        fn = None
         try:
             # The same function bytes map to the same function object, so
             # module globals set by one call are seen by the next.
             fn = functions.get(fn_bytes)
             if fn is None:
-                fn = cloudpickle.loads(fn_bytes)
+                fn = loader.load(fn_bytes, "the function")
                 functions[fn_bytes] = fn
                 if len(functions) > FUNCTION_CACHE_SIZE:
                     functions.popitem(last=False)
             else:
                 functions.move_to_end(fn_bytes)
-            args, kwargs = cloudpickle.loads(arg_view)
+            name = getattr(fn, "__qualname__", "the function")
+            args, kwargs = loader.load(arg_view, f"the arguments of {name}")
             arg_view.release()
             value = fn(*args, **kwargs)
+        except _AtollError as err:
+            arg_view.release()
+            _flush_std_streams()
+            _write_frame(result_fd, b"E", *_atoll_error_frame(err))
+            continue
         except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
             arg_view.release()
             _flush_std_streams()
@@ -139,7 +236,7 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
             continue
         _flush_std_streams()
         try:
-            result = cloudpickle.dumps(value)
+            result, _ = pickling.dumps(value)
         except Exception as exc:  # noqa: BLE001
             name = getattr(fn, "__qualname__", "the function")
             message = (

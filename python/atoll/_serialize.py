@@ -1,8 +1,15 @@
-"""Serialization by value with cloudpickle, with errors that name the culprit."""
+"""Serialization by value with cloudpickle, with errors that name the culprit.
+
+Every payload carries a manifest of the installed distributions it refers
+to by reference (see _pickling). What can be known on the caller is checked
+before anything is sent: a function or argument that refers to a
+distribution its requirements cannot provide, an object that cannot be
+pickled (named by its path inside the argument). Return values are checked
+against this interpreter before they are unpickled."""
 
 from __future__ import annotations
 
-import copyreg
+import importlib.metadata as _importlib_metadata
 import inspect
 import io
 import linecache
@@ -10,64 +17,19 @@ import os
 import re
 import sys
 import sysconfig
-import types
-from collections import ChainMap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import cloudpickle
 
-from atoll._errors import AtollError, RemoteError, SerializationError
+from atoll import _errors, _pickling
+from atoll._errors import AtollError, RemoteError, SerializationError, VersionMismatchError
 
 
-def _code_args(code: types.CodeType) -> tuple[Any, ...]:
-    """The positional arguments that rebuild code with types.CodeType,
-    co_filename included."""
-    head = (
-        code.co_argcount,
-        code.co_posonlyargcount,
-        code.co_kwonlyargcount,
-        code.co_nlocals,
-        code.co_stacksize,
-        code.co_flags,
-        code.co_code,
-        code.co_consts,
-        code.co_names,
-        code.co_varnames,
-        code.co_filename,
-        code.co_name,
-    )
-    tail = (code.co_freevars, code.co_cellvars)
-    if sys.version_info >= (3, 11):
-        return (*head, code.co_qualname, code.co_firstlineno, code.co_linetable, code.co_exceptiontable, *tail)
-    return (*head, code.co_firstlineno, code.co_linetable, *tail)
-
-
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
-    # Functions shipped by value carry their code objects. cloudpickle
-    # (since 3.1.3) replaces co_filename with "<dynamic-code>" to make
-    # pickles deterministic, which would leave remote tracebacks naming no
-    # file of the caller's and showing no source; atoll keeps the real
-    # filename, whatever cloudpickle version is installed. The worker
-    # rebuilds the code with types.CodeType alone, so no atoll or
-    # cloudpickle code is needed there to load it.
-    return types.CodeType, _code_args(code)
-
-
-class _Pickler(cloudpickle.Pickler):
-    """cloudpickle's pickler with atoll's code-object reduction."""
-
-    dispatch_table = ChainMap(
-        {types.CodeType: _reduce_code},
-        getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
-    )
-
-
-def dumps(value: Any, protocol: int | None = None) -> bytes:
-    """cloudpickle.dumps, keeping the source file of code shipped by value."""
-    with io.BytesIO() as buffer:
-        _Pickler(buffer, protocol=protocol).dump(value)
-        return buffer.getvalue()
+# How deep the culprit search looks into an unpicklable value, and how many
+# children of one container it tries.
+_SEARCH_DEPTH = 40
+_SEARCH_WIDTH = 10_000
 
 
 def _describe(value: Any) -> str:
@@ -77,13 +39,70 @@ def _describe(value: Any) -> str:
     return f"a {name}"
 
 
-def _first_unpicklable(items: list[tuple[str, Any]]) -> tuple[str, Any, Exception] | None:
-    for label, value in items:
-        try:
-            dumps(value)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure names the culprit
-            return label, value, exc
+def _pickles(value: Any) -> Exception | None:
+    try:
+        dumps(value)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure names the culprit
+        return exc
     return None
+
+
+def _children(value: Any) -> list[tuple[str, Any]]:
+    """The parts a pickle of value is made of, each with the path suffix
+    that names it."""
+    if isinstance(value, dict):
+        return [(f"[{k!r}]", v) for k, v in list(value.items())[:_SEARCH_WIDTH]]
+    if isinstance(value, (list, tuple)):
+        return [(f"[{i}]", v) for i, v in enumerate(value[:_SEARCH_WIDTH])]
+    if isinstance(value, (set, frozenset)):
+        return [(f" (an element {v!r:.40})", v) for v in list(value)[:_SEARCH_WIDTH]]
+    parts: list[tuple[str, Any]] = []
+    state = getattr(value, "__dict__", None)
+    if isinstance(state, dict):
+        parts += [(f".{k}", v) for k, v in list(state.items())[:_SEARCH_WIDTH]]
+    for slot in getattr(type(value), "__slots__", ()) if not isinstance(value, type) else ():
+        if isinstance(slot, str) and hasattr(value, slot):
+            parts.append((f".{slot}", getattr(value, slot)))
+    return parts
+
+
+def find_culprit(path: str, value: Any, error: Exception) -> tuple[str, Any, Exception]:
+    """The innermost part of value that fails to pickle, as (path, part,
+    its error): args[0]['db']['conn'] rather than args[0]. A value too deep
+    to pickle is the culprit itself."""
+    for _ in range(_SEARCH_DEPTH):
+        if _too_deep(error):
+            break
+        for suffix, child in _children(value):
+            child_error = _pickles(child)
+            if child_error is not None:
+                path, value, error = path + suffix, child, child_error
+                break
+        else:
+            break
+    return path, value, error
+
+
+def _too_deep(error: Exception) -> bool:
+    # cloudpickle turns the RecursionError into a PicklingError.
+    return isinstance(error, RecursionError) or "recursion" in str(error)
+
+
+def _unpicklable_message(path: str, value: Any, error: Exception) -> str:
+    if _too_deep(error):
+        return (
+            f"{path} is nested too deeply to pickle (more than Python's recursion limit of "
+            f"{sys.getrecursionlimit()} levels): flatten it, or raise the limit with sys.setrecursionlimit()"
+        )
+    return f"{path} is {_describe(value)}: it cannot be pickled ({type(error).__name__}: {error})"
+
+
+def dumps(value: Any, protocol: int | None = None) -> bytes:
+    """A bare pickle of value (no manifest), code objects keeping their
+    source files."""
+    with io.BytesIO() as buffer:
+        _pickling.Pickler(buffer, protocol=protocol).dump(value)
+        return buffer.getvalue()
 
 
 def _installed_prefixes() -> tuple[str, ...]:
@@ -137,13 +156,79 @@ def _ship_local_modules_by_value() -> None:
     _modules_seen = len(sys.modules)
 
 
-def dumps_function(fn: Callable[..., Any]) -> bytes:
-    """Pickles fn by value; SerializationError names what could not be pickled."""
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_provided_cache: dict[tuple[str, ...], frozenset[str] | None] = {}
+
+
+def _provided(requirements: Iterable[str]) -> frozenset[str] | None:
+    """The distributions an environment of these requirements holds, as far
+    as this interpreter's metadata tells: the requirements and their
+    dependencies. None when a requirement is not installed here (its
+    dependencies are then unknown, and nothing is refused before sending)."""
+    key = tuple(requirements)
+    if key in _provided_cache:
+        return _provided_cache[key]
+    names: set[str] = set()
+    todo = []
+    for req in key:
+        match = _REQUIREMENT_NAME.match(req)
+        if not match:
+            _provided_cache[key] = None
+            return None
+        todo.append(_pickling.canonical(match[1]))
+    while todo:
+        name = todo.pop()
+        if name in names:
+            continue
+        names.add(name)
+        try:
+            deps = _importlib_metadata.requires(name) or []
+        except _importlib_metadata.PackageNotFoundError:
+            if name not in _pickling.PROVIDED:
+                _provided_cache[key] = None
+                return None
+            deps = []
+        for dep in deps:
+            match = _REQUIREMENT_NAME.match(dep)
+            if match and "extra ==" not in dep:
+                todo.append(_pickling.canonical(match[1]))
+    _provided_cache[key] = frozenset(names)
+    return _provided_cache[key]
+
+
+def _check_provided(manifest: dict[str, dict[str, Any]], requirements: Iterable[str], what: str) -> None:
+    """Refuses, before sending, a payload that refers to a distribution the
+    worker's environment cannot have."""
+    if not manifest:
+        return
+    provided = _provided(requirements)
+    if provided is None:
+        return
+    for dist, entry in manifest.items():
+        if dist in provided:
+            continue
+        uses = " and ".join(u for u in entry["uses"] if u) or what
+        pin = f'"{dist}=={entry["version"]}"'
+        hint = ", or import it inside the function" if uses.startswith("function ") else f", or {_pickling.PLAIN_ARGUMENT}"
+        raise VersionMismatchError(
+            f"{uses} refers to {dist} ({dist} {entry['version']} here), which the function's requirements "
+            f"do not provide, so the worker could not load it. Fix: add {pin} to the function's requirements{hint}.",
+            distribution=dist,
+            local_version=entry["version"],
+            culprit=uses,
+        )
+
+
+def dumps_function(fn: Callable[..., Any], requirements: Iterable[str] = ()) -> bytes:
+    """Pickles fn by value, with its manifest; SerializationError names what
+    could not be pickled, VersionMismatchError a distribution the
+    requirements lack."""
     _ship_local_modules_by_value()
+    name = getattr(fn, "__qualname__", repr(fn))
+    label = f"function {name}"
     try:
-        return dumps(fn)
+        payload, manifest = _pickling.dumps(fn, label=label)
     except Exception as exc:  # noqa: BLE001
-        name = getattr(fn, "__qualname__", repr(fn))
         items: list[tuple[str, Any]] = []
         try:
             cv = inspect.getclosurevars(fn)
@@ -153,46 +238,92 @@ def dumps_function(fn: Callable[..., Any]) -> bytes:
             pass
         for i, default in enumerate(getattr(fn, "__defaults__", None) or ()):
             items.append((f"its default argument #{i}", default))
-        culprit = _first_unpicklable(items)
-        if culprit is None:
-            raise SerializationError(
-                f"cannot send function {name}: it could not be pickled: {type(exc).__name__}: {exc}"
-            ) from exc
-        label, value, inner = culprit
+        for path, value in items:
+            error = _pickles(value)
+            if error is not None:
+                path, value, error = find_culprit(path, value, error)
+                raise SerializationError(
+                    f"cannot send function {name}: {_unpicklable_message(path, value, error)}. "
+                    "Create it inside the function instead."
+                ) from exc
         raise SerializationError(
-            f"cannot send function {name}: {label} ({_describe(value)}) could not be pickled: "
-            f"{type(inner).__name__}: {inner}. Create it inside the function instead."
+            f"cannot send function {name}: it could not be pickled: {type(exc).__name__}: {exc}"
         ) from exc
+    _check_provided(manifest, requirements, label)
+    return payload
 
 
-def dumps_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """Pickles (args, kwargs); SerializationError names the argument that failed."""
+def dumps_arguments(
+    name: str, args: tuple[Any, ...], kwargs: dict[str, Any], requirements: Iterable[str] = ()
+) -> bytes:
+    """Pickles (args, kwargs) with their manifest; SerializationError names
+    the part of an argument that failed (args[0]['conn']),
+    VersionMismatchError a distribution the requirements lack."""
     try:
-        return dumps((args, kwargs), protocol=5)
+        payload, manifest = _pickling.dumps((args, kwargs), protocol=5)
+        if manifest:
+            # Only arguments that refer to installed distributions pay for
+            # naming which argument uses which: pickled again, labeled.
+            labeled = (
+                [_pickling.Labeled(f"argument {i} of {name}", v) for i, v in enumerate(args)],
+                {k: _pickling.Labeled(f"keyword argument '{k}' of {name}", v) for k, v in kwargs.items()},
+            )
+            payload, manifest = _pickling.dumps(labeled, protocol=5)
     except Exception as exc:  # noqa: BLE001
-        items = [(f"argument {i}", v) for i, v in enumerate(args)]
-        items += [(f"keyword argument '{k}'", v) for k, v in kwargs.items()]
-        culprit = _first_unpicklable(items)
-        if culprit is None:
-            raise SerializationError(
-                f"cannot send the arguments of {name}: {type(exc).__name__}: {exc}"
-            ) from exc
-        label, value, inner = culprit
-        raise SerializationError(
-            f"cannot send {label} of {name} ({_describe(value)}): it could not be pickled: "
-            f"{type(inner).__name__}: {inner}"
-        ) from exc
+        items = [(f"argument {i}", f"args[{i}]", v) for i, v in enumerate(args)]
+        items += [(f"keyword argument '{k}'", f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+        for label, path, value in items:
+            error = _pickles(value)
+            if error is not None:
+                path, value, error = find_culprit(path, value, error)
+                raise SerializationError(
+                    f"cannot send {label} of {name}: {_unpicklable_message(path, value, error)}"
+                ) from exc
+        raise SerializationError(f"cannot send the arguments of {name}: {type(exc).__name__}: {exc}") from exc
+    _check_provided(manifest, requirements, f"the arguments of {name}")
+    return payload
+
+
+_warned: set[tuple[str, str, str]] = set()
 
 
 def loads_value(name: str, data: bytes) -> Any:
-    """Unpickles a return value."""
+    """Unpickles a return value, checking its manifest first: what fails to
+    load because of a distribution this interpreter lacks or has in another
+    version raises VersionMismatchError with the fix."""
+    what = f"the return value of {name}"
     try:
-        return cloudpickle.loads(data)
+        manifest, body = _pickling.split(data)
     except Exception as exc:  # noqa: BLE001
+        raise SerializationError(f"{what} arrived malformed: {exc}") from exc
+    found = _pickling.mismatches(manifest)
+    try:
+        value = cloudpickle.loads(body)
+    except Exception as exc:  # noqa: BLE001
+        if found:
+            m = _pickling.culprit(found, exc)
+            raise VersionMismatchError(
+                _pickling.explain(m, exc, what=what, to_worker=False, plain=_pickling.PLAIN_RETURN, others=found),
+                distribution=m.distribution,
+                local_version=m.local_version,
+                remote_version=m.sender_version,
+                culprit=what,
+            ) from exc
         raise SerializationError(
-            f"the return value of {name} could not be unpickled here: {type(exc).__name__}: {exc}. "
+            f"{what} could not be unpickled here: {type(exc).__name__}: {exc}. "
             "Return only types this interpreter can import."
         ) from exc
+    for m in found:
+        key = (m.distribution, m.sender_version, str(m.local_version))
+        if m.major_differs and key not in _warned:
+            _warned.add(key)
+            print(
+                f"atoll: {what} was pickled with {m.distribution} {m.sender_version} in the worker "
+                f"and loaded here with {m.distribution} {m.local_version}; pin the same version on both sides "
+                "if its values look wrong",
+                file=sys.stderr,
+            )
+    return value
 
 
 class RemoteTraceback(Exception):
@@ -234,6 +365,10 @@ def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> 
             exc = cloudpickle.loads(pickled)
         except Exception:  # noqa: BLE001 - fall back to RemoteError
             exc = None
+        if isinstance(exc, dict) and exc.get("atoll_error"):
+            # atoll's own error, raised by the runner (which does not
+            # import atoll) as plain data.
+            return _errors.from_runner(exc)
         if isinstance(exc, BaseException):
             exc.__cause__ = RemoteTraceback(tb)
             return exc
@@ -243,6 +378,7 @@ def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> 
 __all__ = [
     "AtollError",
     "dumps",
+    "find_culprit",
     "dumps_arguments",
     "dumps_function",
     "loads_value",

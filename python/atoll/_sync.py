@@ -26,8 +26,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from atoll import _credentials
-from atoll._client import _CHANNEL_OPTIONS
+from atoll import _channel, _credentials
 from atoll._credentials import CloudKeyCredentials
 from atoll._errors import AtollError, from_rpc_error
 from atoll._host import CloudHost, cloud
@@ -36,19 +35,6 @@ from atoll.v1 import storage_pb2_grpc as pb_grpc
 
 DATA_MOUNT = "/data"
 CHUNK_BYTES = 1 << 20
-
-_stubs: dict[str, pb_grpc.StorageStub] = {}
-_stubs_lock = threading.Lock()
-
-
-def _stub(target: str) -> pb_grpc.StorageStub:
-    with _stubs_lock:
-        stub = _stubs.get(target)
-        if stub is None:
-            channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            stub = _stubs[target] = pb_grpc.StorageStub(channel)
-        return stub
-
 
 class SyncResult(str):
     """The remote directory (a ``str``, as returned by ``sync_dir``) with
@@ -67,20 +53,21 @@ class SyncResult(str):
         self.files_unchanged = files_unchanged
         return self
 
-    def __reduce__(self):  # pickles (into isolated functions) as a plain str
+    def __reduce__(self) -> tuple[type[str], tuple[str]]:  # pickles (into isolated functions) as a plain str
         return (str, (str(self),))
 
 
 @dataclass
 class _Entry:
     path: str  # relative, "/"-separated
-    kind: int
+    kind: pb.EntryKind
     local: str = ""
     size: int = 0
     mode: int = 0
     link_target: str = ""
 
     def proto(self) -> pb.SyncEntry:
+        """The entry as the Storage API's manifest carries it."""
         return pb.SyncEntry(path=self.path, kind=self.kind, size=self.size, mode=self.mode, link_target=self.link_target)
 
 
@@ -220,7 +207,7 @@ class _Sender:
     the call, so that the server commits nothing, and is re-raised to the
     caller of sync_dir."""
 
-    def __init__(self, sync_id: str, files: list[_Entry], indexes: list[int]):
+    def __init__(self, sync_id: str, files: list[_Entry], indexes: list[int]) -> None:
         self.sync_id = sync_id
         self.files = files
         self.indexes = indexes
@@ -276,7 +263,7 @@ class _Sender:
 
 
 def _sync(target: str, metadata: tuple[tuple[str, str], ...], remote: str, entries: list[_Entry]) -> SyncResult:
-    stub = _stub(target)
+    stub = _channel.stub(target, pb_grpc.StorageStub)
     try:
         plan = stub.PlanSync(
             pb.PlanSyncRequest(remote_dir=remote, entries=[e.proto() for e in entries]), metadata=metadata

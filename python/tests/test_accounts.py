@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 import atoll
-from atoll import CloudKeyCredentials, isolated
+from atoll import CloudKeyCredentials, isolated, sync_dir
 from atoll._host import CloudHost
 from conftest import REPO, Server, atoll_binary, free_port, live_workers, wait_until, worker_identity
 
@@ -204,6 +204,11 @@ def test_tls(tmp_path, no_env_key, monkeypatch):
     try:
         monkeypatch.setenv("ATOLL_TLS_CA", str(cert))
         assert isolated(host=CloudHost(srv.address), credentials=creds)(lambda: "over tls")() == "over tls"
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "f.txt").write_text("synced over tls")
+        synced = sync_dir(src, "/data/tls", host=CloudHost(srv.address), credentials=creds)
+        assert (synced, synced.files_sent) == ("/data/tls", 1)  # storage calls share the calls' channels
         monkeypatch.delenv("ATOLL_TLS_CA")
         with pytest.raises(atoll.ServerUnavailableError):  # plaintext to a TLS server fails, clearly
             isolated(host=CloudHost(srv.address), credentials=creds)(lambda: 1)()

@@ -237,3 +237,38 @@ def test_server_down_gives_a_clear_error(monkeypatch):
     with pytest.raises(atoll.ServerUnavailableError, match="could not reach the atoll server"):
         f()
     assert time.monotonic() - started < 30
+
+
+def test_calls_work_in_a_forked_child(run_script):
+    # The child must not use the channel it inherited (its connection is
+    # the parent's): it opens its own, and the parent's keeps working.
+    proc = run_script(
+        """
+import os
+from atoll import _channel, isolated
+from atoll.v1 import atoll_pb2_grpc
+
+@isolated()
+def pid_and(x):
+    import os
+    return os.getpid(), x
+
+target = os.environ["ATOLL_HOST"]
+parent_stub = _channel.stub(target, atoll_pb2_grpc.FunctionsStub)
+print("parent", pid_and(1)[1], flush=True)
+child = os.fork()
+if child == 0:
+    try:
+        fresh = _channel.stub(target, atoll_pb2_grpc.FunctionsStub) is not parent_stub
+        print("child", pid_and(2)[1], fresh, flush=True)
+    finally:
+        os._exit(0)
+_, status = os.waitpid(child, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert _channel.stub(target, atoll_pb2_grpc.FunctionsStub) is parent_stub
+print("parent", pid_and(3)[1], flush=True)
+""",
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["parent 1", "child 2 True", "parent 3"]

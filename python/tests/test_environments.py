@@ -104,13 +104,14 @@ def test_paths_on_the_server_are_refused(server):
 
 
 def test_python_version_mismatch_names_the_versions(server):
-    from atoll import _client
+    from dataclasses import replace
 
-    fn = isolated()(lambda: 1)
-    request = _client.request_for(fn, (), {})
-    request.environment.python_version = "3.99"
+    from atoll import _client
+    from atoll._call import EnvironmentSpec
+
+    call = replace(isolated()(lambda: 1)._call((), {}), environment=EnvironmentSpec("3.99"))
     with pytest.raises(atoll.PythonVersionError, match=r"cannot run Python 3\.99.*it has: .*3\.11"):
-        _client._run(server.address, fn, request)
+        _client.run(server.address, call)
 
 
 def test_pip_freeze_shows_only_the_users_packages(server):

@@ -240,6 +240,32 @@ def test_full_host_gives_no_capacity_error(small_server):
     assert quick() == 1  # room again once they finished
 
 
+def test_queued_call_says_once_that_it_waits_for_capacity(tmp_path, capfd):
+    config = tmp_path / "atoll.yaml"
+    config.write_text("capacity:\n  cpus: 0.25\n")  # room for one XS worker
+    srv = Server(tmp_path / "data", ["--config", str(config), "--queue-timeout", "30s"])
+    creds = atoll.CloudKeyCredentials(*srv.create_key())
+    srv.start()
+    try:
+        options = dict(machine_type="XS", keep_alive=0, host=atoll._host.CloudHost(srv.address), credentials=creds)
+        slow = isolated(**options)(lambda: __import__("time").sleep(4))
+        quick = isolated(**options)(lambda: "ran after waiting")
+        assert quick() == "ran after waiting"  # builds the environment both share
+        holder = threading.Thread(target=slow)
+        holder.start()
+        time.sleep(1.5)  # the slow call holds the only slot
+        try:
+            capfd.readouterr()
+            assert quick() == "ran after waiting"
+            err = capfd.readouterr().err
+        finally:
+            holder.join()
+    finally:
+        srv.stop()
+    waits = [line for line in err.splitlines() if "waiting for capacity" in line]
+    assert waits == ["atoll: waiting for capacity for machine type XS (0.25 CPU, 256 MiB)"], err
+
+
 @pytest.fixture
 def fake_gpu_nodes():
     """Device nodes for the two declared GPUs: placeholders with NVIDIA's

@@ -1,15 +1,10 @@
-//go:build darwin || freebsd || netbsd || openbsd
-
-package worker
+package agent
 
 import (
 	"os"
 
 	"golang.org/x/sys/unix"
 )
-
-// fionread is _IOR('f', 127, int), the same on every BSD.
-const fionread = 0x4004667f
 
 // pipeAvailable returns how many bytes wait unread in the pipe f.
 func pipeAvailable(f *os.File) int {
@@ -19,7 +14,7 @@ func pipeAvailable(f *os.File) int {
 	}
 	n := 0
 	_ = rc.Control(func(fd uintptr) {
-		n, err = unix.IoctlGetInt(int(fd), fionread)
+		n, err = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
 	})
 	if err != nil {
 		return 0

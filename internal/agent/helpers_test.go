@@ -1,4 +1,4 @@
-package worker
+package agent
 
 import (
 	"google.golang.org/protobuf/proto"

@@ -1,4 +1,4 @@
-package worker
+package agent
 
 import (
 	"bytes"
@@ -28,7 +28,6 @@ func TestFrameEvents(t *testing.T) {
 		frame []byte
 		want  *atollv1.WorkerEvent
 	}{
-		{"value", rawFrame(frameResult, []byte("pickled")), &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: 7}}}},
 		{"exception", rawFrame(frameException, exc), resultEvent(&atollv1.Result{Outcome: &atollv1.Result_Exception{Exception: &atollv1.RemoteException{
 			Pickled: []byte("P"), TypeName: "builtins.ValueError", Message: "bad", Traceback: "Traceback...",
 		}}})},
@@ -50,6 +49,17 @@ func TestFrameEvents(t *testing.T) {
 				t.Errorf("event = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A value frame's payload is left in the pipe, to be streamed upstream.
+func TestValueFrameIsStreamed(t *testing.T) {
+	f, err := readFrame(bytes.NewReader(rawFrame(frameResult, []byte("pickled"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.kind != frameResult || f.size != 7 || f.payload != nil {
+		t.Errorf("frame = %c size %d payload %q, want a value of 7 bytes left unread", f.kind, f.size, f.payload)
 	}
 }
 

@@ -1,4 +1,4 @@
-package worker
+package agent
 
 import (
 	"encoding/binary"
@@ -72,11 +72,10 @@ func readFrame(r io.Reader) (frame, error) {
 	return frame{kind: kind, payload: payload}, nil
 }
 
-// event converts a runner's result frame into the event sent upstream.
+// event converts a runner's answer other than a value (which is streamed,
+// see Agent.report) into the event sent upstream.
 func (f frame) event() (*atollv1.WorkerEvent, error) {
 	switch f.kind {
-	case frameResult:
-		return &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: uint64(f.size)}}}, nil
 	case frameException:
 		fields, err := splitFields(f.payload, 4)
 		if err != nil {

@@ -1,10 +1,13 @@
-// Package worker is the agent that runs inside each worker's sandbox. It
-// starts the Python runner, hands it calls from the server, captures its
-// file descriptors 1 and 2 (so output of C code and subprocesses streams
-// too) and reports output, results and the runner's death upstream. It
-// speaks the worker protocol (package wire) on its own stdin and stdout; it
-// never decides scheduling, limits or environments.
-package worker
+// Package agent is the worker agent (`atoll worker`) that runs inside each
+// worker's sandbox. It starts the Python runner, hands it calls from the
+// server, captures its file descriptors 1 and 2 (so output of C code and
+// subprocesses streams too) and reports output, results and the runner's
+// death upstream. It speaks the worker protocol through package
+// workerproto, on pipes it was handed or on a connection it dialed back on,
+// and owns the agent <-> runner framing (runner.go, whose other end is
+// python/atoll/_runner.py). It never decides scheduling, limits or
+// environments, and never lays out server protocol bytes itself.
+package agent
 
 import (
 	"context"
@@ -18,7 +21,7 @@ import (
 	"time"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/wire"
+	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
 // bootstrap starts the runner: the SDK directory goes first on sys.path so
@@ -55,9 +58,8 @@ type Options struct {
 	RuntimeDir string
 	// Dir is the runner's working directory ("" = inherit).
 	Dir string
-	// In and Out carry the worker protocol.
-	In  io.Reader
-	Out io.Writer
+	// Conn carries the worker protocol to and from the server. Required.
+	Conn *workerproto.AgentConn
 	// Logger receives the agent's own diagnostics (its stderr).
 	Logger *slog.Logger
 }
@@ -66,7 +68,7 @@ type Options struct {
 type Agent struct {
 	opts Options
 	log  *slog.Logger
-	out  *wire.Writer
+	conn *workerproto.AgentConn
 }
 
 // New returns an agent; Run starts it.
@@ -75,11 +77,11 @@ func New(opts Options) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{opts: opts, log: log, out: wire.NewWriter(opts.Out)}
+	return &Agent{opts: opts, log: log, conn: opts.Conn}
 }
 
 func (a *Agent) send(ev *atollv1.WorkerEvent) {
-	if err := a.out.Write(ev); err != nil {
+	if err := a.conn.Send(ev); err != nil {
 		a.log.Debug("cannot report to server", "err", err)
 	}
 }
@@ -175,10 +177,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Ready{Ready: &atollv1.WorkerReady{RunnerPid: int32(r.cmd.Process.Pid)}}})
 
-	in := wire.NewReader(a.opts.In)
-	calls := make(chan *atollv1.WorkerCall)
+	calls := make(chan workerproto.Call)
 	callRead := make(chan struct{})
-	go a.readCalls(in, calls, callRead)
+	go a.readCalls(calls, callRead)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				r.calls.Close()
 				return nil
 			}
-			err := a.passCall(r, in, call)
+			err := a.passCall(r, call)
 			callRead <- struct{}{}
 			if err != nil {
 				return a.runnerDied(r, fmt.Sprintf("could not hand the call to the runner: %v", err))
@@ -212,13 +213,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // passCall copies a call's function and arguments from the server's stream
 // into the runner's call pipe, without holding them.
-func (a *Agent) passCall(r *runner, in *wire.Reader, call *atollv1.WorkerCall) error {
-	fnSize, argSize := call.GetFunctionSize(), call.GetArgumentsSize()
-	if err := writeCallHeader(r.calls, fnSize, argSize); err != nil {
+func (a *Agent) passCall(r *runner, call workerproto.Call) error {
+	if err := writeCallHeader(r.calls, call.FunctionSize, call.ArgumentsSize); err != nil {
 		return err
 	}
-	n := int64(fnSize + argSize)
-	if _, err := io.CopyN(r.calls, in.Raw(n), n); err != nil {
+	if _, err := io.CopyN(r.calls, a.conn.Payload(call), call.Size()); err != nil {
 		return err
 	}
 	return nil
@@ -227,16 +226,16 @@ func (a *Agent) passCall(r *runner, in *wire.Reader, call *atollv1.WorkerCall) e
 // report sends a runner's answer upstream; a value's bytes go straight from
 // the runner's pipe to the server's stream.
 func (a *Agent) report(r *runner, f frame) error {
-	ev, err := f.event()
-	if err != nil {
-		a.reportFailure(err.Error(), -1, 0)
-		return err
-	}
 	if f.kind != frameResult {
+		ev, err := f.event()
+		if err != nil {
+			a.reportFailure(err.Error(), -1, 0)
+			return err
+		}
 		a.send(ev)
 		return nil
 	}
-	err = a.out.WriteWith(ev, func(w io.Writer) error {
+	err := a.conn.SendValue(f.size, func(w io.Writer) error {
 		_, err := io.CopyN(w, r.resultPipe, f.size)
 		return err
 	})
@@ -249,11 +248,11 @@ func (a *Agent) report(r *runner, f frame) error {
 
 // readCalls reads call headers; after each it waits on read until the call's
 // raw bytes have been passed on.
-func (a *Agent) readCalls(in *wire.Reader, calls chan<- *atollv1.WorkerCall, read <-chan struct{}) {
+func (a *Agent) readCalls(calls chan<- workerproto.Call, read <-chan struct{}) {
 	defer close(calls)
 	for {
-		call := new(atollv1.WorkerCall)
-		if err := in.Read(call); err != nil {
+		call, err := a.conn.ReadCall()
+		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				a.log.Warn("reading calls", "err", err)
 			}

@@ -1,0 +1,158 @@
+package workerproto
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+)
+
+// eventQueue is how many events the reader may run ahead of the caller.
+const eventQueue = 64
+
+// Conn is the server's end of one worker's protocol stream. It serves one
+// call at a time; a reader goroutine turns the stream into events from the
+// start, so the agent never blocks on an unread pipe.
+type Conn struct {
+	rwc    io.ReadWriteCloser
+	out    *frameWriter
+	events chan *atollv1.WorkerEvent
+	// readErr is why the event stream ended; set before events is closed.
+	readErr error
+	busy    atomic.Bool
+}
+
+// NewConn starts reading the agent's events from rwc. Close ends it.
+func NewConn(rwc io.ReadWriteCloser) *Conn {
+	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan *atollv1.WorkerEvent, eventQueue)}
+	go c.readEvents()
+	return c
+}
+
+// readEvents reads events until the stream ends or breaks the protocol; a
+// value's raw bytes are read in with it and delivered as a Result.
+func (c *Conn) readEvents() {
+	defer close(c.events)
+	in := newFrameReader(c.rwc)
+	for {
+		ev := new(atollv1.WorkerEvent)
+		if err := in.read(ev, MaxEventBytes); err != nil {
+			if !errors.Is(err, io.EOF) {
+				c.readErr = err
+			}
+			return
+		}
+		if v := ev.GetValue(); v != nil {
+			if v.GetSize() > MaxPayloadBytes {
+				c.readErr = fmt.Errorf("%w: a %d byte value exceeds the %d byte limit", ErrProtocol, v.GetSize(), MaxPayloadBytes)
+				return
+			}
+			value, err := in.payload(v.GetSize())
+			if err != nil {
+				c.readErr = err
+				return
+			}
+			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: value}}}}
+		}
+		c.events <- ev
+	}
+}
+
+// ended is the error for an event stream that ended early.
+func (c *Conn) ended() error {
+	if c.readErr != nil {
+		return c.readErr
+	}
+	return ErrClosed
+}
+
+// Ready describes a worker whose runner is up.
+type Ready struct {
+	RunnerPID int
+}
+
+// AwaitReady waits for the agent's ready event; output the agent writes
+// while starting (a build log, an interpreter's complaint) goes to
+// onOutput. It fails with a *FailureError the agent reported, ErrClosed,
+// ErrProtocol or ctx's error.
+func (c *Conn) AwaitReady(ctx context.Context, onOutput func(*atollv1.Output)) (Ready, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return Ready{}, ctx.Err()
+		case ev, ok := <-c.events:
+			if !ok {
+				return Ready{}, c.ended()
+			}
+			switch e := ev.Event.(type) {
+			case *atollv1.WorkerEvent_Ready:
+				return Ready{RunnerPID: int(e.Ready.GetRunnerPid())}, nil
+			case *atollv1.WorkerEvent_Output:
+				onOutput(e.Output)
+			case *atollv1.WorkerEvent_Failure:
+				return Ready{}, &FailureError{Failure: e.Failure}
+			default:
+				return Ready{}, fmt.Errorf("%w: %T before ready", ErrProtocol, ev.Event)
+			}
+		}
+	}
+}
+
+// Call runs one call of the serialized function fn with the serialized
+// arguments args. Output events go to onOutput as they arrive. It returns
+// the result (a value or the raised exception), or an error: a
+// *FailureError the agent reported, ErrClosed when the stream ended,
+// ErrProtocol, or ctx's error when ctx ended first, the call then still
+// running: the caller must kill the worker, as a Python call cannot be
+// interrupted safely.
+func (c *Conn) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
+	if !c.busy.CompareAndSwap(false, true) {
+		return nil, ErrBusy
+	}
+	defer c.busy.Store(false)
+	if uint64(len(fn))+uint64(len(args)) > MaxPayloadBytes {
+		return nil, fmt.Errorf("a call of %d bytes exceeds the %d byte limit", len(fn)+len(args), MaxPayloadBytes)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args))}
+	err := c.out.write(head, func(out io.Writer) error {
+		if _, err := out.Write(fn); err != nil {
+			return err
+		}
+		_, err := out.Write(args)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: send the call: %w", ErrClosed, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case ev, ok := <-c.events:
+			if !ok {
+				return nil, c.ended()
+			}
+			switch e := ev.Event.(type) {
+			case *atollv1.WorkerEvent_Output:
+				onOutput(e.Output)
+			case *atollv1.WorkerEvent_Result:
+				return e.Result, nil
+			case *atollv1.WorkerEvent_Failure:
+				return nil, &FailureError{Failure: e.Failure}
+			default:
+				return nil, fmt.Errorf("%w: %T during a call", ErrProtocol, ev.Event)
+			}
+		}
+	}
+}
+
+// Close ends the stream; the agent sees its end and exits.
+func (c *Conn) Close() error {
+	return c.rwc.Close()
+}

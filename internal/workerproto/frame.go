@@ -1,0 +1,119 @@
+package workerproto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+)
+
+// frameWriter writes frames; it is safe for concurrent use, and a frame
+// with raw bytes is never interleaved with another.
+type frameWriter struct {
+	mu sync.Mutex
+	w  *bufio.Writer
+}
+
+func newFrameWriter(w io.Writer) *frameWriter {
+	return &frameWriter{w: bufio.NewWriterSize(w, bufferBytes)}
+}
+
+// write frames m, lets raw (if not nil) write the bytes that follow it, and
+// flushes.
+func (w *frameWriter) write(m proto.Message, raw func(io.Writer) error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, err := protodelim.MarshalTo(w.w, m); err != nil {
+		return err
+	}
+	if raw != nil {
+		if err := raw(w.w); err != nil {
+			return err
+		}
+	}
+	return w.w.Flush()
+}
+
+// frameReader reads frames; it is not safe for concurrent use.
+type frameReader struct {
+	r *bufio.Reader
+	// buf is reused for messages up to bufferBytes, the common case, so
+	// reading an event allocates nothing of its own.
+	buf []byte
+}
+
+func newFrameReader(r io.Reader) *frameReader {
+	return &frameReader{r: bufio.NewReaderSize(r, bufferBytes), buf: make([]byte, bufferBytes)}
+}
+
+// read reads the next message, of at most limit bytes, into m. It returns
+// io.EOF at a clean end between frames and an ErrProtocol error for a
+// frame over the limit, cut short or malformed.
+func (r *frameReader) read(m proto.Message, limit uint64) error {
+	n, err := binary.ReadUvarint(r.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		return fmt.Errorf("%w: frame length: %w", ErrProtocol, err)
+	}
+	if n > limit {
+		return fmt.Errorf("%w: a %d byte message exceeds the %d byte limit", ErrProtocol, n, limit)
+	}
+	var b []byte
+	if n <= uint64(len(r.buf)) {
+		b = r.buf[:n]
+		if _, err := io.ReadFull(r.r, b); err != nil {
+			return fmt.Errorf("%w: message cut short: %w", ErrProtocol, err)
+		}
+	} else if b, err = readBounded(r.r, n); err != nil {
+		return err
+	}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return nil
+}
+
+// raw returns a reader of exactly n raw bytes that follow the last message;
+// they must be read in full before the next read.
+func (r *frameReader) raw(n int64) io.Reader {
+	return io.LimitReader(r.r, n)
+}
+
+// payload reads n raw bytes that follow the last message (n already
+// checked against its bound).
+func (r *frameReader) payload(n uint64) ([]byte, error) {
+	return readBounded(r.r, n)
+}
+
+// readBounded reads exactly n bytes. Up to eagerBytes are allocated at
+// once; past that the buffer grows as bytes arrive, so a peer stating a
+// length it never sends holds no more memory than it did send.
+func readBounded(r io.Reader, n uint64) ([]byte, error) {
+	if n <= eagerBytes {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("%w: %d raw bytes cut short: %w", ErrProtocol, n, err)
+		}
+		return b, nil
+	}
+	b := make([]byte, 0, eagerBytes)
+	for uint64(len(b)) < n {
+		if len(b) == cap(b) {
+			b = append(b, make([]byte, min(uint64(cap(b)), n-uint64(len(b))))...)[:len(b)]
+		}
+		end := min(uint64(cap(b)), n)
+		m, err := io.ReadFull(r, b[len(b):end])
+		b = b[:len(b)+m]
+		if err != nil {
+			return nil, fmt.Errorf("%w: %d raw bytes cut short after %d: %w", ErrProtocol, n, len(b), err)
+		}
+	}
+	return b, nil
+}

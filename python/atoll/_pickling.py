@@ -1,0 +1,310 @@
+"""Pickling shared by the caller and the in-worker runner.
+
+Two things atoll adds to cloudpickle, on both sides of a call:
+
+- Code objects keep their real ``co_filename`` (cloudpickle 3.1.3 and later
+  write ``"<dynamic-code>"``), so remote tracebacks name the caller's files.
+- A *manifest* travels in front of every pickle: which installed
+  distributions the pickle refers to by reference (an ndarray refers to
+  numpy), with the sender's versions and which argument uses each. The
+  receiver checks it against its own environment before unpickling, so a
+  pickle that cannot load names the argument, the distribution, both versions
+  and the fix instead of failing with "No module named 'numpy._core'".
+
+Payload layout: u32 big-endian length of the manifest pickle, the manifest
+(a plain dict, pickled with the standard library), then the cloudpickle
+payload. An empty manifest costs 4 bytes and no pickling.
+
+Only the standard library and cloudpickle are imported here: the runner
+loads this file by path, without importing the atoll package.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import importlib.metadata
+import io
+import operator
+import pickle
+import struct
+import sys
+import types
+from collections import ChainMap
+from typing import Any
+
+import cloudpickle
+
+_U32 = struct.Struct(">I")
+
+# Names no manifest mentions: the standard library, and what every worker
+# and caller has beside their own packages (atoll, and the cloudpickle that
+# every pickle refers to for its own helpers).
+_ALWAYS_PRESENT = frozenset(sys.stdlib_module_names) | {"__main__", "builtins", "atoll", "cloudpickle"}
+PROVIDED = frozenset({"atoll", "cloudpickle"})
+
+# The last fix every message offers, by direction.
+PLAIN_ARGUMENT = "convert it to plain data (lists, dicts, str, bytes, numbers) before the call"
+PLAIN_RETURN = "return plain data (lists, dicts, str, bytes, numbers) instead"
+
+
+def _code_args(code: types.CodeType) -> tuple[Any, ...]:
+    """The positional arguments that rebuild code with types.CodeType,
+    co_filename included."""
+    head = (
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_nlocals,
+        code.co_stacksize,
+        code.co_flags,
+        code.co_code,
+        code.co_consts,
+        code.co_names,
+        code.co_varnames,
+        code.co_filename,
+        code.co_name,
+    )
+    tail = (code.co_freevars, code.co_cellvars)
+    if sys.version_info >= (3, 11):
+        return (*head, code.co_qualname, code.co_firstlineno, code.co_linetable, code.co_exceptiontable, *tail)
+    return (*head, code.co_firstlineno, code.co_linetable, *tail)
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    # The receiver rebuilds the code with types.CodeType alone: no atoll or
+    # cloudpickle code is needed to load it.
+    return types.CodeType, _code_args(code)
+
+
+class Labeled:
+    """Marks a top-level value (an argument) so that the manifest can say
+    which one refers to which distribution. It unpickles as the bare value."""
+
+    __slots__ = ("label", "value")
+
+    def __init__(self, label: str, value: Any):
+        self.label = label
+        self.value = value
+
+
+_FIRST = operator.itemgetter(0)
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler with atoll's code-object reduction; it records
+    the top-level modules of everything it pickles by reference."""
+
+    dispatch_table = ChainMap(
+        {types.CodeType: _reduce_code},
+        getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
+    )
+
+    def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
+        super().__init__(file, protocol=protocol)
+        self.label = label
+        self.modules: dict[str, set[str]] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        cls = type(obj)
+        if cls is Labeled:
+            self.label = obj.label
+            return _FIRST, ((obj.value,),)
+        if cls is types.ModuleType:
+            name = obj.__name__
+        elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+            name = getattr(obj, "__module__", None)
+        else:
+            name = cls.__module__
+        if name:
+            root = name.partition(".")[0]
+            if root not in _ALWAYS_PRESENT:
+                labels = self.modules.get(root)
+                if labels is None:
+                    self.modules[root] = {self.label}
+                else:
+                    labels.add(self.label)
+        return super().reducer_override(obj)
+
+
+_dists_by_module: dict[str, list[str]] | None = None
+_module_dists: dict[str, tuple[tuple[str, str], ...]] = {}
+_versions: dict[str, str | None] = {}
+
+
+def installed_version(dist: str) -> str | None:
+    """This interpreter's version of a distribution, or None; cached (an
+    environment does not change under a running call)."""
+    try:
+        return _versions[dist]
+    except KeyError:
+        pass
+    try:
+        version: str | None = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    _versions[dist] = version
+    return version
+
+
+def distributions_of(root: str) -> tuple[tuple[str, str], ...]:
+    """(distribution, version) pairs that provide the top-level module root
+    here; empty for modules no installed distribution provides (the caller's
+    own modules, shipped by value)."""
+    global _dists_by_module
+    found = _module_dists.get(root)
+    if found is not None:
+        return found
+    if _dists_by_module is None:
+        _dists_by_module = importlib.metadata.packages_distributions()
+    pairs = []
+    for dist in _dists_by_module.get(root, ()):
+        version = installed_version(dist)
+        if version is not None and canonical(dist) not in PROVIDED:
+            pairs.append((canonical(dist), version))
+    found = tuple(sorted(set(pairs)))
+    _module_dists[root] = found
+    return found
+
+
+def canonical(name: str) -> str:
+    """A distribution name in PEP 503 normal form."""
+    out = []
+    dash = False
+    for ch in name.lower():
+        if ch in "-_.":
+            dash = True
+            continue
+        if dash and out:
+            out.append("-")
+        dash = False
+        out.append(ch)
+    return "".join(out)
+
+
+def manifest_of(modules: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+    """{distribution: {"version", "modules", "uses"}} for the modules a
+    Pickler recorded."""
+    manifest: dict[str, dict[str, Any]] = {}
+    for root, labels in modules.items():
+        for dist, version in distributions_of(root):
+            entry = manifest.setdefault(dist, {"version": version, "modules": [], "uses": []})
+            entry["modules"].append(root)
+            entry["uses"].extend(sorted(label for label in labels if label not in entry["uses"]))
+    return manifest
+
+
+def dumps(value: Any, protocol: int | None = None, label: str = "") -> tuple[bytes, dict[str, dict[str, Any]]]:
+    """(payload, manifest): the manifest in front of the pickle of value."""
+    with io.BytesIO() as buffer:
+        buffer.write(b"\0\0\0\0")
+        pickler = Pickler(buffer, protocol=protocol, label=label)
+        pickler.dump(value)
+        manifest = manifest_of(pickler.modules) if pickler.modules else {}
+        if not manifest:
+            return buffer.getvalue(), manifest
+        head = pickle.dumps(manifest, protocol=4)
+        body = buffer.getbuffer()[_U32.size :]
+        try:
+            return b"".join((_U32.pack(len(head)), head, body)), manifest
+        finally:
+            body.release()
+
+
+def split(payload: bytes | bytearray | memoryview) -> tuple[dict[str, dict[str, Any]], memoryview]:
+    """(manifest, the pickle after it), without copying the pickle."""
+    view = memoryview(payload)
+    if len(view) < _U32.size:
+        raise pickle.UnpicklingError("payload shorter than its manifest header")
+    (n,) = _U32.unpack_from(view)
+    if n == 0:
+        return {}, view[_U32.size :]
+    end = _U32.size + n
+    if end > len(view):
+        raise pickle.UnpicklingError("manifest longer than its payload")
+    manifest = pickle.loads(view[_U32.size : end])
+    if not isinstance(manifest, dict):
+        raise pickle.UnpicklingError("manifest is not a dict")
+    return manifest, view[end:]
+
+
+class Mismatch:
+    """One distribution a pickle refers to whose version differs here."""
+
+    __slots__ = ("distribution", "sender_version", "local_version", "uses", "modules")
+
+    def __init__(self, distribution: str, sender_version: str, local_version: str | None, uses: list[str], modules: list[str]):
+        self.distribution = distribution
+        self.sender_version = sender_version
+        self.local_version = local_version
+        self.uses = uses
+        self.modules = modules
+
+    @property
+    def major_differs(self) -> bool:
+        return self.local_version is None or _major(self.local_version) != _major(self.sender_version)
+
+
+def _major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+def mismatches(manifest: dict[str, dict[str, Any]]) -> list[Mismatch]:
+    """The manifest's distributions that are missing here or of another
+    version, checked before unpickling."""
+    found = []
+    for dist, entry in manifest.items():
+        want = str(entry.get("version", ""))
+        have = installed_version(dist)
+        if have != want:
+            found.append(Mismatch(dist, want, have, list(entry.get("uses", [])), list(entry.get("modules", []))))
+    return found
+
+
+def culprit(found: list[Mismatch], error: BaseException | None) -> Mismatch:
+    """The mismatch that most likely broke unpickling: the one whose module
+    the error names, else a missing distribution, else the first."""
+    named = getattr(error, "name", None) or (str(error) if error is not None else "")
+    for m in found:
+        if any(named == mod or named.startswith(mod + ".") or f"'{mod}." in named or f"'{mod}'" in named for mod in m.modules):
+            return m
+    for m in found:
+        if m.local_version is None:
+            return m
+    return found[0]
+
+
+def explain(
+    m: Mismatch, error: BaseException | None, *, what: str, to_worker: bool, plain: str, others: list[Mismatch] = ()
+) -> str:
+    """The message for a pickle that cannot load (or failed to, with error):
+    what it is, the distribution, both versions and the fix.
+
+    what names the pickle ("the arguments of f"), and each use the manifest
+    recorded is named instead where known ("argument 0 of f"); to_worker
+    says which way it travelled; plain is the "convert to plain data" fix;
+    others are further mismatches of the same pickle, pinned in the fix too
+    (a pandas frame carries numpy arrays: both must match)."""
+    uses = " and ".join(u for u in m.uses if u) or what
+    d, sent = m.distribution, m.sender_version
+    here, there = ("here", "in the worker") if to_worker else ("in the worker", "here")
+    receiver = "the worker's environment" if to_worker else "this interpreter"
+    if m.local_version is None:
+        text = f"{uses} refers to {d}, which {receiver} lacks ({d} {sent} {here})"
+    else:
+        text = (
+            f"{uses} could not be unpickled {there}: it was pickled with {d} {sent} {here}, "
+            f"and {receiver} has {d} {m.local_version}"
+        )
+    if error is not None:
+        text += f" ({type(error).__name__}: {error})"
+    pin = " and ".join(f'"{x.distribution}=={x.sender_version}"' for x in [m, *(o for o in others if o is not m)])
+    if to_worker:
+        fix = f"add {pin} to the function's requirements, or {plain}"
+    elif m.local_version is None:
+        fix = f"install {pin} here, or {plain}"
+    else:
+        want = " and ".join(
+            f'"{x.distribution}=={x.local_version}"' for x in [m, *(o for o in others if o is not m)] if x.local_version
+        )
+        fix = f"install {pin} here, require {want} in the function's requirements, or {plain}"
+    return f"{text}. Fix: {fix}."

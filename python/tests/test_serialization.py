@@ -1,0 +1,402 @@
+"""The serialization corpus: real cases from the trackers of tools of this
+kind, each asserting the error type, that the message names the culprit, and
+that it names the fix (or that the case just works).
+
+The caller runs numpy 2, pandas 3 and pydantic 2 (python/requirements.lock);
+workers get other versions through their requirements, built by a real
+server with uv from the package index."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import socket
+import sqlite3
+import sys
+import textwrap
+import threading
+import weakref
+
+import numpy as np
+import pandas as pd
+import pydantic
+import pytest
+
+import atoll
+from atoll import _pickling, isolated
+from atoll._host import CloudHost
+from conftest import free_port
+
+NUMPY1 = ["numpy==1.26.4"]
+PANDAS1 = ["pandas==1.5.3", "numpy==1.26.4"]
+
+# A server address where nothing listens: a call that gets past the caller's
+# own checks fails with ServerUnavailableError instead.
+NOWHERE = CloudHost(f"127.0.0.1:{free_port()}")
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+class Holder:
+    def __init__(self, value):
+        self.value = value
+
+
+class Model(pydantic.BaseModel):
+    name: str
+    size: int
+
+
+class BadReduce:
+    def __reduce__(self):
+        raise RuntimeError("BadReduce refuses to be pickled")
+
+
+def _not_sent(fn, *args, **kwargs):
+    """Calls fn on a host where nothing listens: only an error raised before
+    anything is sent can come out of it."""
+    with pytest.raises(atoll.SerializationError) as info:
+        fn.on(NOWHERE)(*args, **kwargs)
+    return info.value
+
+
+# Version mismatches: named, with both versions and the fix.
+
+
+def test_numpy2_array_to_a_numpy1_worker(server):
+    @isolated(requirements=NUMPY1)
+    def total(a):
+        return float(a.sum())
+
+    with pytest.raises(atoll.VersionMismatchError) as info:
+        total(np.arange(4.0))
+    err = info.value
+    message = str(err)
+    assert "argument 0 of" in message and "total" in message, message
+    assert f"numpy {np.__version__}" in message and "numpy 1.26.4" in message, message
+    assert f'Fix: add "numpy=={np.__version__}" to the function\'s requirements' in message, message
+    assert "plain data" in message, message
+    assert (err.distribution, err.local_version, err.remote_version) == ("numpy", np.__version__, "1.26.4")
+    assert isinstance(err, atoll.SerializationError)
+
+
+def test_numpy1_array_back_to_a_numpy2_caller_loads_and_warns(server, capfd):
+    @isolated(requirements=NUMPY1)
+    def make():
+        import numpy
+
+        return numpy.arange(3)
+
+    assert make().tolist() == [0, 1, 2]
+    err = capfd.readouterr().err
+    # Loaded (numpy 2 reads numpy 1 pickles), with one warning naming both.
+    assert "numpy 1.26.4 in the worker" in err and f"numpy {np.__version__}" in err, err
+
+
+def test_pandas_dataframe_to_an_older_pandas_worker(server):
+    @isolated(requirements=PANDAS1)
+    def rows(*, df):
+        return len(df)
+
+    with pytest.raises(atoll.VersionMismatchError) as info:
+        rows(df=pd.DataFrame({"a": [1, 2, 3]}))
+    message = str(info.value)
+    assert "keyword argument 'df' of" in message, message
+    # The frame's numpy arrays break first; the fix pins both.
+    assert info.value.distribution == "numpy", message
+    assert f"numpy {np.__version__} here" in message and "numpy 1.26.4" in message, message
+    assert f'add "numpy=={np.__version__}" and "pandas=={pd.__version__}"' in message, message
+
+
+def test_pandas_dataframe_from_an_older_pandas_worker_loads_and_warns(server, capfd):
+    @isolated(requirements=PANDAS1)
+    def frame():
+        import pandas
+
+        return pandas.DataFrame({"a": [1, 2, 3]})
+
+    # pandas reads its older pickles: allowed, with a warning naming both.
+    assert frame()["a"].tolist() == [1, 2, 3]
+    err = capfd.readouterr().err
+    assert "pandas 1.5.3 in the worker" in err and f"pandas {pd.__version__}" in err, err
+
+
+def test_pydantic_model_to_a_worker_without_pydantic_is_refused_before_sending():
+    @isolated()
+    def size(m):
+        return m.size
+
+    err = _not_sent(size, Model(name="x", size=3))
+    assert isinstance(err, atoll.VersionMismatchError)
+    message = str(err)
+    assert "argument 0 of" in message and "pydantic" in message, message
+    assert f'add "pydantic=={pydantic.VERSION}"' in message, message
+
+
+def test_pydantic_model_to_a_worker_with_the_same_pydantic_works(server):
+    @isolated(requirements=[f"pydantic=={pydantic.VERSION}"])
+    def grow(m):
+        return m.model_copy(update={"size": m.size + 1})
+
+    assert grow(Model(name="x", size=3)) == Model(name="x", size=4)
+
+
+def test_function_using_a_module_its_requirements_lack_is_refused_before_sending():
+    @isolated()
+    def mean(values):
+        return np.mean(values)
+
+    err = _not_sent(mean, [1, 2])
+    assert isinstance(err, atoll.VersionMismatchError)
+    message = str(err)
+    assert "function" in message and "mean" in message and "refers to numpy" in message, message
+    assert f'add "numpy=={np.__version__}"' in message and "import it inside the function" in message, message
+
+
+def test_return_value_of_a_package_the_caller_lacks(server):
+    @isolated(requirements=["pyjokes==0.8.3"])
+    def joker():
+        import pyjokes
+
+        return pyjokes.get_joke
+
+    with pytest.raises(atoll.VersionMismatchError) as info:
+        joker()
+    message = str(info.value)
+    assert "the return value of" in message and "pyjokes" in message, message
+    assert "which this interpreter lacks" in message, message
+    assert 'install "pyjokes==0.8.3" here' in message and "return plain data" in message, message
+
+
+def test_exception_class_the_caller_cannot_import_is_a_remote_error(server):
+    @isolated()
+    def fail():
+        import pathlib
+        import sys
+
+        pathlib.Path("/tmp/worker_only_errors.py").write_text("class WorkerOnly(Exception):\n    pass\n")
+        sys.path.insert(0, "/tmp")
+        import worker_only_errors
+
+        raise worker_only_errors.WorkerOnly("only the worker knows this type")
+
+    with pytest.raises(atoll.RemoteError) as info:
+        fail()
+    assert info.value.type_name == "worker_only_errors.WorkerOnly"
+    assert info.value.remote_message == "only the worker knows this type"
+
+
+# Objects that cannot be pickled: the path to the culprit, before sending.
+
+
+def test_lambda_closing_over_a_lock():
+    lock = threading.Lock()
+    fn = isolated()(lambda: lock.locked())
+    with pytest.raises(atoll.SerializationError) as info:
+        fn.on(NOWHERE)()
+    message = str(info.value)
+    assert "the variable 'lock' it closes over is a _thread.lock" in message, message
+    assert "Create it inside the function" in message, message
+
+
+def test_generator_object_argument():
+    @isolated()
+    def consume(g):
+        return list(g)
+
+    message = str(_not_sent(consume, (i for i in range(3))))
+    assert "argument 0 of" in message and "args[0] is a generator" in message, message
+
+
+def test_open_file_argument(tmp_path):
+    @isolated()
+    def write(f):
+        f.write("x")
+
+    with open(tmp_path / "out.txt", "w") as f:
+        message = str(_not_sent(write, f))
+    assert "args[0] is a _io.TextIOWrapper" in message, message
+
+
+def test_sqlite_connection_deep_inside_a_dict():
+    @isolated()
+    def query(config):
+        return config
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        message = str(_not_sent(query, {"name": "db", "db": {"path": ":memory:", "conn": conn}}))
+    finally:
+        conn.close()
+    assert "args[0]['db']['conn'] is a sqlite3.Connection: it cannot be pickled" in message, message
+
+
+def test_custom_reduce_that_raises():
+    @isolated()
+    def take(x):
+        return x
+
+    message = str(_not_sent(take, [1, BadReduce()]))
+    assert "args[0][1] is a test_serialization.BadReduce" in message, message
+    assert "BadReduce refuses to be pickled" in message, message
+
+
+def test_recursion_limit_exceeded_while_pickling():
+    nested: list = []
+    for _ in range(sys.getrecursionlimit() * 3):
+        nested = [nested]
+
+    @isolated()
+    def depth(x):
+        return 0
+
+    message = str(_not_sent(depth, nested))
+    assert "args[0]" in message and "nested too deeply" in message and "sys.setrecursionlimit" in message, message
+
+
+def test_attribute_of_an_object_that_cannot_be_pickled():
+    @isolated()
+    def value_of(h):
+        return h.value
+
+    message = str(_not_sent(value_of, Holder(threading.Lock())))
+    assert "args[0].value is a _thread.lock" in message, message
+
+
+def test_keyword_argument_that_cannot_be_pickled():
+    @isolated()
+    def call(*, sock):
+        return sock
+
+    with socket.socket() as sock:
+        message = str(_not_sent(call, sock=sock))
+    assert "keyword argument 'sock' of" in message and "kwargs['sock'] is a socket.socket" in message, message
+
+
+def test_thread_object_argument():
+    @isolated()
+    def join(t):
+        t.join()
+
+    message = str(_not_sent(join, threading.Thread(target=print)))
+    assert "argument 0 of" in message and "args[0]" in message and "cannot be pickled" in message, message
+
+
+def test_weakref_argument():
+    @isolated()
+    def deref(r):
+        return r()
+
+    target = Holder(1)
+    message = str(_not_sent(deref, weakref.ref(target)))
+    assert "args[0] is a weakref.ReferenceType" in message or "args[0] is a weakref" in message, message
+
+
+def test_default_argument_that_cannot_be_pickled():
+    lock = threading.Lock()
+
+    def guarded(x, lock=lock):
+        return x
+
+    message = str(_not_sent(isolated()(guarded), 1))
+    assert "its default argument #0 is a _thread.lock" in message, message
+
+
+def test_unpicklable_return_value_names_the_function(server):
+    @isolated()
+    def gen():
+        return (i for i in range(3))
+
+    with pytest.raises(atoll.SerializationError) as info:
+        gen()
+    message = str(info.value)
+    assert "return value of" in message and "gen" in message and "generator" in message, message
+
+
+# What must just work.
+
+
+def test_class_from_a_local_module_travels_by_value(server, tmp_path, monkeypatch):
+    (tmp_path / "shapes_local.py").write_text(
+        textwrap.dedent(
+            """\
+            class Square:
+                def __init__(self, side):
+                    self.side = side
+
+                def area(self):
+                    return self.side ** 2
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import shapes_local
+
+    @isolated()
+    def area(s):
+        return s.area()
+
+    assert area(shapes_local.Square(3)) == 9
+
+
+def test_enum_and_dataclass_from_the_callers_script(server):
+    @isolated()
+    def flip(color, point):
+        return (Color.GREEN if color is Color.RED else Color.RED), Point(point.y, point.x)
+
+    color, point = flip(Color.RED, Point(1.0, 2.0))
+    assert color.name == "GREEN" and color.value == 2
+    assert (point.x, point.y) == (2.0, 1.0)
+
+
+def test_module_object_argument(server):
+    import json
+
+    @isolated()
+    def encode(module, value):
+        return module.dumps(value)
+
+    assert encode(json, [1, 2]) == "[1, 2]"
+
+
+def test_100mb_nested_structure(server):
+    chunks = {"parts": [bytes([i]) * 1_000_000 for i in range(100)], "meta": {"n": 100}}
+
+    @isolated(machine_type="S")
+    def measure(data):
+        return sum(len(p) for p in data["parts"]), data["meta"]["n"]
+
+    assert measure(chunks) == (100_000_000, 100)
+
+
+def test_plain_arguments_carry_an_empty_manifest():
+    payload, manifest = _pickling.dumps(([_pickling.Labeled("argument 0", 1), _pickling.Labeled("argument 1", "x")], {}))
+    assert manifest == {}
+    assert payload[:4] == b"\0\0\0\0"
+    assert _pickling.split(payload)[0] == {}
+
+
+def test_manifest_names_each_argument_and_its_distribution():
+    _, manifest = _pickling.dumps(
+        ([_pickling.Labeled("argument 0", 1), _pickling.Labeled("argument 1", np.zeros(2))], {"df": _pickling.Labeled("keyword argument 'df'", pd.DataFrame())})
+    )
+    assert manifest["numpy"]["version"] == np.__version__
+    assert "argument 1" in manifest["numpy"]["uses"] and "argument 0" not in manifest["numpy"]["uses"]
+    assert manifest["pandas"]["uses"] == ["keyword argument 'df'"]
+
+
+def test_a_malformed_manifest_is_an_error_not_a_crash():
+    with pytest.raises(Exception, match="manifest longer than its payload"):
+        _pickling.split(b"\0\0\1\0" + b"x" * 10)
+    with pytest.raises(Exception, match="shorter than its manifest header"):
+        _pickling.split(b"\0")
+
