@@ -16,15 +16,20 @@ import (
 	"github.com/atoll-dev/atoll/internal/workerproto"
 )
 
-// pickled returns the standard pickle of a Python expression; the runner
-// reads it with cloudpickle, which accepts any pickle.
+// emptyManifest is the 4-byte header of a payload that refers to no
+// installed distribution (python/atoll/_pickling.py).
+const emptyManifest = "\x00\x00\x00\x00"
+
+// pickled returns the standard pickle of a Python expression as the runner
+// reads a payload: an empty manifest, then the pickle (cloudpickle accepts
+// any pickle).
 func pickled(t *testing.T, python, expr string) []byte {
 	t.Helper()
 	out, err := exec.Command(python, "-c", "import pickle, sys; sys.stdout.buffer.write(pickle.dumps("+expr+"))").Output()
 	if err != nil {
 		t.Fatalf("pickle %s: %v", expr, err)
 	}
-	return out
+	return append([]byte(emptyManifest), out...)
 }
 
 // agentHarness drives an agent from the server's end of the protocol.
@@ -90,7 +95,7 @@ func TestAgentRunsCallsAndKeepsOutputAheadOfResults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := res.GetValue(), "\x80\x05N."; string(got) != want { // cloudpickle of None
+		if got, want := res.GetValue(), emptyManifest+"\x80\x05N."; string(got) != want { // cloudpickle of None
 			t.Fatalf("value = %q, want %q (result %v)", got, want, res)
 		}
 		if want := "line" + strings.Repeat(" x", i*1000) + "\n"; out != want {

@@ -1,6 +1,8 @@
 // Package machine owns the catalog of machine types (the CPU, memory, pids
 // and GPU limits a worker gets) and the host's capacity. It only describes
-// resources; it never starts processes or touches cgroups.
+// resources: it reads the server's own cgroup limits (through package
+// sandbox/cgroups, the one place that parses cgroups) to size the host,
+// but never starts processes, writes cgroups or applies a limit.
 package machine
 
 import (

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+
+	"github.com/atoll-dev/atoll/internal/sandbox/cgroups"
 )
 
 // hostProbe is what Detect looks at, replaceable in tests.
@@ -12,11 +14,11 @@ type hostProbe struct {
 	goos     string
 	euid     int
 	lookPath func(string) (string, error)
-	cgroups  func() (cgroupLayout, error)
+	cgroups  func() (cgroups.Layout, error)
 }
 
 func realHost() hostProbe {
-	return hostProbe{goos: runtime.GOOS, euid: os.Geteuid(), lookPath: exec.LookPath, cgroups: detectCgroups}
+	return hostProbe{goos: runtime.GOOS, euid: os.Geteuid(), lookPath: exec.LookPath, cgroups: cgroups.Detect}
 }
 
 // Detect chooses the sandbox kind. force is the configured choice: "" or
@@ -81,7 +83,7 @@ func (h hostProbe) unusable(k string) string {
 	if err != nil {
 		return err.Error()
 	}
-	if k == KindCrun && cg.hybrid {
+	if k == KindCrun && cg.Hybrid {
 		return "crun does not support hosts with both cgroup v1 and v2 mounted (use runc)"
 	}
 	return ""

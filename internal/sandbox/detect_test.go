@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/atoll-dev/atoll/internal/sandbox/cgroups"
 )
 
 func TestDetect(t *testing.T) {
@@ -18,10 +20,10 @@ func TestDetect(t *testing.T) {
 			return "", exec.ErrNotFound
 		}
 	}
-	v1 := func() (cgroupLayout, error) { return cgroupLayout{}, nil }
-	hybrid := func() (cgroupLayout, error) { return cgroupLayout{hybrid: true}, nil }
-	noCgroups := func() (cgroupLayout, error) {
-		return cgroupLayout{}, errors.New("no cgroup memory controller is mounted")
+	v1 := func() (cgroups.Layout, error) { return cgroups.Layout{}, nil }
+	hybrid := func() (cgroups.Layout, error) { return cgroups.Layout{Hybrid: true}, nil }
+	noCgroups := func() (cgroups.Layout, error) {
+		return cgroups.Layout{}, errors.New("no cgroup memory controller is mounted")
 	}
 	tests := []struct {
 		name     string

@@ -9,9 +9,14 @@
 // isolation.
 //
 // The package owns the container's view of the host: which paths it sees,
-// its user, namespaces and cgroup limits, and reading back how it ended
-// (out-of-memory kills included). It must not decide which workers run or
-// with what resources (the scheduler and package machine do), and it must
-// never expose the server's data directory or one worker's files to
-// another.
+// its user, namespaces and cgroup limits (as the spec it writes), the
+// runtime's life cycle (driven through github.com/containerd/go-runc, the
+// runtime in the foreground with the agent's stdio pipes as its own), and
+// reading back how a worker ended (out-of-memory kills included). Cgroup
+// files are read and written only through its subpackage cgroups.
+//
+// It must not decide which workers run or with what resources (the
+// scheduler and package machine do), must not speak the agent's protocol
+// (it hands the scheduler a byte stream), and must never expose the
+// server's data directory or one worker's files to another.
 package sandbox

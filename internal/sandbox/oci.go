@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -18,11 +17,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox/cgroups"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
@@ -74,32 +76,29 @@ type runtimeProfile struct {
 	// until "delete", so its OOM counter can be read after exit. Runtimes
 	// without it remove the cgroup as the container exits.
 	keep bool
-	// globalArgs come before the subcommand.
-	globalArgs func(o OCIOptions, root string) []string
+	// globalArgs come before the subcommand, after --root.
+	globalArgs func(o OCIOptions) []string
 }
 
 var profiles = map[string]runtimeProfile{
-	KindRunc: {keep: true, globalArgs: rootArg},
-	KindCrun: {globalArgs: rootArg},
-	KindRunsc: {globalArgs: func(o OCIOptions, root string) []string {
+	KindRunc: {keep: true},
+	KindCrun: {},
+	KindRunsc: {globalArgs: func(o OCIOptions) []string {
 		// runsc has its own network stack; "host" passes the host's through.
-		return append(rootArg(o, root), "--network="+o.Network)
+		return []string{"--network=" + o.Network}
 	}},
 }
-
-func rootArg(_ OCIOptions, root string) []string { return []string{"--root=" + root} }
 
 // OCILauncher runs each worker in a container of an OCI runtime, from a
 // bundle generated per worker under StateDir.
 type OCILauncher struct {
-	opts        OCIOptions
-	runtimePath string
-	profile     runtimeProfile
-	cg          cgroupLayout
-	systemDirs  []systemDir
-	bundles     string // StateDir/bundles/<id>: config.json and rootfs
-	root        string // StateDir/runtime: the runtime's own state
-	tag         string // tells this launcher's cgroups from another server's
+	opts       OCIOptions
+	rt         *runc.Runc // the runtime's command line: runc, crun and runsc share it
+	profile    runtimeProfile
+	cg         cgroups.Layout
+	systemDirs []systemDir
+	bundles    string // StateDir/bundles/<id>: config.json and rootfs
+	tag        string // tells this launcher's cgroups from another server's
 }
 
 // NewOCI checks the host and the runtime and prepares StateDir.
@@ -111,7 +110,7 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	if !ok {
 		return nil, fmt.Errorf("oci sandbox: unknown runtime %q (want runc, crun or runsc)", opts.Runtime)
 	}
-	cg, err := detectCgroups()
+	cg, err := cgroups.Detect()
 	if err != nil {
 		return nil, fmt.Errorf("oci sandbox: %w", err)
 	}
@@ -165,18 +164,27 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 			}
 		}
 	}
+	root := filepath.Join(opts.StateDir, "runtime") // the runtime's own state
 	l := &OCILauncher{
-		opts:        opts,
-		runtimePath: runtimePath,
-		profile:     profile,
-		cg:          cg,
-		systemDirs:  dirs,
-		bundles:     filepath.Join(opts.StateDir, "bundles"),
-		root:        filepath.Join(opts.StateDir, "runtime"),
+		opts: opts,
+		rt: &runc.Runc{
+			Command: runtimePath,
+			Root:    root,
+			// So that a terminal's Ctrl-C reaches the server only, which
+			// then tears workers down.
+			Setpgid: true,
+		},
+		profile:    profile,
+		cg:         cg,
+		systemDirs: dirs,
+		bundles:    filepath.Join(opts.StateDir, "bundles"),
+	}
+	if profile.globalArgs != nil {
+		l.rt.ExtraArgs = profile.globalArgs(opts)
 	}
 	sum := sha256.Sum256([]byte(opts.StateDir))
 	l.tag = hex.EncodeToString(sum[:4])
-	for _, d := range []string{opts.StateDir, l.bundles, l.root} {
+	for _, d := range []string{opts.StateDir, l.bundles, root} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("oci sandbox: %w", err)
 		}
@@ -212,7 +220,7 @@ func hostSystemDirs() ([]systemDir, error) {
 // to the hierarchy) whose memory OOM counter covers it after it exits.
 func (l *OCILauncher) cgroupPaths(id string) (cgroupsPath, counted string, ownParent bool) {
 	leaf := l.opts.CgroupParent + "/" + l.tag + "-" + id
-	if l.profile.keep || !l.cg.v2 {
+	if l.profile.keep || !l.cg.V2 {
 		return leaf, leaf, false
 	}
 	// The runtime deletes the container's cgroup as it exits; on cgroup v2
@@ -221,21 +229,23 @@ func (l *OCILauncher) cgroupPaths(id string) (cgroupsPath, counted string, ownPa
 	return leaf + "/w", leaf, true
 }
 
-func (l *OCILauncher) runtimeCmd(ctx context.Context, args ...string) *exec.Cmd {
-	all := append(l.profile.globalArgs(l.opts, l.root), args...)
-	return exec.CommandContext(ctx, l.runtimePath, all...)
-}
-
-// runtimeRun runs a short runtime subcommand and returns its error with
-// the runtime's own message.
-func (l *OCILauncher) runtimeRun(ctx context.Context, args ...string) error {
+// runtimeDo runs a short runtime subcommand, bounded in time; its error
+// carries the runtime's own message (go-runc adds its output).
+func (l *OCILauncher) runtimeDo(ctx context.Context, sub string, do func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, runtimeCmdTimeout)
 	defer cancel()
-	out, err := l.runtimeCmd(ctx, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", l.opts.Runtime, args[0], err, bytes.TrimSpace(out))
+	if err := do(ctx); err != nil {
+		return fmt.Errorf("%s %s: %w", l.opts.Runtime, sub, err)
 	}
 	return nil
+}
+
+// containerExists asks the runtime whether it still has container id.
+func (l *OCILauncher) containerExists(ctx context.Context, id string) bool {
+	return l.runtimeDo(ctx, "state", func(ctx context.Context) error {
+		_, err := l.rt.State(ctx, id)
+		return err
+	}) == nil
 }
 
 const (
@@ -263,7 +273,7 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		gid:         l.opts.GID,
 		networkNone: l.opts.Network == "none",
 		cgroupsPath: cgroupsPath,
-		swapLimit:   l.cg.swapLimit(),
+		swapLimit:   l.cg.SwapLimit(),
 		systemDirs:  l.systemDirs,
 		stateDir:    l.opts.StateDir,
 		protected:   l.opts.Protected,
@@ -283,8 +293,8 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		l:         l,
 		id:        w.ID,
 		bundle:    bundle,
-		memCgroup: l.cg.memoryDir(counted),
-		cpuCgroup: l.cg.cpuDir(cgroupsPath),
+		memCgroup: l.cg.MemoryDir(counted),
+		cpuCgroup: l.cg.CPUDir(cgroupsPath),
 		done:      make(chan struct{}),
 	}
 	if m := w.Machine; m.CPUs > 0 && startCPUs(m) != m.CPUs {
@@ -370,7 +380,7 @@ func (l *OCILauncher) RemoveStale(ctx context.Context) error {
 		l.opts.Logger.Warn("removing stale worker", slog.String("worker", id))
 		p := &ociProcess{l: l, id: id, bundle: filepath.Join(l.bundles, id)}
 		if _, counted, own := l.cgroupPaths(id); own {
-			p.removeCgroup = l.cg.memoryDir(counted)
+			p.removeCgroup = l.cg.MemoryDir(counted)
 		}
 		if err := p.deleteContainer(ctx); err != nil {
 			errs = append(errs, err)
@@ -394,12 +404,14 @@ type ociProcess struct {
 	removeCgroup string // a cgroup made for the worker, removed at teardown
 	settledQuota int64  // the type's CPU quota, where it started with more; else 0
 
-	cmd    *exec.Cmd
-	init   *os.File // pidfd of the container's init, when it could be had
-	pipes  *stdioPipes
-	stderr *stderrPump
-	done   chan struct{} // closed when the runtime process has exited
-	killed atomic.Bool
+	runtimePID int      // the runtime process, which runs the container in its foreground
+	init       *os.File // pidfd of the container's init, when it could be had
+	pipes      *stdioPipes
+	stderr     *stderrPump
+	done       chan struct{} // closed when the runtime process has exited
+	status     int           // the runtime's exit status, once done is closed
+	runErr     error         // why the runtime failed, once done is closed
+	killed     atomic.Bool
 
 	teardown sync.Once
 	exit     scheduler.Exit
@@ -407,6 +419,13 @@ type ociProcess struct {
 }
 
 // run starts the runtime and waits until the container runs.
+//
+// The runtime runs the container in its foreground ("run", not "create"
+// and "start"): the runtime process stays the parent of the container's
+// init, so its exit status is the worker's and the server needs no child
+// subreaper; a second runtime process for "start" would cost more than
+// watching for the pid file, which the runtime writes once the container's
+// process runs.
 func (p *ociProcess) run(ctx context.Context) (err error) {
 	pipes, err := newStdioPipes()
 	if err != nil {
@@ -421,64 +440,89 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 	}
 	p.pipes, p.stderr = pipes, pump
 	pidFile := filepath.Join(p.bundle, "pid")
-	args := []string{"run", "--bundle", p.bundle, "--pid-file", pidFile}
-	if p.l.profile.keep {
-		args = append(args, "--keep")
-	}
-	// Not CommandContext: ctx bounds the start, not the worker's life.
-	p.cmd = p.l.runtimeCmd(context.Background(), append(args, p.id)...)
-	p.cmd.Stdin = pipes.childIn
-	p.cmd.Stdout = pipes.childOut
-	p.cmd.Stderr = pump.w
-	p.cmd.SysProcAttr = ownProcessGroup()
-	err = p.cmd.Start()
-	pipes.closeChild()
-	pump.w.Close()
+	watch, err := watchPidFile(pidFile)
 	if err != nil {
-		pipes.conn.Close()
+		pipes.closeAll()
+		pump.w.Close()
 		pump.finish(0)
 		p.cleanup()
 		return err
 	}
+	defer watch.Close()
+	started := make(chan int, 1) // the runtime's pid; closed without one if it never started
+	opts := &runc.CreateOpts{
+		IO:      runtimeIO{stdin: pipes.childIn, stdout: pipes.childOut, stderr: pump.w},
+		PidFile: pidFile,
+		Started: started,
+	}
+	if p.l.profile.keep {
+		opts.ExtraArgs = []string{"--keep"}
+	}
 	go func() {
-		p.cmd.Wait()
+		// Not ctx: ctx bounds the start, not the worker's life.
+		p.status, p.runErr = p.l.rt.Run(context.Background(), p.id, p.bundle, opts)
 		close(p.done)
 	}()
+	pid, ok := <-started
+	pipes.closeChild()
+	pump.w.Close()
+	if !ok { // the runtime never started
+		<-p.done
+		pipes.conn.Close()
+		pump.finish(0)
+		p.cleanup()
+		return p.runErr
+	}
+	p.runtimePID = pid
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
-	running := func() bool {
-		fi, err := os.Stat(pidFile)
-		return err == nil && fi.Size() > 0
-	}
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
 	defer func() {
 		if err == nil {
-			p.init = openInit(pidFile, p.cmd.Process.Pid)
+			p.init = openInit(pidFile, p.runtimePID)
 		}
 	}()
-	for !running() {
+	for !watch.written() {
 		select {
 		case <-p.done:
-			if running() {
+			if watch.written() {
 				return nil // it ran and ended already; Wait tells how
 			}
 			p.Wait()
 			pipes.conn.Close()
-			return fmt.Errorf("%w: %s exited with %v: %s", ErrStartFailed, p.l.opts.Runtime, p.cmd.ProcessState, p.stderr.Tail())
+			return fmt.Errorf("%w: %s exited with %+v: %s", ErrStartFailed, p.l.opts.Runtime, p.exit, p.stderr.Tail())
 		case <-ctx.Done():
 			p.Kill()
 			p.Wait()
 			pipes.conn.Close()
 			return fmt.Errorf("waiting for the container to run: %w", ctx.Err())
-		case <-tick.C:
+		case _, ok := <-watch.changed:
+			if !ok { // the watch failed: nothing would wake this loop
+				p.Kill()
+				p.Wait()
+				pipes.conn.Close()
+				return fmt.Errorf("%w: the watch on the runtime's pid file ended", ErrStartFailed)
+			}
 		}
 	}
 	return nil
+}
+
+// runtimeIO gives the runtime process the worker's pipes as its stdio,
+// which the container's process inherits: the agent speaks its protocol on
+// them. The parent ends stay with the ociProcess, so go-runc is handed
+// none.
+type runtimeIO struct{ stdin, stdout, stderr *os.File }
+
+func (runtimeIO) Close() error          { return nil }
+func (runtimeIO) Stdin() io.WriteCloser { return nil }
+func (runtimeIO) Stdout() io.ReadCloser { return nil }
+func (runtimeIO) Stderr() io.ReadCloser { return nil }
+func (r runtimeIO) Set(cmd *exec.Cmd) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = r.stdin, r.stdout, r.stderr
 }
 
 // openInit opens a pidfd on the container's init, named by the runtime's
@@ -515,7 +559,9 @@ func (p *ociProcess) Kill() error {
 	deadline := time.Now().Add(killRetry)
 	var lastErr error
 	for time.Now().Before(deadline) {
-		lastErr = p.l.runtimeRun(context.Background(), "kill", p.id, "KILL")
+		lastErr = p.l.runtimeDo(context.Background(), "kill", func(ctx context.Context) error {
+			return p.l.rt.Kill(ctx, p.id, int(syscall.SIGKILL), nil)
+		})
 		if lastErr == nil {
 			return nil
 		}
@@ -530,7 +576,11 @@ func (p *ociProcess) Kill() error {
 	// The runtime cannot reach the container: end the runtime process;
 	// Wait's forced delete removes whatever is left.
 	p.l.opts.Logger.Warn("runtime could not kill worker; killing the runtime", slog.String("worker", p.id), slog.Any("error", lastErr))
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	rp, err := os.FindProcess(p.runtimePID)
+	if err == nil {
+		err = rp.Kill()
+	}
+	if err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return errors.Join(lastErr, err)
 	}
 	return nil
@@ -553,7 +603,7 @@ func (p *ociProcess) Settle() error {
 	if p.settledQuota == 0 {
 		return nil
 	}
-	if err := p.l.cg.setCPUQuota(p.cpuCgroup, p.settledQuota); err != nil {
+	if err := p.l.cg.SetCPUQuota(p.cpuCgroup, p.settledQuota, cpuPeriod); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			// The container exited and its cgroup went with it.
 			return fmt.Errorf("settle worker %s: %w: %w", p.id, ErrNotRunning, err)
@@ -568,14 +618,14 @@ func (p *ociProcess) Settle() error {
 func (p *ociProcess) Wait() (scheduler.Exit, error) {
 	<-p.done
 	p.teardown.Do(func() {
-		p.exit = runtimeExit(p.cmd.ProcessState)
+		p.exit = runtimeExit(p.status)
 		// Before delete: deleting removes the cgroup and its counters.
-		if n, ok := p.l.cg.oomKills(p.memCgroup); ok {
+		if n, ok := p.l.cg.OOMKills(p.memCgroup); ok {
 			p.exit.OOMKilled = n > 0
 		} else {
 			// Kernels before 4.13 keep no OOM kill count on cgroup v1:
 			// a SIGKILL nobody sent, in a cgroup that hit its limit.
-			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.limitHit(p.memCgroup)
+			p.exit.OOMKilled = p.exit.Signal == 9 && !p.killed.Load() && p.l.cg.LimitHit(p.memCgroup)
 		}
 		if p.init != nil {
 			p.init.Close()
@@ -592,12 +642,14 @@ func (p *ociProcess) Wait() (scheduler.Exit, error) {
 
 // deleteContainer removes the runtime's container, if it still has one.
 func (p *ociProcess) deleteContainer(ctx context.Context) error {
-	err := p.l.runtimeRun(ctx, "delete", "--force", p.id)
+	err := p.l.runtimeDo(ctx, "delete", func(ctx context.Context) error {
+		return p.l.rt.Delete(ctx, p.id, &runc.DeleteOpts{Force: true})
+	})
 	if err == nil {
 		return nil
 	}
-	if p.l.runtimeRun(ctx, "state", p.id) != nil {
-		return nil // no such container: the runtime removed it at exit
+	if !p.l.containerExists(ctx, p.id) {
+		return nil // the runtime removed it at exit
 	}
 	return fmt.Errorf("delete worker %s: %w", p.id, err)
 }
@@ -606,7 +658,7 @@ func (p *ociProcess) deleteContainer(ctx context.Context) error {
 func (p *ociProcess) cleanup() error {
 	var errs []error
 	if p.removeCgroup != "" {
-		if err := removeCgroupDir(p.removeCgroup); err != nil {
+		if err := cgroups.Remove(p.removeCgroup); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -634,14 +686,15 @@ func removeBundle(dir string) error {
 
 // runtimeExit maps the runtime's exit status. The runtime exits with the
 // container process's code, or 128+N when signal N ended it; codes above
-// 128 are read as signals, as a shell does.
-func runtimeExit(ps *os.ProcessState) scheduler.Exit {
-	if e := exitOf(ps); e.Signal != 0 {
-		return e // the runtime itself was killed
+// 128 are read as signals, as a shell does. go-runc gives -1 for a runtime
+// that a signal ended itself, without saying which: the only one atoll
+// sends it is SIGKILL (Kill's last resort).
+func runtimeExit(status int) scheduler.Exit {
+	switch {
+	case status < 0:
+		return scheduler.Exit{Code: -1, Signal: int(syscall.SIGKILL)}
+	case status > 128 && status <= 128+64:
+		return scheduler.Exit{Code: -1, Signal: status - 128}
 	}
-	code := ps.ExitCode()
-	if code > 128 && code <= 128+64 {
-		return scheduler.Exit{Code: -1, Signal: code - 128}
-	}
-	return scheduler.Exit{Code: code}
+	return scheduler.Exit{Code: status}
 }

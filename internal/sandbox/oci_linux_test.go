@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox/cgroups"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
 
@@ -38,34 +39,29 @@ func workerID(t *testing.T) string {
 }
 
 // requireRuntime skips unless this host can run OCI containers with kind.
-// Where ATOLL_REQUIRE_SANDBOX=1 (CI), a missing sandbox fails the test
-// instead: there, a skipped sandbox test would be a sandbox never tested.
+// With ATOLL_REQUIRE_SANDBOX=1 (as CI sets it) a missing runtime, root or
+// cgroup fails the test instead: CI must not pass by skipping them.
 func requireRuntime(t *testing.T, kind string) {
 	t.Helper()
+	missing := t.Skipf
+	if os.Getenv("ATOLL_REQUIRE_SANDBOX") == "1" {
+		missing = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "OCI sandbox tests need root (euid %d)", os.Geteuid())
+		missing("OCI sandbox tests need root (euid %d)", os.Geteuid())
 	}
 	if _, err := exec.LookPath(kind); err != nil {
-		skipOrFail(t, "%s is not installed", kind)
+		missing("%s is not installed", kind)
 	}
-	cg, err := detectCgroups()
+	cg, err := cgroups.Detect()
 	if err != nil {
-		skipOrFail(t, "no usable cgroups: %v", err)
+		missing("no usable cgroups: %v", err)
 	}
-	if kind == KindCrun && cg.hybrid {
-		// A property of the host, not a missing sandbox: runc covers it.
+	if kind == KindCrun && cg.Hybrid {
+		// A limit of crun's, not a missing install: no host setting can
+		// give this host crun, so it skips even in CI.
 		t.Skip("crun does not support this hybrid cgroup v1+v2 host")
 	}
-}
-
-// skipOrFail skips with the reason, or fails with it where the
-// environment requires a working sandbox.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("ATOLL_REQUIRE_SANDBOX") == "1" {
-		t.Fatalf("ATOLL_REQUIRE_SANDBOX=1: "+format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 type ociFixture struct {
@@ -183,11 +179,11 @@ func TestOCIEchoIdentityAndLimits(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.l.bundles, spec.ID)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("bundle still there: %v", err)
 	}
-	if err := f.l.runtimeRun(context.Background(), "state", spec.ID); err == nil {
+	if f.l.containerExists(context.Background(), spec.ID) {
 		t.Errorf("runtime still has the container")
 	}
 	cgPath, _, _ := f.l.cgroupPaths(spec.ID)
-	if _, err := os.Stat(f.l.cg.memoryDir(cgPath)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(f.l.cg.MemoryDir(cgPath)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cgroup still there: %v", err)
 	}
 }
@@ -337,11 +333,26 @@ func TestOCIOutOfMemoryInChild(t *testing.T) {
 	spec := helperSpec(t, workerID(t))
 	spec.Machine = testXS
 	a := f.start(t, spec)
+	// The count Wait reads: the worker's memory cgroup's OOM kills.
+	oomKills := func() int64 {
+		t.Helper()
+		n, ok := f.l.cg.OOMKills(a.p.(*ociProcess).memCgroup)
+		if !ok {
+			t.Skip("this kernel keeps no OOM kill count (before Linux 4.13)")
+		}
+		return n
+	}
+	if oomKills() != 0 {
+		t.Fatal("OOM kills counted before anything ran")
+	}
 	if got := a.call("child-alloc 256"); got != "signal: killed" {
 		t.Fatalf("child ended with %q, want signal: killed", got)
 	}
 	if got := a.call("echo still here"); got != "still here" {
 		t.Fatalf("agent after its child's OOM: %q", got)
+	}
+	if oomKills() == 0 {
+		t.Error("no OOM kill counted while running, after the child's OOM kill")
 	}
 	a.call("echo bye")
 	fmt.Fprintln(a.in, "exit 0")
@@ -393,7 +404,7 @@ func TestOCIPidsLimitStopsForkBomb(t *testing.T) {
 func hostCPUQuota(t *testing.T, l *OCILauncher, id string) string {
 	t.Helper()
 	cgroupsPath, _, _ := l.cgroupPaths(id)
-	dir := l.cg.cpuDir(cgroupsPath)
+	dir := l.cg.CPUDir(cgroupsPath)
 	read := func(file string) string {
 		t.Helper()
 		data, err := os.ReadFile(filepath.Join(dir, file))
@@ -402,7 +413,7 @@ func hostCPUQuota(t *testing.T, l *OCILauncher, id string) string {
 		}
 		return strings.TrimSpace(string(data))
 	}
-	if l.cg.v2 {
+	if l.cg.V2 {
 		return read("cpu.max")
 	}
 	return read("cpu.cfs_quota_us") + " " + read("cpu.cfs_period_us")
@@ -475,7 +486,7 @@ func TestOCISettleGoneCgroup(t *testing.T) {
 	for _, v2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("v2=%v", v2), func(t *testing.T) {
 			p := &ociProcess{
-				l:            &OCILauncher{cg: cgroupLayout{v2: v2, cpuRoot: t.TempDir()}},
+				l:            &OCILauncher{cg: cgroups.Layout{V2: v2, CPURoot: t.TempDir()}},
 				id:           "w1",
 				cpuCgroup:    filepath.Join(t.TempDir(), "gone"),
 				settledQuota: 25000,
@@ -566,7 +577,7 @@ func TestOCIRemoveStale(t *testing.T) {
 	if err := l2.RemoveStale(context.Background()); err != nil {
 		t.Fatalf("RemoveStale: %v", err)
 	}
-	if err := l2.runtimeRun(context.Background(), "state", spec.ID); err == nil {
+	if l2.containerExists(context.Background(), spec.ID) {
 		t.Error("container survived RemoveStale")
 	}
 	if _, err := os.Stat(filepath.Join(f.l.bundles, spec.ID)); !errors.Is(err, os.ErrNotExist) {
