@@ -9,12 +9,15 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/serverapp"
 )
 
 // savedCredentials is the credentials file `atoll login` writes and the SDK
@@ -89,7 +92,7 @@ func (f clientFlags) dial(ctx context.Context) (*grpc.ClientConn, context.Contex
 	if err != nil {
 		return nil, nil, err
 	}
-	host := firstNonEmpty(f.host, os.Getenv("ATOLL_HOST"), saved.Host, DefaultListen)
+	host := firstNonEmpty(f.host, os.Getenv("ATOLL_HOST"), saved.Host, serverapp.DefaultListen)
 	keyID, secret := os.Getenv("ATOLL_KEY_ID"), os.Getenv("ATOLL_KEY_SECRET")
 	if keyID == "" && (saved.Host == "" || saved.Host == host) {
 		keyID, secret = saved.KeyID, saved.KeySecret
@@ -117,4 +120,21 @@ func firstNonEmpty(values ...string) string {
 		}
 	}
 	return ""
+}
+
+// hostFlagHelp describes every command's --host.
+const hostFlagHelp = "server address (default: ATOLL_HOST, the credentials file, or the local server)"
+
+// withAdmin dials the server and runs fn with an Admin client; gRPC errors
+// come back as messages for people.
+func (f clientFlags) withAdmin(cmd *cobra.Command, fn func(ctx context.Context, admin atollv1.AdminClient, target string) error) error {
+	conn, ctx, err := f.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := fn(ctx, atollv1.NewAdminClient(conn), conn.Target()); err != nil {
+		return rpcError(err)
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
-	"github.com/atoll-dev/atoll/internal/server"
+	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/storage"
 )
 
@@ -33,7 +33,7 @@ func newDataCommand() *cobra.Command {
 	}
 	f := cmd.PersistentFlags()
 	f.StringVar(&opts.dataDir, "data-dir", defaultDataDir(), "the server's data directory")
-	f.StringVar(&opts.account, "account", server.DefaultAccount, "whose /data")
+	f.StringVar(&opts.account, "account", auth.DefaultAccount, "whose /data")
 	cmd.AddCommand(newDataLsCommand(&opts), newDataGetCommand(&opts), newDataRmCommand(&opts))
 	return cmd
 }

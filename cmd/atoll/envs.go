@@ -11,6 +11,7 @@ import (
 
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/serverapp"
 )
 
 func newEnvsCommand() *cobra.Command {
@@ -21,11 +22,11 @@ func newEnvsCommand() *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir(), "the server's data directory")
 	open := func() (*envbuild.Builder, error) {
-		opts, err := serverBuilderOptions(dataDir, nil)
+		lock, err := runtimeLock()
 		if err != nil {
 			return nil, err
 		}
-		return envbuild.New(opts)
+		return envbuild.New(serverapp.BuilderOptions(dataDir, lock, nil))
 	}
 
 	var pythonVersion string

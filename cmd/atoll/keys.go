@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/atoll-dev/atoll/internal/auth"
-	"github.com/atoll-dev/atoll/internal/server"
+	"github.com/atoll-dev/atoll/internal/serverapp"
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
@@ -22,7 +22,7 @@ func withAuth(ctx context.Context, dataDir string, fn func(*auth.Authenticator) 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	store, err := state.Open(ctx, filepath.Join(dataDir, stateFile))
+	store, err := state.Open(ctx, filepath.Join(dataDir, serverapp.StateFile))
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func newKeysCommand() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&account, "account", server.DefaultAccount, "account the key acts for (created if new)")
+	create.Flags().StringVar(&account, "account", auth.DefaultAccount, "account the key acts for (created if new)")
 	create.Flags().StringVar(&label, "label", "", "a note to tell keys apart")
 	create.Flags().BoolVar(&asJSON, "json", false, "print the key as JSON")
 

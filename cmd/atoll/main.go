@@ -44,7 +44,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(
-		newServerCommand(), newWorkerCommand(),
+		newServerCommand(), newWorkerCommand(), newLocalCommand(),
 		newKeysCommand(), newLoginCommand(), newEnvsCommand(), newDataCommand(),
 		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
 	)

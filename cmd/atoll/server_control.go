@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/atoll-dev/atoll/internal/serverapp"
 )
 
 // runningServer reads the pid file of the server using dataDir; ok is false
 // when none runs there.
 func runningServer(dataDir string) (pid int, addr string, ok bool, err error) {
-	data, err := os.ReadFile(filepath.Join(dataDir, pidFile))
+	data, err := os.ReadFile(filepath.Join(dataDir, serverapp.PIDFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, "", false, nil
 	}

@@ -1,8 +1,9 @@
 // Package auth decides who is calling: it creates and checks API keys (whose
 // secrets are stored only as hashes, through internal/state), issues the
-// scoped tokens that let a worker call back on behalf of its account, and
-// provides the gRPC interceptors that put the caller's Principal in the
-// request context.
+// scoped tokens that let a worker call back on behalf of its account,
+// checks the kernel's peer credentials of unix-socket callers (host=local's
+// supervisor, peer.go), and provides the gRPC interceptors that put the
+// caller's Principal in the request context.
 //
 // It answers "who", never "may they": what a principal may touch (its own
 // runs, workers and data) is checked by the services that own those things.
@@ -27,14 +28,19 @@ import (
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
-// Principal is an authenticated caller. Exactly one of KeyID and WorkerID
-// is set: KeyID for a caller with an API key, WorkerID for a function
-// running in that worker calling back (a nested call).
+// Principal is an authenticated caller. Exactly one of KeyID, WorkerID and
+// PeerPID is set: KeyID for a caller with an API key, WorkerID for a
+// function running in that worker calling back (a nested call), PeerPID for
+// a process of this machine's user on the host=local supervisor's socket.
 type Principal struct {
 	Account  string
 	KeyID    string
 	WorkerID string
+	PeerPID  int
 }
+
+// DefaultAccount is the account keys act for unless told otherwise.
+const DefaultAccount = "default"
 
 // KeyStore is the storage the Authenticator needs; *state.Store is one.
 type KeyStore interface {

@@ -18,6 +18,16 @@ var (
 	errAmbiguousCredentials = &credentialError{"send either an API key or a worker token, not both"}
 )
 
+// ErrNoPrincipal means a handler ran with no authenticated caller in its
+// context: a server wired without interceptors, or a method exempted from
+// authentication that should not have been. It is a server bug, never an
+// account.
+var ErrNoPrincipal = errors.New("no authenticated caller")
+
+// ErrPeerRefused means a unix-socket peer runs as another user than the
+// one the socket serves.
+var ErrPeerRefused = errors.New("peer runs as another user")
+
 // credentialError is a caller-facing credential failure; it is
 // ErrUnauthenticated under errors.Is but reads without that prefix.
 type credentialError struct{ msg string }

@@ -11,10 +11,6 @@ var ErrClosed = errors.New("scheduler: shutting down")
 // ErrLeaseSpent is returned by a Lease's Call after Release or Discard.
 var ErrLeaseSpent = errors.New("scheduler: the worker lease was already given back")
 
-// ErrNoCapacity is returned when no capacity freed up within the queue
-// timeout.
-var ErrNoCapacity = errors.New("no capacity")
-
 // CrashError reports a worker that died instead of answering.
 type CrashError struct {
 	WorkerID string

@@ -174,7 +174,7 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 	g, err := s.capacity.Acquire(qctx, t)
 	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
 		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
-			ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
+			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
 	}
 	return g, err
 }
@@ -377,6 +377,26 @@ func (s *Scheduler) discard(w *worker) {
 	}
 	s.mu.Unlock()
 	go w.stop()
+}
+
+// DiscardIdle tears down the idle workers of account, whose caller has
+// gone away (host=local: the calling process exited). Busy workers end
+// with their calls, which the caller's departure cancels.
+func (s *Scheduler) DiscardIdle(account string) {
+	var gone []*worker
+	s.mu.Lock()
+	for key, pool := range s.idle {
+		if key.Account == account {
+			gone = append(gone, pool...)
+		}
+	}
+	for _, w := range gone {
+		s.removeIdleLocked(w)
+	}
+	s.mu.Unlock()
+	for _, w := range gone {
+		go w.stop()
+	}
 }
 
 // WorkerInfo describes a live worker for status listings.

@@ -376,7 +376,7 @@ func TestFullHostQueuesThenFailsWithNoCapacity(t *testing.T) {
 	other := key
 	other.Function = "other"
 	_, err = s.Acquire(ctx, other, prepareXS, func() { queued = true })
-	if !errors.Is(err, ErrNoCapacity) || !queued {
+	if !errors.Is(err, machine.ErrNoCapacity) || !queued {
 		t.Fatalf("err = %v, queued = %v; want ErrNoCapacity after queueing", err, queued)
 	}
 	s.Release(busy, 0)

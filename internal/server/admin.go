@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -10,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/state"
@@ -20,6 +21,7 @@ import (
 type Admin struct {
 	atollv1.UnimplementedAdminServer
 	opts AdminOptions
+	log  *slog.Logger
 }
 
 // AdminOptions is what the Admin service reports on.
@@ -31,21 +33,30 @@ type AdminOptions struct {
 	Catalog        machine.Catalog
 	Capacity       *machine.Capacity
 	// Store, if set, serves the run history.
-	Store *state.Store
+	Store  *state.Store
+	Logger *slog.Logger
 }
 
 // NewAdmin returns the Admin service.
 func NewAdmin(opts AdminOptions) *Admin {
-	return &Admin{opts: opts}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Admin{opts: opts, log: log}
 }
 
 // Status describes the server to the caller.
 func (a *Admin) Status(ctx context.Context, _ *atollv1.StatusRequest) (*atollv1.StatusResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
 	resp := &atollv1.StatusResponse{
 		Version:        a.opts.Version,
 		Sandbox:        a.opts.Sandbox,
 		SandboxWarning: a.opts.SandboxWarning,
-		Account:        accountOf(ctx),
+		Account:        account,
 	}
 	if c := a.opts.Capacity; c != nil {
 		resp.Capacity = c.Host().String()
@@ -67,7 +78,10 @@ func (a *Admin) Register(s *grpc.Server) {
 
 // ListWorkers lists the live workers of the caller's account.
 func (a *Admin) ListWorkers(ctx context.Context, _ *atollv1.ListWorkersRequest) (*atollv1.ListWorkersResponse, error) {
-	account := accountOf(ctx)
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
 	resp := &atollv1.ListWorkersResponse{}
 	for _, w := range a.opts.Scheduler.Workers() {
 		if w.Key.Account != account {
@@ -94,15 +108,6 @@ func unixMs(t time.Time) int64 {
 	return t.UnixMilli()
 }
 
-// accountOf returns the account a request acts for: the authenticated
-// caller's, or DefaultAccount where authentication is not in force.
-func accountOf(ctx context.Context) string {
-	if p, ok := auth.PrincipalFrom(ctx); ok {
-		return p.Account
-	}
-	return DefaultAccount
-}
-
 // defaultRunsLimit is how many runs ListRuns returns when not told.
 const defaultRunsLimit = 50
 
@@ -115,9 +120,13 @@ func (a *Admin) ListRuns(ctx context.Context, req *atollv1.ListRunsRequest) (*at
 	if limit <= 0 {
 		limit = defaultRunsLimit
 	}
-	runs, err := a.opts.Store.ListRuns(ctx, accountOf(ctx), limit)
+	account, err := accountOf(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "list runs: %v", err)
+		return nil, rpcStatus(a.log, err)
+	}
+	runs, err := a.opts.Store.ListRuns(ctx, account, limit)
+	if err != nil {
+		return nil, rpcStatus(a.log, fmt.Errorf("list runs: %w", err), "account", account)
 	}
 	resp := &atollv1.ListRunsResponse{}
 	for _, r := range runs {
@@ -132,17 +141,20 @@ func (a *Admin) GetRunLogs(ctx context.Context, req *atollv1.GetRunLogsRequest) 
 	if a.opts.Store == nil {
 		return nil, status.Error(codes.Unimplemented, "this server keeps no run history")
 	}
-	account := accountOf(ctx)
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
 	run, err := a.opts.Store.GetRun(ctx, account, req.GetRunId())
 	if errors.Is(err, state.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no run %q in account %s; list runs with `atoll runs`", req.GetRunId(), account)
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "get run: %v", err)
+		return nil, rpcStatus(a.log, fmt.Errorf("get run: %w", err), "account", account)
 	}
 	lines, err := a.opts.Store.Logs(ctx, account, run.ID)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "get run logs: %v", err)
+		return nil, rpcStatus(a.log, fmt.Errorf("get run logs: %w", err), "account", account)
 	}
 	resp := &atollv1.GetRunLogsResponse{Run: runInfo(run)}
 	for _, l := range lines {

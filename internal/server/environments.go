@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -43,39 +42,23 @@ func (e BuiltEnvironments) Key(spec *atollv1.Environment) (string, error) {
 			if localPath(r) {
 				return "", fmt.Errorf("%w: requirement %q names a path on the server; only packages from the index "+
 					"or remote URLs can be installed (the server's operator can allow paths with --allow-local-requirements)",
-					ErrInvalidRequirements, r)
+					envbuild.ErrInvalidSpec, r)
 			}
 		}
 	}
-	key, err := e.Builder.Key(builderSpec(spec))
-	if err != nil {
-		return "", envError(err)
-	}
-	return key, nil
+	return e.Builder.Key(builderSpec(spec))
 }
 
 // Resolve builds (or reuses) the environment and holds it until Release.
 func (e BuiltEnvironments) Resolve(ctx context.Context, spec *atollv1.Environment, logf func(string)) (Environment, error) {
 	env, release, err := e.Builder.EnsureAcquire(ctx, builderSpec(spec), logf)
 	if err != nil {
-		return Environment{}, envError(err)
+		return Environment{}, err
 	}
 	_, err = e.Builder.Runtime(ctx, spec.GetPythonVersion(), logf)
 	if err != nil {
 		release()
-		return Environment{}, fmt.Errorf("%w: the worker runtime could not be installed: %w", ErrEnvironmentBuild, err)
+		return Environment{}, fmt.Errorf("%w: the worker runtime could not be installed: %w", envbuild.ErrBuildFailed, err)
 	}
 	return Environment{Key: env.Key, Release: release}, nil
-}
-
-func envError(err error) error {
-	switch {
-	case errors.Is(err, envbuild.ErrPythonUnavailable):
-		return fmt.Errorf("%w: %w", ErrPythonUnavailable, err)
-	case errors.Is(err, envbuild.ErrInvalidSpec):
-		return fmt.Errorf("%w: %w", ErrInvalidRequirements, err)
-	case errors.Is(err, envbuild.ErrBuildFailed):
-		return fmt.Errorf("%w: %w", ErrEnvironmentBuild, err)
-	}
-	return err
 }

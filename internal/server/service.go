@@ -1,7 +1,14 @@
-// Package server implements the gRPC services of atoll server: it checks a
-// call, resolves its environment, gets a worker from the scheduler, streams
-// the call's output and outcome back, and maps domain errors to what the SDK
-// understands. It holds no scheduling, building or sandbox logic itself.
+// Package server owns every gRPC service of atoll: Functions (a call: check
+// it, name its environment, lease a worker from the scheduler, stream its
+// output and outcome back), Storage (sync_dir into /data), Admin (status,
+// workers, run history) and the run history writer. errors.go is the one
+// place that maps domain errors to failure kinds and status codes, and Error
+// keeps the text a caller may read apart from internal detail, which only
+// the log sees.
+//
+// It holds no scheduling, building, storage or sandbox logic itself, and it
+// never decides who the caller is: internal/auth's interceptors do, and a
+// handler without an authenticated caller fails.
 package server
 
 import (
@@ -22,9 +29,6 @@ import (
 // MaxMessageBytes bounds one gRPC message, and so a call's serialized
 // function plus arguments, or its result.
 const MaxMessageBytes = math.MaxInt32
-
-// DefaultAccount owns calls while authentication is not configured.
-const DefaultAccount = "default"
 
 // Environment is an environment built and held for a worker.
 type Environment struct {
@@ -53,7 +57,10 @@ type Options struct {
 	Scheduler    *scheduler.Scheduler
 	// History, if set, records every run.
 	History *History
-	Logger  *slog.Logger
+	// OnCallersMachine says the service runs on the caller's own machine
+	// (host=local's supervisor): its messages speak of this machine.
+	OnCallersMachine bool
+	Logger           *slog.Logger
 }
 
 // Functions implements atoll.v1.Functions.
@@ -89,7 +96,10 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 			f.log.Debug("call served", "function", req.GetFunctionName(), "took", time.Since(start))
 		}(time.Now())
 	}
-	account := accountOf(ctx)
+	account, err := accountOf(ctx)
+	if err != nil {
+		return rpcStatus(f.log, err)
+	}
 	var rec *runRecord
 	if f.opts.History != nil {
 		rec = f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType())

@@ -1,7 +1,8 @@
 // Package storage owns the persistent /data volume of each account: one
 // directory per account under <data-dir>/data/<account>, which workers of
-// that account see read-write at /data, and the Storage gRPC service that
-// sync_dir uses to upload a local tree into it incrementally.
+// that account see read-write at /data, and the sync that uploads a local
+// tree into it incrementally (plans, staged uploads, commits). Its gRPC face
+// is internal/server's Storage service; nothing here speaks gRPC.
 //
 // Everything it writes into an account directory goes through an os.Root
 // opened on that directory, so no path or symbolic link (the client's, or
@@ -12,6 +13,7 @@
 // complete new one, never a partial one. What is staged counts against the
 // account's quota before a byte is written.
 //
-// It does not decide who the caller is (internal/auth does) nor how /data is
+// It does not decide who the caller is (internal/auth does), map its errors
+// to status codes (internal/server does) nor how /data is
 // mounted into a worker (the launchers do, from AccountDir).
 package storage

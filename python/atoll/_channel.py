@@ -51,6 +51,14 @@ def tls_settings() -> TLS:
 
 
 def _open(target: str, tls: TLS) -> grpc.Channel:
+    if target.startswith("unix:"):
+        # host=local's supervisor: a unix socket never leaves this machine
+        # and takes no TLS. It keeps a process's warm workers while its
+        # connection lives, so an idle channel must not drop it after gRPC's
+        # 30 minutes; and a channel opened after the supervisor started must
+        # not share a connection still backing off from before.
+        options = [*_OPTIONS, ("grpc.client_idle_timeout_ms", 2**31 - 1), ("grpc.use_local_subchannel_pool", 1)]
+        return grpc.insecure_channel(target, options=options)
     if tls.ca:
         with open(tls.ca, "rb") as f:
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
@@ -114,3 +122,16 @@ def stub(target: str, stub_class: type[S]) -> S:
                 ch = _cache.channels[key] = _open(*key)
             made = _cache.stubs[(key, stub_class)] = stub_class(ch)  # type: ignore[call-arg]
         return made  # type: ignore[return-value]
+
+
+def forget(target: str) -> None:
+    """Closes the channel to target, if open, and drops its stubs: the next
+    stub opens a fresh channel."""
+    key = (target, tls_settings())
+    with _cache.lock:
+        _cache.check_pid()
+        ch = _cache.channels.pop(key, None)
+        for made in [k for k in _cache.stubs if k[0] == key]:
+            del _cache.stubs[made]
+    if ch is not None:
+        ch.close()

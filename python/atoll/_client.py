@@ -4,6 +4,7 @@ events into output, a return value or an exception."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import grpc
@@ -47,19 +48,31 @@ def outcome(fn_name: str, result: pb.Result) -> Any:
     return loads_value(fn_name, result.value)
 
 
-def run(target: str, call: Call, autostart: bool = False) -> Any:
+def run(
+    target: str,
+    call: Call,
+    autostart: bool = False,
+    *,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    start: Callable[[str], None] | None = None,
+) -> Any:
     """Runs call on the server at target and returns its value (or raises
-    its exception). With autostart, a local server is started if none
-    answers (only before anything was sent, so a call is never run twice)."""
+    its exception), sending metadata (default: the credentials for target).
+    With autostart, a local server is started if none answers; start, if
+    given, is called instead to start what serves target (only before
+    anything was sent, so a call is never run twice)."""
     request = call.request()
+    if start is None and autostart:
+        start = _autostart.ensure
     try:
-        return _run(target, call, request)
+        return _run(target, call, request, metadata)
     except _NotConnected as err:
-        if not autostart:
+        if start is None:
             raise err.error from None
-    _autostart.ensure(target)
+    start(target)
+    _channel.forget(target)  # its channel may still be backing off from the failed connect
     try:
-        return _run(target, call, request)
+        return _run(target, call, request, metadata)
     except _NotConnected as err:
         raise err.error from None
 
@@ -71,8 +84,9 @@ class _NotConnected(Exception):
         self.error = error
 
 
-def _run(target: str, call: Call, request: pb.RunRequest) -> Any:
-    metadata = _credentials.resolve(call.credentials, target)
+def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
+    if metadata is None:  # resolved per attempt: starting a local server saves a key
+        metadata = _credentials.resolve(call.credentials, target)
     events = _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
     result: pb.Result | None = None
     received = False

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server
+from conftest import Server, atoll_binary
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -32,8 +32,15 @@ def examples_server(tmp_path_factory):
     srv = Server(root / "data", ["--config", str(config)])
     key_id, secret = srv.create_key()
     srv.start()
-    srv.env = {**os.environ, "ATOLL_HOST": srv.address, "ATOLL_KEY_ID": key_id, "ATOLL_KEY_SECRET": secret, "PYTHONUNBUFFERED": "1"}
+    # host=local examples get a cache (and so a supervisor) of their own,
+    # stopped with the server.
+    cache = root / "cache"
+    srv.env = {
+        **os.environ, "ATOLL_HOST": srv.address, "ATOLL_KEY_ID": key_id, "ATOLL_KEY_SECRET": secret,
+        "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(cache),
+    }
     yield srv
+    subprocess.run([atoll_binary(), "local", "stop", "--cache-dir", str(cache / "atoll")], check=True, timeout=60)
     srv.stop()
 
 

@@ -1,6 +1,7 @@
 """host=local: functions run in environments built on this machine by the
-atoll binary's local worker, with real uv and the real package index, and
-no server at all (ATOLL_HOST points at a port where nothing listens)."""
+user's host=local supervisor (`atoll local`, started on demand), with real
+uv and the real package index, and no server at all (ATOLL_HOST points at a
+port where nothing listens)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
 import atoll
 from atoll import cached, cloud, isolated, local
 from atoll import _local
+from atoll.v1 import atoll_pb2 as pb
+from atoll.v1 import atoll_pb2_grpc as pb_grpc
 from conftest import atoll_binary, free_port, wait_until, worker_identity
 
 
@@ -33,13 +37,19 @@ def local_only(tmp_path_factory: pytest.TempPathFactory):
         for name in ("ATOLL_KEY_ID", "ATOLL_KEY_SECRET"):
             mp.delenv(name, raising=False)
         yield cache
-        _local._pool.shutdown()
+        stop_supervisor(cache)
+
+
+def stop_supervisor(cache: Path) -> None:
+    subprocess.run([atoll_binary(), "local", "stop", "--cache-dir", str(cache / "atoll")], check=True, timeout=60)
 
 
 def warm_workers(fn) -> int:
-    """How many idle local workers are kept warm for fn."""
-    with _local._pool._lock:
-        return sum(len(ws) for key, ws in _local._pool._idle.items() if key[0] == fn.name)
+    """How many idle workers the supervisor keeps warm for fn, for this
+    process (its Admin service lists the caller's own workers)."""
+    with grpc.insecure_channel(_local.target()) as channel:
+        workers = pb_grpc.AdminStub(channel).ListWorkers(pb.ListWorkersRequest(), timeout=10).workers
+    return sum(1 for w in workers if w.function_name == fn.name and w.idle)
 
 
 def pid_gone(pid: int) -> bool:
@@ -390,9 +400,10 @@ def test_broken_requirement_raises_environment_build_error_with_uv_text():
         assert "not found in the package registry" in str(info.value)
 
 
-def test_missing_binary_is_a_clear_error(monkeypatch, tmp_path):
+def test_missing_binary_is_a_clear_error(local_only, monkeypatch, tmp_path):
     import atoll._binary
 
+    stop_supervisor(local_only)  # a running supervisor needs no binary to serve
     monkeypatch.delenv("ATOLL_BIN")
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(atoll._binary, "_CHECKOUT_BINARY", tmp_path / "no-such-checkout" / "atoll")

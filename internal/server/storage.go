@@ -1,4 +1,4 @@
-package storage
+package server
 
 import (
 	"context"
@@ -12,52 +12,40 @@ import (
 	"google.golang.org/grpc/status"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/storage"
 )
 
-// ServiceOptions configures the Storage service.
-type ServiceOptions struct {
-	// DefaultAccount acts for requests without an authenticated principal.
-	DefaultAccount string
-	Logger         *slog.Logger
-}
-
-// Service implements atoll.v1.Storage over a Store. It only ever touches
-// the directory of the caller's own account.
-type Service struct {
+// Storage implements atoll.v1.Storage over a storage.Store. It only ever
+// touches the directory of the caller's own account.
+type Storage struct {
 	atollv1.UnimplementedStorageServer
-	store *Store
-	opts  ServiceOptions
+	store *storage.Store
 	log   *slog.Logger
 }
 
-// NewService returns the Storage service over store.
-func NewService(store *Store, opts ServiceOptions) *Service {
-	log := opts.Logger
+// NewStorage returns the Storage service over store.
+func NewStorage(store *storage.Store, log *slog.Logger) *Storage {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: store, opts: opts, log: log}
+	return &Storage{store: store, log: log}
 }
 
 // Register adds the service to a gRPC server.
-func (s *Service) Register(gs *grpc.Server) {
+func (s *Storage) Register(gs *grpc.Server) {
 	atollv1.RegisterStorageServer(gs, s)
-}
-
-func (s *Service) accountOf(ctx context.Context) string {
-	if p, ok := auth.PrincipalFrom(ctx); ok {
-		return p.Account
-	}
-	return s.opts.DefaultAccount
 }
 
 // PlanSync checks the manifest and tells the client which files are stored
 // with the same size, and their hashes.
-func (s *Service) PlanSync(ctx context.Context, req *atollv1.PlanSyncRequest) (*atollv1.PlanSyncResponse, error) {
-	entries := make([]Entry, len(req.GetEntries()))
+func (s *Storage) PlanSync(ctx context.Context, req *atollv1.PlanSyncRequest) (*atollv1.PlanSyncResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(s.log, err)
+	}
+	entries := make([]storage.Entry, len(req.GetEntries()))
 	for i, e := range req.GetEntries() {
-		entries[i] = Entry{
+		entries[i] = storage.Entry{
 			Path:       e.GetPath(),
 			Kind:       kindFromProto(e.GetKind()),
 			Size:       e.GetSize(),
@@ -65,14 +53,13 @@ func (s *Service) PlanSync(ctx context.Context, req *atollv1.PlanSyncRequest) (*
 			LinkTarget: e.GetLinkTarget(),
 		}
 	}
-	account := s.accountOf(ctx)
 	p, err := s.store.Plan(ctx, account, req.GetRemoteDir(), entries)
 	if err != nil {
 		return nil, s.status(err, account)
 	}
 	resp := &atollv1.PlanSyncResponse{SyncId: p.ID, RemoteDir: p.RemoteDir}
 	for i, e := range entries {
-		if sum, ok := p.Stored[i]; ok && e.Kind == KindFile {
+		if sum, ok := p.Stored[i]; ok && e.Kind == storage.KindFile {
 			resp.Stored = append(resp.Stored, &atollv1.StoredFile{Entry: uint32(i), Sha256: sum})
 		}
 	}
@@ -82,9 +69,12 @@ func (s *Service) PlanSync(ctx context.Context, req *atollv1.PlanSyncRequest) (*
 // Upload receives the content of a planned sync and commits it when the
 // client closes the stream. A stream that fails or is cancelled commits
 // nothing.
-func (s *Service) Upload(stream grpc.ClientStreamingServer[atollv1.UploadRequest, atollv1.UploadResponse]) error {
+func (s *Storage) Upload(stream grpc.ClientStreamingServer[atollv1.UploadRequest, atollv1.UploadResponse]) error {
 	ctx := stream.Context()
-	account := s.accountOf(ctx)
+	account, err := accountOf(ctx)
+	if err != nil {
+		return rpcStatus(s.log, err)
+	}
 	msg, err := stream.Recv()
 	if err != nil {
 		return s.status(err, account)
@@ -137,44 +127,20 @@ func (s *Service) Upload(stream grpc.ClientStreamingServer[atollv1.UploadRequest
 	})
 }
 
-// status maps an error to the gRPC status the SDK turns into an exception.
-// Domain errors carry messages meant for the user; anything else is logged
-// and reported without detail, since it may name server paths.
-func (s *Service) status(err error, account string) error {
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	var code codes.Code
-	switch {
-	case errors.Is(err, ErrInvalidPath), errors.Is(err, ErrInvalidManifest), errors.Is(err, ErrInvalidAccount):
-		code = codes.InvalidArgument
-	case errors.Is(err, ErrConflict):
-		code = codes.FailedPrecondition
-	case errors.Is(err, ErrQuotaExceeded):
-		code = codes.ResourceExhausted
-	case errors.Is(err, ErrUnknownSync):
-		code = codes.NotFound
-	case errors.Is(err, ErrContentMismatch):
-		code = codes.Aborted
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "the sync was cancelled")
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "the sync ran out of time")
-	default:
-		s.log.Error("storage request failed", "account", account, "err", err)
-		return status.Error(codes.Internal, "internal storage error; the server log has the details")
-	}
-	return status.Error(code, err.Error())
+// status maps a storage error through rpcStatus, naming the account in
+// the log.
+func (s *Storage) status(err error, account string) error {
+	return rpcStatus(s.log, err, "account", account)
 }
 
-func kindFromProto(k atollv1.EntryKind) Kind {
+func kindFromProto(k atollv1.EntryKind) storage.Kind {
 	switch k {
 	case atollv1.EntryKind_ENTRY_KIND_FILE:
-		return KindFile
+		return storage.KindFile
 	case atollv1.EntryKind_ENTRY_KIND_DIRECTORY:
-		return KindDir
+		return storage.KindDir
 	case atollv1.EntryKind_ENTRY_KIND_SYMLINK:
-		return KindSymlink
+		return storage.KindSymlink
 	}
 	return 0
 }

@@ -1,14 +1,16 @@
-package storage
+package server
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +26,100 @@ import (
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/storage"
 )
+
+// stagingDir is where storage stages uploads inside an account directory.
+const stagingDir = ".atoll-staging"
+
+type node struct {
+	content string
+	isDir   bool
+	link    string
+	mode    fs.FileMode
+}
+
+// tree describes a directory tree by slash-separated relative path.
+type tree map[string]node
+
+func (tr tree) entries() []storage.Entry {
+	var out []storage.Entry
+	for p, n := range tr {
+		e := storage.Entry{Path: p, Mode: n.mode}
+		switch {
+		case n.isDir:
+			e.Kind = storage.KindDir
+			if e.Mode == 0 {
+				e.Mode = 0o755
+			}
+		case n.link != "":
+			e.Kind, e.LinkTarget = storage.KindSymlink, n.link
+		default:
+			e.Kind, e.Size = storage.KindFile, int64(len(n.content))
+			if e.Mode == 0 {
+				e.Mode = 0o644
+			}
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+var cmpNode = cmp.AllowUnexported(node{})
+
+// readTree describes what is stored under dir, the way tree does.
+func readTree(t *testing.T, dir string) tree {
+	t.Helper()
+	out := tree{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if rel == stagingDir {
+			return fs.SkipDir
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			out[rel] = node{isDir: true, mode: fi.Mode().Perm()}
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = node{link: target}
+		default:
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			out[rel] = node{content: string(data), mode: fi.Mode().Perm()}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// testStorage is a Storage service's store and the data directory under it.
+type testStorage struct{ dataDir string }
+
+func accountDir(t *testing.T, s testStorage, account string) string {
+	t.Helper()
+	dir, err := storage.AccountDir(s.dataDir, account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
 
 // testAccountKey stands in for authentication: the test interceptors make
 // its value the principal's account, as auth's interceptors do from a key.
@@ -45,9 +140,13 @@ type principalStream struct {
 func (s principalStream) Context() context.Context { return s.ctx }
 
 // startService serves a Storage service on an in-memory listener.
-func startService(t *testing.T, opts Options) (atollv1.StorageClient, *Store) {
+func startService(t *testing.T, opts storage.Options) (atollv1.StorageClient, testStorage) {
 	t.Helper()
-	store := newTestStore(t, opts)
+	opts.DataDir, opts.NoSync = t.TempDir(), true
+	store, err := storage.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	lis := bufconn.Listen(1 << 20)
 	gs := grpc.NewServer(
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -57,7 +156,7 @@ func startService(t *testing.T, opts Options) (atollv1.StorageClient, *Store) {
 			return h(srv, principalStream{ss, principal(ss.Context())})
 		}),
 	)
-	NewService(store, ServiceOptions{DefaultAccount: "default"}).Register(gs)
+	NewStorage(store, nil).Register(gs)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -67,7 +166,7 @@ func startService(t *testing.T, opts Options) (atollv1.StorageClient, *Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return atollv1.NewStorageClient(conn), store
+	return atollv1.NewStorageClient(conn), testStorage{dataDir: opts.DataDir}
 }
 
 func asAccount(account string) context.Context {
@@ -80,9 +179,9 @@ func asAccount(account string) context.Context {
 func protoEntries(tr tree) []*atollv1.SyncEntry {
 	var out []*atollv1.SyncEntry
 	for _, e := range tr.entries() {
-		kind := map[Kind]atollv1.EntryKind{
-			KindFile: atollv1.EntryKind_ENTRY_KIND_FILE, KindDir: atollv1.EntryKind_ENTRY_KIND_DIRECTORY,
-			KindSymlink: atollv1.EntryKind_ENTRY_KIND_SYMLINK,
+		kind := map[storage.Kind]atollv1.EntryKind{
+			storage.KindFile: atollv1.EntryKind_ENTRY_KIND_FILE, storage.KindDir: atollv1.EntryKind_ENTRY_KIND_DIRECTORY,
+			storage.KindSymlink: atollv1.EntryKind_ENTRY_KIND_SYMLINK,
 		}[e.Kind]
 		out = append(out, &atollv1.SyncEntry{Path: e.Path, Kind: kind, Size: e.Size, Mode: uint32(e.Mode), LinkTarget: e.LinkTarget})
 	}
@@ -115,7 +214,7 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 		return nil, err
 	}
 	if err := stream.Send(&atollv1.UploadRequest{Start: &atollv1.UploadStart{SyncId: plan.GetSyncId(), Files: files}}); err != nil {
-		return nil, err
+		return nil, sendError(stream, err)
 	}
 	// Each message holds up to three pieces of 2 bytes, so that small files
 	// share messages and larger ones span several.
@@ -142,7 +241,7 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 			pieces = append(pieces, piece)
 			if len(pieces) == 3 {
 				if err := flush(); err != nil {
-					return nil, err
+					return nil, sendError(stream, err)
 				}
 			}
 			if sent++; sent == breakAfter {
@@ -156,13 +255,22 @@ func grpcSync(ctx context.Context, c atollv1.StorageClient, remote string, tr tr
 		}
 	}
 	if err := flush(); err != nil {
-		return nil, err
+		return nil, sendError(stream, err)
 	}
 	return stream.CloseAndRecv()
 }
 
+// sendError is the stream's status when a Send failed with io.EOF: the
+// server ended the upload (a refusal), and only receiving tells why.
+func sendError(stream grpc.ClientStreamingClient[atollv1.UploadRequest, atollv1.UploadResponse], err error) error {
+	if errors.Is(err, io.EOF) {
+		_, err = stream.CloseAndRecv()
+	}
+	return err
+}
+
 func TestServiceSync(t *testing.T) {
-	c, store := startService(t, Options{})
+	c, store := startService(t, storage.Options{})
 	ctx := asAccount("acme")
 	tr := tree{"a": {content: "alpha"}, "d": {isDir: true}, "d/b": {content: "beta"}, "l": {link: "d/b"}}
 	resp, err := grpcSync(ctx, c, "/data/x/", tr, 0)
@@ -203,7 +311,7 @@ func TestServiceErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, store := startService(t, Options{QuotaBytes: 100})
+			c, store := startService(t, storage.Options{QuotaBytes: 100})
 			_, err := grpcSync(asAccount("acme"), c, tt.remote, tt.tree, 0)
 			if got := status.Code(err); got != tt.want {
 				t.Fatalf("sync = %v; want code %v", err, tt.want)
@@ -216,7 +324,7 @@ func TestServiceErrors(t *testing.T) {
 }
 
 func TestServiceConflict(t *testing.T) {
-	c, _ := startService(t, Options{})
+	c, _ := startService(t, storage.Options{})
 	ctx := asAccount("acme")
 	if _, err := grpcSync(ctx, c, "/data", tree{"x": {isDir: true}}, 0); err != nil {
 		t.Fatal(err)
@@ -228,8 +336,8 @@ func TestServiceConflict(t *testing.T) {
 }
 
 func TestServiceUnknownSync(t *testing.T) {
-	c, _ := startService(t, Options{})
-	stream, err := c.Upload(context.Background())
+	c, _ := startService(t, storage.Options{})
+	stream, err := c.Upload(asAccount("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +350,7 @@ func TestServiceUnknownSync(t *testing.T) {
 }
 
 func TestServiceInterruptedUpload(t *testing.T) {
-	c, store := startService(t, Options{})
+	c, store := startService(t, storage.Options{})
 	ctx := asAccount("acme")
 	if _, err := grpcSync(ctx, c, "/data", tree{"f": {content: "old"}}, 0); err != nil {
 		t.Fatal(err)
@@ -264,7 +372,7 @@ func TestServiceInterruptedUpload(t *testing.T) {
 }
 
 func TestServiceAccountsIsolated(t *testing.T) {
-	c, store := startService(t, Options{})
+	c, store := startService(t, storage.Options{})
 	if _, err := grpcSync(asAccount("alice"), c, "/data", tree{"secret": {content: "alice's secret"}}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -288,10 +396,11 @@ func TestServiceAccountsIsolated(t *testing.T) {
 	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.NotFound {
 		t.Errorf("bob using alice's sync: %v; want NotFound", err)
 	}
-	if _, err := grpcSync(context.Background(), c, "/data", tree{"anon": {content: "a"}}, 0); err != nil {
-		t.Fatal(err)
+	// A request without an authenticated caller acts for no account at all.
+	if _, err := grpcSync(context.Background(), c, "/data", tree{"anon": {content: "a"}}, 0); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("sync without a caller = %v; want Unauthenticated", err)
 	}
-	for account, want := range map[string][]string{"alice": {"secret"}, "bob": nil, "default": {"anon"}} {
+	for account, want := range map[string][]string{"alice": {"secret"}, "bob": nil, "default": nil} {
 		var names []string
 		for p := range readTree(t, accountDir(t, store, account)) {
 			names = append(names, p)
