@@ -117,14 +117,7 @@ func TestLocalLauncherTranslatesTheNeutralSpec(t *testing.T) {
 }
 
 func TestLocalLauncherConnectTransport(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dialBack := workerproto.NewListener(lis, nil)
-	served := make(chan error, 1)
-	go func() { served <- dialBack.Serve() }()
-	defer func() { dialBack.Close(); <-served }()
+	dialBack := serveDialBack(t)
 
 	host := &recordingHost{}
 	tokens := filepath.Join(t.TempDir(), "tokens")
@@ -177,14 +170,7 @@ func TestLocalLauncherConnectTransport(t *testing.T) {
 // A worker that ends before dialing back fails its Conn instead of
 // leaving it waiting.
 func TestLocalLauncherConnectFailsWhenTheWorkerEnds(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dialBack := workerproto.NewListener(lis, nil)
-	served := make(chan error, 1)
-	go func() { served <- dialBack.Serve() }()
-	defer func() { dialBack.Close(); <-served }()
+	dialBack := serveDialBack(t)
 	host := &recordingHost{}
 	l, err := NewLocal(LocalOptions{
 		Host: host, Environments: fixedEnvironment{testEnvironment}, AgentPath: "/bin/atoll", SDKDir: "/sdk",
@@ -205,4 +191,18 @@ func TestLocalLauncherConnectFailsWhenTheWorkerEnds(t *testing.T) {
 	if _, err := p.Conn(ctx); err == nil || ctx.Err() != nil {
 		t.Fatalf("Conn = %v (ctx %v), want an error at once", err, ctx.Err())
 	}
+}
+
+// serveDialBack serves a dial-back listener on loopback until the test ends.
+func serveDialBack(t *testing.T) *workerproto.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialBack := workerproto.NewListener(lis, nil)
+	served := make(chan error, 1)
+	go func() { served <- dialBack.Serve() }()
+	t.Cleanup(func() { dialBack.Close(); <-served })
+	return dialBack
 }
