@@ -62,16 +62,20 @@ class RemoteError(AtollError):
     """The function raised an exception that cannot be rebuilt here.
 
     ``type_name``, ``remote_message`` and ``remote_traceback`` carry what the
-    worker reported.
+    worker reported; ``reason`` says why it could not be rebuilt where that
+    is known (a distribution this interpreter lacks or has in another
+    version, with the fix).
     """
 
-    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+    def __init__(self, type_name: str, message: str, traceback: str, reason: str = "") -> None:
+        why = f"\n\n{reason}" if reason else ""
         super().__init__(
-            f"{type_name}: {message}\n\nRemote traceback:\n{traceback}".rstrip()
+            f"{type_name}: {message}{why}\n\nRemote traceback:\n{traceback}".rstrip()
         )
         self.type_name = type_name
         self.remote_message = message
         self.remote_traceback = traceback
+        self.reason = reason
 
 
 class WorkerCrashedError(AtollError):

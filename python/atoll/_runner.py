@@ -13,8 +13,9 @@ then the payload (length counts the type byte and the payload).
   runner -> agent  b"Y": ready (empty payload)
                    b"R": the pickled return value (manifest, then pickle)
                    b"E": the exception, as four u32-length-prefixed fields:
-                         pickled exception (may be empty; a plain dict
-                         {"atoll_error": ...} for atoll's own errors),
+                         pickled exception (may be empty; manifest, then
+                         pickle; a plain dict {"atoll_error": ...} for
+                         atoll's own errors),
                          type name, message, formatted traceback
                    b"S": the return value could not be pickled (message)
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 import struct
 import sys
 import traceback
@@ -82,12 +82,12 @@ def _type_name(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _exception_frame(exc: BaseException, cloudpickle) -> tuple[bytes, ...]:
+def _exception_frame(exc: BaseException, pickling) -> tuple[bytes, ...]:
     # The first frame is the runner's own; the user's code starts below it.
     user_tb = exc.__traceback__.tb_next if exc.__traceback__ else None
     tb = "".join(traceback.format_exception(type(exc), exc, user_tb))
     try:
-        pickled = cloudpickle.dumps(exc)
+        pickled, _ = pickling.dumps(exc)
     except Exception:  # noqa: BLE001 - an unpicklable exception still reports its text
         pickled = b""
     try:
@@ -115,10 +115,10 @@ class _AtollError(Exception):
         self.fields = fields
 
 
-def _atoll_error_frame(err: _AtollError) -> tuple[bytes, ...]:
+def _atoll_error_frame(err: _AtollError, pickling) -> tuple[bytes, ...]:
     name = err.fields["atoll_error"]
     return (
-        _field(pickle.dumps(err.fields, protocol=4)),
+        _field(pickling.dumps(err.fields)[0]),
         _field(f"atoll.{name}"),
         _field(err.fields["message"]),
         _field(""),
@@ -227,12 +227,12 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         except _AtollError as err:
             arg_view.release()
             _flush_std_streams()
-            _write_frame(result_fd, b"E", *_atoll_error_frame(err))
+            _write_frame(result_fd, b"E", *_atoll_error_frame(err, pickling))
             continue
         except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
             arg_view.release()
             _flush_std_streams()
-            _write_frame(result_fd, b"E", *_exception_frame(exc, cloudpickle))
+            _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
             continue
         _flush_std_streams()
         try:

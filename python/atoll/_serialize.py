@@ -361,11 +361,21 @@ def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> 
     """Rebuilds the remote exception with its traceback chained; falls back to
     a RemoteError carrying the type name, message and traceback."""
     tb = with_local_source(tb)
+    reason = ""
     if pickled:
+        found: list[_pickling.Mismatch] = []
         try:
-            exc = cloudpickle.loads(pickled)
-        except Exception:  # noqa: BLE001 - fall back to RemoteError
+            manifest, body = _pickling.split(pickled)
+            found = _pickling.mismatches(manifest)
+            exc = cloudpickle.loads(body)
+        except Exception as error:  # noqa: BLE001 - fall back to RemoteError
             exc = None
+            if found:
+                m = _pickling.culprit(found, error)
+                reason = _pickling.explain(
+                    m, error, what="the exception", to_worker=False,
+                    plain="raise an exception of a type this interpreter can import", others=found,
+                )
         if isinstance(exc, dict) and exc.get("atoll_error"):
             # atoll's own error, raised by the runner (which does not
             # import atoll) as plain data.
@@ -373,7 +383,7 @@ def rebuild_exception(pickled: bytes, type_name: str, message: str, tb: str) -> 
         if isinstance(exc, BaseException):
             exc.__cause__ = RemoteTraceback(tb)
             return exc
-    return RemoteError(type_name, message, tb)
+    return RemoteError(type_name, message, tb, reason)
 
 
 __all__ = [

@@ -195,6 +195,23 @@ def test_exception_class_the_caller_cannot_import_is_a_remote_error(server):
     assert info.value.remote_message == "only the worker knows this type"
 
 
+def test_exception_of_a_package_the_caller_lacks_names_it(server):
+    @isolated(requirements=["pyjokes==0.8.3"])
+    def joke_in(language):
+        import pyjokes
+
+        return pyjokes.get_joke(language=language)
+
+    with pytest.raises(atoll.RemoteError) as info:
+        joke_in("klingon")
+    err = info.value
+    assert err.type_name == "pyjokes.exc.LanguageNotFoundError", err.type_name
+    # Kept as a RemoteError (its class cannot be imported here), and it says
+    # why: the distribution, its worker version, and the fix.
+    assert "the exception refers to pyjokes, which this interpreter lacks" in err.reason, err.reason
+    assert 'install "pyjokes==0.8.3" here' in str(err), str(err)
+
+
 # Objects that cannot be pickled: the path to the culprit, before sending.
 
 
