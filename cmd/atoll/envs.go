@@ -25,6 +25,8 @@ func newEnvsCommand() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
+		// The operator, on the host itself, may name its paths.
+		opts.AllowLocalRequirements = true
 		return envbuild.New(opts)
 	}
 

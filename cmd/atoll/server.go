@@ -245,6 +245,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	builderOpts.MaxTotalBytes = opts.envMaxBytes
 	builderOpts.NoBuild = opts.wheelsOnly
 	builderOpts.UV = opts.uv
+	builderOpts.AllowLocalRequirements = opts.allowLocalReqs
 	builder, err := envbuild.New(builderOpts)
 	if err != nil {
 		return err
@@ -294,7 +295,7 @@ func runServer(ctx context.Context, opts serverOptions) error {
 	functions := server.NewFunctions(server.Options{
 		Catalog:      catalog,
 		Capacity:     capacity,
-		Environments: server.BuiltEnvironments{Builder: builder, AllowLocalPaths: opts.allowLocalReqs},
+		Environments: server.BuiltEnvironments{Builder: builder},
 		Scheduler:    sched,
 		History:      history,
 		Logger:       log.With("component", "server"),

@@ -142,6 +142,8 @@ func runLocalWorker(ctx context.Context, local localOptions, opts agent.Options)
 		RuntimeLock:     lock,
 		CompileBytecode: true,
 		SeedPip:         true,
+		// host=local runs on the caller's own machine: its paths are theirs.
+		AllowLocalRequirements: true,
 	})
 	if err != nil {
 		return fail(&atollv1.Failure{
