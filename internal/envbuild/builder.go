@@ -4,7 +4,9 @@
 // (Acquire), and removes it when asked (Prune) or when the Root grows past
 // its limit. It also builds the runner's own packages (Runtime) into a
 // directory beside the venvs, never inside them, so a user's environment
-// holds exactly the user's requirements.
+// holds exactly the user's requirements. Requirement strings are parsed
+// with the PEP 508 grammar (requirement.go); those naming this host's paths
+// are refused unless Options.AllowLocalRequirements.
 //
 // It must not know about calls, accounts, workers or sandboxes, must never
 // install into a base interpreter, and must never download an interpreter:
