@@ -260,6 +260,19 @@ func FuzzParseRequirement(f *testing.F) {
 			if strings.HasPrefix(strict, "-") {
 				t.Fatalf("%q: accepted as the option %q", in, strict)
 			}
+			// Checked apart from judgeURL: a URL accepted is a remote one.
+			if r.url != "" {
+				lower := strings.ToLower(r.url)
+				remote := false
+				for _, scheme := range remoteSchemes {
+					remote = remote || strings.HasPrefix(lower, scheme+"://")
+				}
+				if !remote {
+					t.Fatalf("%q: accepted with the URL %q", in, r.url)
+				}
+			} else if r.name == "" || r.bare {
+				t.Fatalf("%q: accepted as %q, neither a name nor a URL", in, strict)
+			}
 		}
 		if looseErr != nil {
 			return
