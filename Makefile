@@ -23,6 +23,8 @@ test: build test-go test-python
 
 test-go:
 	PATH="$(PY_SCRIPTS):$$PATH" $(GO) test -count=1 ./...
+	$(GO) test -run=NONE -fuzz=FuzzParseRequirement -fuzztime=10s ./internal/envbuild/
+	$(GO) test -run=NONE -fuzz=FuzzServerReadsEvents -fuzztime=10s ./internal/workerproto/
 
 test-python: build
 	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests

@@ -26,7 +26,10 @@ func newEnvsCommand() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		return envbuild.New(serverapp.BuilderOptions(dataDir, lock, nil))
+		opts := serverapp.BuilderOptions(dataDir, lock, nil)
+		// The operator, on the host itself, may name its paths.
+		opts.AllowLocalRequirements = true
+		return envbuild.New(opts)
 	}
 
 	var pythonVersion string

@@ -4,7 +4,9 @@
 // (Acquire), and removes it when asked (Prune) or when the Root grows past
 // its limit. It also builds the runner's own packages (Runtime) into a
 // directory beside the venvs, never inside them, so a user's environment
-// holds exactly the user's requirements.
+// holds exactly the user's requirements. Requirement strings are parsed
+// with the PEP 508 grammar (requirement.go); those naming this host's paths
+// are refused unless Options.AllowLocalRequirements.
 //
 // It must not know about calls, accounts, workers or sandboxes, must never
 // install into a base interpreter, and must never download an interpreter:
@@ -74,6 +76,11 @@ type Options struct {
 	// (the atoll SDK itself): requirements naming them are dropped, so a
 	// user listing them never gets an unrelated package of that name.
 	Provided []string
+	// AllowLocalRequirements lets requirements name paths, archives and
+	// repositories on this host ("pkg @ file:///srv/pkg", "./pkg",
+	// "pkg @ git+file:///srv/repo"). Off, any account could copy the
+	// host's files into its environment.
+	AllowLocalRequirements bool
 	// SeedPip installs pip into every venv, so that `pip` and `pip freeze`
 	// run inside a function see the function's own environment (pip hides
 	// itself from `pip freeze`, which then lists only the user's packages).
@@ -133,6 +140,7 @@ type Builder struct {
 	compileBytecode bool
 	seedPip         bool
 	provided        []string
+	allowLocal      bool
 	resolveOnline   bool
 	noBuild         bool
 
@@ -218,6 +226,7 @@ func New(opts Options) (*Builder, error) {
 		compileBytecode: opts.CompileBytecode,
 		seedPip:         opts.SeedPip,
 		provided:        canonicalNames(opts.Provided),
+		allowLocal:      opts.AllowLocalRequirements,
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
 		flights:         map[string]*flight{},

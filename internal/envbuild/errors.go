@@ -11,6 +11,11 @@ var (
 	// ErrInvalidSpec means a Spec (its Python version or a requirement) or an
 	// option is malformed; nothing was built.
 	ErrInvalidSpec = errors.New("invalid environment spec")
+	// ErrLocalRequirement means a requirement names a path, archive or
+	// repository on this host (file:, git+file:, ./pkg, ../x, ~/x, /srv/x)
+	// and Options.AllowLocalRequirements is off. It comes with
+	// ErrInvalidSpec.
+	ErrLocalRequirement = errors.New("local requirement")
 	// ErrPythonUnavailable means no interpreter of the requested major.minor
 	// exists on this host. The error is a *PythonUnavailableError.
 	ErrPythonUnavailable = errors.New("python version unavailable")

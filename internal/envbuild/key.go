@@ -12,19 +12,19 @@ import (
 var (
 	pythonVersionRe = regexp.MustCompile(`^[0-9]+\.[0-9]+$`)
 	// distNameRe matches a PEP 508 distribution name at the start of a
-	// requirement.
+	// normalized requirement.
 	distNameRe = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`)
 	nameSepRe  = regexp.MustCompile(`[-_.]+`)
 )
 
 // normalizeSpec validates spec and returns it with its requirements
 // normalized, deduplicated and sorted, so equivalent specs share one key.
-func normalizeSpec(spec Spec) (Spec, error) {
+func normalizeSpec(spec Spec, allowLocal bool) (Spec, error) {
 	py, err := normalizePython(spec.Python)
 	if err != nil {
 		return Spec{}, err
 	}
-	reqs, err := normalizeRequirements(spec.Requirements)
+	reqs, err := normalizeRequirements(spec.Requirements, allowLocal)
 	if err != nil {
 		return Spec{}, err
 	}
@@ -34,7 +34,7 @@ func normalizeSpec(spec Spec) (Spec, error) {
 // normalize is normalizeSpec without the requirements the builder's
 // Options.Provided covers.
 func (b *Builder) normalize(spec Spec) (Spec, error) {
-	s, err := normalizeSpec(spec)
+	s, err := normalizeSpec(spec, b.allowLocal)
 	if err != nil || len(b.provided) == 0 {
 		return s, err
 	}
@@ -60,10 +60,10 @@ func normalizePython(v string) (string, error) {
 	return v, nil
 }
 
-func normalizeRequirements(reqs []string) ([]string, error) {
+func normalizeRequirements(reqs []string, allowLocal bool) ([]string, error) {
 	out := make([]string, 0, len(reqs))
 	for _, r := range reqs {
-		n, err := normalizeRequirement(r)
+		n, err := normalizeRequirement(r, allowLocal)
 		if err != nil {
 			return nil, err
 		}
@@ -73,79 +73,28 @@ func normalizeRequirements(reqs []string) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-// normalizeRequirement rewrites one PEP 508 requirement into a canonical
-// form: whitespace collapsed, the distribution name and extras normalized
-// per PEP 503/685, whitespace dropped from version specifiers (whose clauses
-// are sorted). Markers and URLs are kept as written, since rewriting them is
-// not always meaning-preserving. A string that does not start with a name
-// (a bare URL or path) is only whitespace-collapsed; uv judges it.
-func normalizeRequirement(r string) (string, error) {
-	s := strings.Join(strings.Fields(r), " ")
-	switch {
-	case s == "":
-		return "", fmt.Errorf("%w: empty requirement", ErrInvalidSpec)
-	case strings.HasPrefix(s, "-"):
-		// uv would read it as an option (-r file, --index-url ...).
-		return "", fmt.Errorf("%w: requirement %q looks like an option; only requirement specifiers are allowed", ErrInvalidSpec, s)
-	case strings.ContainsRune(s, 0):
-		return "", fmt.Errorf("%w: requirement %q contains a NUL byte", ErrInvalidSpec, s)
+// normalizeRequirement parses one PEP 508 requirement (requirement.go) and
+// returns its canonical form: whitespace collapsed, the distribution name
+// and extras normalized per PEP 503/685, whitespace dropped from version
+// specifiers (whose clauses are sorted). Markers and URLs are kept as
+// written, since rewriting them is not always meaning-preserving. A
+// requirement naming something on this host is refused unless allowLocal.
+func normalizeRequirement(raw string, allowLocal bool) (string, error) {
+	r, err := parseRequirement(raw)
+	if err != nil {
+		return "", err
 	}
-	name := distNameRe.FindString(s)
-	rest := s[len(name):]
-	if name == "" || strings.HasPrefix(rest, ":") || strings.HasPrefix(rest, "/") {
-		return s, nil // a URL or path, not "name ..."
+	written := strings.Join(strings.Fields(raw), " ")
+	if r.refused != "" {
+		return "", fmt.Errorf("%w: requirement %q cannot be installed: %s; use a package name "+
+			"(like \"six>=1.16\") or name @ https://host/path", ErrInvalidSpec, written, r.refused)
 	}
-	rest = strings.TrimSpace(rest)
-	var b strings.Builder
-	b.WriteString(canonicalName(name))
-
-	if strings.HasPrefix(rest, "[") {
-		end := strings.IndexByte(rest, ']')
-		if end < 0 {
-			return "", fmt.Errorf("%w: requirement %q has an unclosed extras list", ErrInvalidSpec, s)
-		}
-		var extras []string
-		for _, e := range strings.Split(rest[1:end], ",") {
-			if e = strings.TrimSpace(e); e != "" {
-				extras = append(extras, canonicalName(e))
-			}
-		}
-		slices.Sort(extras)
-		extras = slices.Compact(extras)
-		if len(extras) > 0 {
-			b.WriteString("[" + strings.Join(extras, ",") + "]")
-		}
-		rest = strings.TrimSpace(rest[end+1:])
+	if r.local != "" && !allowLocal {
+		return "", fmt.Errorf("%w: %w: requirement %q names a path on the server (%s); only packages "+
+			"from the index or remote https:// and git+https:// URLs can be installed (the server's operator "+
+			"can allow local requirements with --allow-local-requirements)", ErrInvalidSpec, ErrLocalRequirement, written, r.local)
 	}
-
-	if strings.HasPrefix(rest, "@") {
-		// Direct reference: "name @ url [; marker]". PEP 508 requires
-		// whitespace before a marker's ';' here, because URLs may hold ';'.
-		ref := strings.TrimSpace(rest[1:])
-		b.WriteString(" @ " + ref)
-		return b.String(), nil
-	}
-
-	spec, marker, hasMarker := strings.Cut(rest, ";")
-	spec = strings.Join(strings.Fields(spec), "")
-	if spec != "" && !strings.ContainsRune("<>=!~(", rune(spec[0])) {
-		// Dropping the space in "six foo" would name another package.
-		return "", fmt.Errorf("%w: requirement %q: expected a version specifier after %q", ErrInvalidSpec, s, name)
-	}
-	if strings.HasPrefix(spec, "(") && strings.HasSuffix(spec, ")") {
-		spec = spec[1 : len(spec)-1]
-	}
-	if spec != "" {
-		clauses := strings.Split(spec, ",")
-		slices.Sort(clauses)
-		b.WriteString(strings.Join(clauses, ","))
-	}
-	if hasMarker {
-		if marker = strings.TrimSpace(marker); marker != "" {
-			b.WriteString("; " + marker)
-		}
-	}
-	return b.String(), nil
+	return r.String(), nil
 }
 
 // canonicalName is the PEP 503 normalized form of a distribution (or, per

@@ -28,7 +28,7 @@ func TestNormalizeRequirement(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := normalizeRequirement(tt.in)
+			got, err := normalizeRequirement(tt.in, false)
 			if err != nil {
 				t.Fatalf("normalizeRequirement(%q): %v", tt.in, err)
 			}
@@ -53,7 +53,7 @@ func TestNormalizeRequirementRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := normalizeRequirement(tt.in)
+			got, err := normalizeRequirement(tt.in, false)
 			if !errors.Is(err, ErrInvalidSpec) {
 				t.Fatalf("normalizeRequirement(%q) = %q, %v; want ErrInvalidSpec", tt.in, got, err)
 			}
@@ -62,7 +62,7 @@ func TestNormalizeRequirementRejects(t *testing.T) {
 }
 
 func TestNormalizeRequirementsSortsAndDedupes(t *testing.T) {
-	got, err := normalizeRequirements([]string{"six", " Six ", "PyJokes", "cowsay>=6", "cowsay >= 6"})
+	got, err := normalizeRequirements([]string{"six", " Six ", "PyJokes", "cowsay>=6", "cowsay >= 6"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -252,7 +252,7 @@ func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, end
 		}
 		return nil, err
 	}
-	w := newWorker(spec.ID, key, proc)
+	w := newWorker(spec.ID, key, proc, s.log)
 	w.ended = ended
 	s.mu.Lock()
 	if s.closed {

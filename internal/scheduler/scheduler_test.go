@@ -1,17 +1,21 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/encoding/protodelim"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
@@ -68,6 +72,13 @@ func (p *fakeProc) serve(pid int32) {
 		if string(args) == "crash" {
 			p.exit = Exit{Code: 3}
 			return
+		}
+		if string(args) == "forge" {
+			// What user code that reaches the agent's stream can write
+			// (the agent's own SendValue refuses such a size).
+			forged := &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: 1 << 62}}}
+			_, _ = protodelim.MarshalTo(p.agent, forged)
+			continue
 		}
 		_ = c.Send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Data: []byte("out")}}})
 		_ = c.SendValue(int64(len(args)), func(w io.Writer) error { _, err := w.Write(args); return err })
@@ -245,6 +256,41 @@ func TestCrashIsReportedAndWorkerForgotten(t *testing.T) {
 	s.Discard(w)
 	waitFor(t, func() bool { return len(s.Workers()) == 0 })
 }
+
+func TestProtocolViolationIsACrashLoggedWithWorkerAndAccount(t *testing.T) {
+	var logs syncBuffer
+	s := New(Options{Launcher: &fakeLauncher{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	defer s.Shutdown(context.Background())
+	var prepared atomic.Int32
+	w, err := s.Acquire(context.Background(), key, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := w.WorkerID()
+	_, err = call(t, w, "forge")
+	var crash *CrashError
+	if !errors.As(err, &crash) || !strings.Contains(crash.Message, "protocol violation") {
+		t.Fatalf("err = %v, want a CrashError naming the protocol violation", err)
+	}
+	s.Discard(w)
+	waitFor(t, func() bool { return len(s.Workers()) == 0 })
+	if want := "worker=" + id + " account=a"; !strings.Contains(logs.String(), want) {
+		t.Errorf("log %q does not name %q", logs.String(), want)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the scheduler's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 func TestCancelledCallKillsTheWorker(t *testing.T) {
 	s, _ := newTestScheduler(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -23,8 +24,11 @@ type worker struct {
 	runnerPID int
 	started   time.Time
 
-	proc  Process
-	conn  *workerproto.Conn // nil until the worker has connected
+	proc Process
+	conn *workerproto.Conn // nil until the worker has connected
+	// log names the worker and its account: what a hostile worker did is
+	// the operator's to see, tagged with whose code it was.
+	log   *slog.Logger
 	ended func()
 
 	exitOnce sync.Once
@@ -40,10 +44,11 @@ type worker struct {
 	dead     bool
 }
 
-func newWorker(id string, key PoolKey, proc Process) *worker {
+func newWorker(id string, key PoolKey, proc Process, log *slog.Logger) *worker {
 	return &worker{
 		id:      id,
 		key:     key,
+		log:     log.With("worker", id, "account", key.Account, "function", key.Function),
 		started: time.Now(),
 		proc:    proc,
 		exited:  make(chan struct{}),
@@ -88,6 +93,7 @@ func (w *worker) connect(ctx context.Context) error {
 	case errors.As(err, &fe):
 		return w.failed(fe.Failure, logSuffix(log))
 	case errors.Is(err, workerproto.ErrProtocol):
+		w.log.Warn("worker broke the protocol while starting; killing it", "err", err)
 		return w.crashed(fmt.Sprintf("the worker broke the protocol while starting: %v%s", err, logSuffix(log)))
 	}
 	return w.crashed("the worker exited while starting" + logSuffix(log))
@@ -117,6 +123,7 @@ func (w *worker) call(ctx context.Context, fn, args []byte, onOutput func(*atoll
 	case errors.As(err, &fe):
 		return nil, w.failed(fe.Failure, "")
 	case errors.Is(err, workerproto.ErrProtocol):
+		w.log.Warn("worker broke the protocol during a call; killing it", "err", err)
 		return nil, w.crashed(fmt.Sprintf("the worker broke the protocol: %v", err))
 	case errors.Is(err, workerproto.ErrClosed):
 		return nil, w.crashed("the worker died during the call")

@@ -3,49 +3,25 @@ package server
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 )
 
 // BuiltEnvironments builds environments with the environment builder: a
-// venv per requirement set, plus the runner's own packages beside it.
+// venv per requirement set, plus the runner's own packages beside it. The
+// builder parses the requirements and refuses those naming this host's
+// paths (envbuild.Options.AllowLocalRequirements).
 type BuiltEnvironments struct {
 	Builder *envbuild.Builder
-	// AllowLocalPaths lets requirements name paths on the server
-	// ("pkg @ file:///srv/pkg"); off, since any account could then copy
-	// the server's files into its environment.
-	AllowLocalPaths bool
 }
 
 func builderSpec(spec *atollv1.Environment) envbuild.Spec {
 	return envbuild.Spec{Python: spec.GetPythonVersion(), Requirements: spec.GetRequirements()}
 }
 
-// localPath reports whether a requirement names a path on this host
-// rather than a package on an index or a remote URL.
-func localPath(req string) bool {
-	target := strings.TrimSpace(req)
-	if _, ref, ok := strings.Cut(target, "@"); ok {
-		target = strings.TrimSpace(ref)
-	}
-	lower := strings.ToLower(target)
-	return strings.HasPrefix(lower, "file:") || strings.HasPrefix(target, "/") ||
-		strings.HasPrefix(target, ".") || strings.HasPrefix(target, "~")
-}
-
 // Key names the environment without building it.
 func (e BuiltEnvironments) Key(spec *atollv1.Environment) (string, error) {
-	if !e.AllowLocalPaths {
-		for _, r := range spec.GetRequirements() {
-			if localPath(r) {
-				return "", fmt.Errorf("%w: requirement %q names a path on the server; only packages from the index "+
-					"or remote URLs can be installed (the server's operator can allow paths with --allow-local-requirements)",
-					envbuild.ErrInvalidSpec, r)
-			}
-		}
-	}
 	return e.Builder.Key(builderSpec(spec))
 }
 

@@ -89,29 +89,6 @@ func TestOutcomeOf(t *testing.T) {
 
 func ptr(i int) *int { return &i }
 
-func TestLocalPathRequirements(t *testing.T) {
-	tests := []struct {
-		req  string
-		want bool
-	}{
-		{"six", false},
-		{"six==1.16.0", false},
-		{"pkg @ https://example.org/pkg-1.0.tar.gz", false},
-		{"pkg @ file:///srv/pkg", true},
-		{"file:///srv/pkg", true},
-		{"/srv/pkg", true},
-		{"./pkg", true},
-		{"pkg @ ~/pkg", true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.req, func(t *testing.T) {
-			if got := localPath(tt.req); got != tt.want {
-				t.Errorf("localPath(%q) = %v, want %v", tt.req, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestNoCallerIsNoAccount(t *testing.T) {
 	if _, err := accountOf(context.Background()); !errors.Is(err, auth.ErrNoPrincipal) {
 		t.Fatalf("accountOf(no caller) = %v, want ErrNoPrincipal", err)

@@ -219,6 +219,7 @@ func (a *app) openEnvironments(context.Context) error {
 	opts.MaxTotalBytes = a.cfg.EnvMaxBytes
 	opts.NoBuild = a.cfg.WheelsOnly
 	opts.UV = a.cfg.UV
+	opts.AllowLocalRequirements = a.cfg.AllowLocalRequirements
 	builder, err := envbuild.New(opts)
 	if err != nil {
 		return err
@@ -299,7 +300,7 @@ func (a *app) registerServices(context.Context) error {
 	server.NewFunctions(server.Options{
 		Catalog:      a.catalog,
 		Capacity:     a.capacity,
-		Environments: server.BuiltEnvironments{Builder: a.builder, AllowLocalPaths: a.cfg.AllowLocalRequirements},
+		Environments: server.BuiltEnvironments{Builder: a.builder},
 		Scheduler:    a.sched,
 		History:      a.history,
 		Logger:       a.log.With("component", "server"),

@@ -129,6 +129,8 @@ func openEnvironments(root string, runtimeLock []byte, log *slog.Logger) (*envbu
 		CompileBytecode: true,
 		SeedPip:         true,
 		Provided:        []string{"atoll"},
+		// host=local runs on the caller's own machine: its paths are theirs.
+		AllowLocalRequirements: true,
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("host=local cannot build environments under %s: %w", root, err)
@@ -161,7 +163,7 @@ func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, opts O
 	catalog := machine.Defaults()
 	server.NewFunctions(server.Options{
 		Catalog:          catalog,
-		Environments:     server.BuiltEnvironments{Builder: builder, AllowLocalPaths: true},
+		Environments:     server.BuiltEnvironments{Builder: builder},
 		Scheduler:        sched,
 		OnCallersMachine: true,
 		Logger:           log.With("component", "server"),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
@@ -23,11 +24,15 @@ type Conn struct {
 	// readErr is why the event stream ended; set before events is closed.
 	readErr error
 	busy    atomic.Bool
+	// closed ends a reader blocked on a full events queue: an agent may
+	// send events nobody asked for, and Close must still end its reader.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 // NewConn starts reading the agent's events from rwc. Close ends it.
 func NewConn(rwc io.ReadWriteCloser) *Conn {
-	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan *atollv1.WorkerEvent, eventQueue)}
+	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan *atollv1.WorkerEvent, eventQueue), closed: make(chan struct{})}
 	go c.readEvents()
 	return c
 }
@@ -57,7 +62,11 @@ func (c *Conn) readEvents() {
 			}
 			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: value}}}}
 		}
-		c.events <- ev
+		select {
+		case c.events <- ev:
+		case <-c.closed:
+			return
+		}
 	}
 }
 
@@ -154,5 +163,6 @@ func (c *Conn) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1
 
 // Close ends the stream; the agent sees its end and exits.
 func (c *Conn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
 	return c.rwc.Close()
 }
