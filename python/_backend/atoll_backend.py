@@ -4,7 +4,7 @@ A wheel is platform-specific: the Go binary (built here, at wheel build
 time, from this repository's Go module) goes in as the wheel's script
 `atoll`, so that `pip install` puts it on the venv's PATH, and the wheel is
 tagged for the binary's GOOS/GOARCH (the `go env` target: the build
-machine's own unless GOOS/GOARCH say otherwise). The binary is static
+machine's own unless GOOS/GOARCH say otherwise; $GO names the go command). The binary is static
 (CGO_ENABLED=0; the SQLite driver is pure Go), so one Linux wheel serves
 glibc and musl systems alike and carries both tags.
 
@@ -36,6 +36,7 @@ from setuptools.build_meta import (  # noqa: F401 - the backend's hooks, unchang
     get_requires_for_build_sdist,
     get_requires_for_build_wheel,
     prepare_metadata_for_build_editable,
+    prepare_metadata_for_build_wheel,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -99,10 +100,6 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
                        cwd=module, env=env, check=True)
         pure = _setuptools.build_wheel(tmp, config_settings, metadata_directory)
         return _platform_wheel(Path(tmp) / pure, binary, tags, Path(wheel_directory))
-
-
-def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    return _setuptools.prepare_metadata_for_build_wheel(metadata_directory, config_settings)
 
 
 def _go_module() -> Path:

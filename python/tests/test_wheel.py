@@ -71,6 +71,21 @@ def test_wheel_carries_the_binary_and_runs_the_quickstart_without_go(tmp_path):
     assert subprocess.run([str(binary), "server", "status"], env=env, capture_output=True).returncode == 3
 
 
+def test_cross_built_wheel_is_tagged_for_its_target(tmp_path):
+    """scripts/build-wheels.sh's way: GOOS/GOARCH pick the binary's target,
+    and the wheel's tags follow it, not the build machine."""
+    env = {**os.environ, "GOOS": "darwin", "GOARCH": "arm64"}
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path),
+                    str(REPO / "python")], env=env, check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name == "atoll-0.1.0-py3-none-macosx_12_0_arm64.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("atoll-0.1.0.dist-info/WHEEL").decode().splitlines()[-1] == "Tag: py3-none-macosx_12_0_arm64"
+        header = zf.open("atoll-0.1.0.data/scripts/atoll").read(8)
+    # A 64-bit Mach-O executable (magic 0xfeedfacf) for CPU_TYPE_ARM64 (0x0100000c), little-endian.
+    assert header == bytes.fromhex("cffaedfe0c000001"), header.hex()
+
+
 def _server_log(home: Path) -> str:
     log = home / ".local" / "share" / "atoll" / "server" / "server.log"
     return "\nserver log:\n" + log.read_text(errors="replace")[-3000:] if log.exists() else ""
