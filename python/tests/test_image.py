@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def bundle(tmp_path_factory) -> Path:
         assert shutil.which(tool), f"{tool} is missing: scripts/setup.sh installs it"
     root = tmp_path_factory.mktemp("image")
     image = root / "image"
+    # PYTHON: the image gets the uv locked for (and installed beside) this interpreter.
     subprocess.run(["bash", str(REPO / "scripts" / "build-image.sh"), str(image)],
-                   check=True, capture_output=True, timeout=600)
+                   env={**os.environ, "PYTHON": sys.executable}, check=True, capture_output=True, timeout=600)
     index = json.loads((image / "index.json").read_text())
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["atoll"]
     bundle = root / "bundle"
