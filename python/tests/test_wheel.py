@@ -53,7 +53,8 @@ def test_wheel_carries_the_binary_and_runs_the_quickstart_without_go(tmp_path):
     assert os.access(binary, os.X_OK)
     try:
         found = subprocess.run(
-            [str(python), "-c", "import atoll, atoll._binary as b; print(atoll.__file__); print(b.find('test', RuntimeError))"],
+            [str(python), "-c",
+             "import atoll, atoll._binary as b; print(atoll.__file__); print(b.find('test', RuntimeError))"],
             env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
         ).stdout.split()
         assert found[0].startswith(str(venv)), f"the SDK must come from the wheel, not {found[0]}"
