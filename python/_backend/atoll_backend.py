@@ -4,9 +4,10 @@ A wheel is platform-specific: the Go binary (built here, at wheel build
 time, from this repository's Go module) goes in as the wheel's script
 `atoll`, so that `pip install` puts it on the venv's PATH, and the wheel is
 tagged for the binary's GOOS/GOARCH (the `go env` target: the build
-machine's own unless GOOS/GOARCH say otherwise; $GO names the go command). The binary is static
-(CGO_ENABLED=0; the SQLite driver is pure Go), so one Linux wheel serves
-glibc and musl systems alike and carries both tags.
+machine's own unless GOOS/GOARCH say otherwise; $GO names the go
+command). The binary is static (CGO_ENABLED=0; the SQLite driver is pure
+Go), so one Linux wheel serves glibc and musl systems alike and carries
+both tags.
 
 The binary embeds the SDK's sources (python/embed.go) from the Go module,
 not from the wheel, so building it needs nothing the wheel build makes.
