@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(runc crun openssl)
+# mmdebstrap and umoci build the server's container image (scripts/build-image.sh).
+APT_PACKAGES=(runc crun openssl mmdebstrap umoci)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
