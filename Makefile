@@ -23,8 +23,11 @@ test: build test-go test-python
 
 test-go:
 	PATH="$(PY_SCRIPTS):$$PATH" $(GO) test -count=1 ./...
-	$(GO) test -run=NONE -fuzz=FuzzParseRequirement -fuzztime=10s ./internal/envbuild/
-	$(GO) test -run=NONE -fuzz=FuzzServerReadsEvents -fuzztime=10s ./internal/workerproto/
+	# Each fuzz target briefly, bounded by a count of inputs rather than a
+	# duration: a duration that ends while the fuzzer minimizes a new input
+	# fails the run with "context deadline exceeded" on a loaded machine.
+	$(GO) test -run=NONE -fuzz=FuzzParseRequirement -fuzztime=50000x -fuzzminimizetime=200x ./internal/envbuild/
+	$(GO) test -run=NONE -fuzz=FuzzServerReadsEvents -fuzztime=5000x -fuzzminimizetime=200x ./internal/workerproto/
 
 test-python: build
 	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests
