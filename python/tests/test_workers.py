@@ -179,7 +179,13 @@ def test_interrupted_caller_tears_down_its_worker(server, tmp_path):
         "stuck()\n"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl-C as a terminal delivers it: a runner started in the background
+    # by a shell without job control passes SIGINT on ignored, and Python
+    # then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert proc.stdout.readline().strip() == "started"
         assert [w for w in live_workers(server) if w.function_name == "__main__.stuck"]
