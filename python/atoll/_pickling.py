@@ -25,6 +25,7 @@ import copyreg
 import io
 import operator
 import pickle
+import re
 import struct
 import sys
 import types
@@ -173,17 +174,7 @@ def distributions_of(root: str) -> tuple[tuple[str, str], ...]:
 
 def canonical(name: str) -> str:
     """A distribution name in PEP 503 normal form."""
-    out = []
-    dash = False
-    for ch in name.lower():
-        if ch in "-_.":
-            dash = True
-            continue
-        if dash and out:
-            out.append("-")
-        dash = False
-        out.append(ch)
-    return "".join(out)
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def manifest_of(modules: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
@@ -313,3 +304,24 @@ def explain(
         )
         fix = f"install {pin} here, require {want} in the function's requirements, or {plain}"
     return f"{text}. Fix: {fix}."
+
+
+_warned: set[tuple[str, str, str]] = set()
+
+
+def warn_loaded(found: list[Mismatch], what: str, *, to_worker: bool) -> None:
+    """Warns once on stderr, per distribution and pair of versions, about a
+    pickle that loaded although its major versions differ."""
+    sender, receiver = ("by the caller", "in the worker") if to_worker else ("in the worker", "here")
+    for m in found:
+        key = (m.distribution, m.sender_version, str(m.local_version))
+        if m.local_version is None or not m.major_differs or key in _warned:
+            continue
+        _warned.add(key)
+        uses = " and ".join(u for u in m.uses if u) or what
+        print(
+            f"atoll: {uses} was pickled with {m.distribution} {m.sender_version} {sender} and loaded "
+            f"{receiver} with {m.distribution} {m.local_version}; pin the same version on both sides "
+            "if its values look wrong",
+            file=sys.stderr,
+        )

@@ -134,7 +134,6 @@ class _Loader:
     def __init__(self, pickling, cloudpickle):
         self.pickling = pickling
         self.cloudpickle = cloudpickle
-        self.warned: set[tuple[str, str, str]] = set()
 
     def load(self, payload, what: str):
         p = self.pickling
@@ -163,20 +162,7 @@ class _Loader:
             ) from exc
         finally:
             body.release()
-            self._warn(found)
-
-    def _warn(self, found) -> None:
-        for m in found:
-            key = (m.distribution, m.sender_version, str(m.local_version))
-            if m.major_differs and m.local_version is not None and key not in self.warned:
-                self.warned.add(key)
-                uses = " and ".join(u for u in m.uses if u)
-                print(
-                    f"atoll: {uses} was pickled with {m.distribution} {m.sender_version} by the caller "
-                    f"and loaded in the worker with {m.distribution} {m.local_version}; pin the same version "
-                    "on both sides if its values look wrong",
-                    file=sys.stderr,
-                )
+            p.warn_loaded(found, what, to_worker=True)
 
 
 def _flush_std_streams() -> None:

@@ -285,9 +285,6 @@ def dumps_arguments(
     return payload
 
 
-_warned: set[tuple[str, str, str]] = set()
-
-
 def loads_value(name: str, data: bytes) -> Any:
     """Unpickles a return value, checking its manifest first: what fails to
     load because of a distribution this interpreter lacks or has in another
@@ -314,16 +311,7 @@ def loads_value(name: str, data: bytes) -> Any:
             f"{what} could not be unpickled here: {type(exc).__name__}: {exc}. "
             "Return only types this interpreter can import."
         ) from exc
-    for m in found:
-        key = (m.distribution, m.sender_version, str(m.local_version))
-        if m.major_differs and key not in _warned:
-            _warned.add(key)
-            print(
-                f"atoll: {what} was pickled with {m.distribution} {m.sender_version} in the worker "
-                f"and loaded here with {m.distribution} {m.local_version}; pin the same version on both sides "
-                "if its values look wrong",
-                file=sys.stderr,
-            )
+    _pickling.warn_loaded(found, what, to_worker=False)
     return value
 
 
