@@ -62,6 +62,7 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
+	waiters map[PoolKey][]*waiter
 	workers map[string]*worker
 	closed  bool
 	wg      sync.WaitGroup
@@ -89,6 +90,7 @@ func New(opts Options) *Scheduler {
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
 		idle:         make(map[PoolKey][]*worker),
+		waiters:      make(map[PoolKey][]*waiter),
 		workers:      make(map[string]*worker),
 	}
 }
@@ -116,12 +118,15 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 	if err != nil {
 		return nil, err
 	}
-	grant, err := s.reserve(ctx, spec.Machine, queued)
-	if err != nil {
+	grant, handed, err := s.reserve(ctx, key, spec.Machine, queued)
+	if err != nil || handed != nil {
 		if ended != nil {
 			ended()
 		}
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		return &Lease{w: handed}, nil
 	}
 	if grant != nil {
 		spec.GPUs = grant.GPUs()
@@ -144,19 +149,24 @@ func releaseAlso(ended, release func()) func() {
 }
 
 // reserve takes capacity for t: at once if it is free; else by tearing down
-// idle workers, least recently used first; else by waiting in line up to
-// the queue timeout. It returns nil without a Capacity.
-func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
+// idle workers of other pools, least recently used first; else by waiting
+// in line up to the queue timeout, for capacity or for a worker of key's
+// pool that its call released (then returned instead of a grant). It
+// returns nils without a Capacity.
+func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, queued func()) (*machine.Grant, *worker, error) {
 	if s.capacity == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	for {
 		g, err := s.capacity.TryAcquire(t)
 		if err == nil {
-			return g, nil
+			return g, nil, nil
 		}
 		if !errors.Is(err, machine.ErrNoCapacity) {
-			return nil, err
+			return nil, nil, err
+		}
+		if w, err := s.takeIdle(key); w != nil || err != nil {
+			return nil, w, err // one of the pool's went idle since the call looked
 		}
 		w := s.oldestIdle()
 		if w == nil {
@@ -171,12 +181,12 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 	}
 	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
 	defer cancel()
-	g, err := s.capacity.Acquire(qctx, t)
+	g, w, err := s.awaitRoom(qctx, key, t)
 	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
-		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
+		return nil, nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
 			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
 	}
-	return g, err
+	return g, w, err
 }
 
 // oldestIdle takes the least recently used idle worker out of its pool.
@@ -212,6 +222,12 @@ func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	return s.takeIdleLocked(key), nil
+}
+
+// takeIdleLocked takes the most recently used live idle worker of key's
+// pool, or returns nil.
+func (s *Scheduler) takeIdleLocked(key PoolKey) *worker {
 	pool := s.idle[key]
 	for len(pool) > 0 {
 		w := pool[len(pool)-1]
@@ -222,10 +238,10 @@ func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 		s.idle[key] = pool
 		w.idle = false
 		w.idleGen++
-		return w, nil
+		return w
 	}
 	delete(s.idle, key)
-	return nil, nil
+	return nil
 }
 
 // newWorkerID returns a new unique worker id, safe as a file name.
@@ -328,8 +344,12 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.discard(w)
 		return
 	}
+	if s.handOff(w) {
+		return
+	}
 	if s.capacity != nil && s.capacity.Waiting() > 0 {
-		// A call is waiting for room: a warm worker would only hold it up.
+		// A call of another pool is waiting for room: a warm worker would
+		// only hold it up.
 		s.discard(w)
 		return
 	}

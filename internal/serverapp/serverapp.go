@@ -117,6 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer a.close()
 	for _, step := range []func(context.Context) error{
 		a.checkConfig,
+		a.lockDataDir,
 		a.openDataDir,
 		a.openState,
 		a.startHistory,
