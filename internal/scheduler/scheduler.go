@@ -453,6 +453,7 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.idle = make(map[PoolKey][]*worker)
 	s.mu.Unlock()
 	for _, w := range all {
+		w.cut.Store(true)
 		go w.stop()
 	}
 	done := make(chan struct{})
