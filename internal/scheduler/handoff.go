@@ -15,16 +15,11 @@ type waiter struct {
 	ch chan *worker
 }
 
-// handOff gives w, just released by its call, to the longest-waiting call
-// of its pool, and reports whether one took it. A warm worker serves the
-// next call at its warm speed; tearing it down to start another for the
-// same pool would cost a cold start for nothing.
-func (s *Scheduler) handOff(w *worker) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || w.dead {
-		return false
-	}
+// handOffLocked gives w, just released by its call, to the
+// longest-waiting call of its pool, and reports whether one took it. A
+// warm worker serves the next call at its warm speed; tearing it down to
+// start another for the same pool would cost a cold start for nothing.
+func (s *Scheduler) handOffLocked(w *worker) bool {
 	queue := s.waiters[w.key]
 	if len(queue) == 0 {
 		return false
@@ -70,8 +65,14 @@ func (s *Scheduler) awaitRoom(ctx context.Context, key PoolKey, t machine.Type) 
 		s.mu.Unlock()
 		return nil, w, nil
 	}
+	// Or one of another pool, which Release kept warm before this call
+	// was in line: it makes room (its capacity comes back when it ends).
+	evict := s.oldestIdleLocked()
 	s.waiters[key] = append(s.waiters[key], wt)
 	s.mu.Unlock()
+	if evict != nil {
+		go evict.stop()
+	}
 
 	type granted struct {
 		g   *machine.Grant

@@ -165,10 +165,10 @@ func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, qu
 		if !errors.Is(err, machine.ErrNoCapacity) {
 			return nil, nil, err
 		}
-		if w, err := s.takeIdle(key); w != nil || err != nil {
-			return nil, w, err // one of the pool's went idle since the call looked
+		own, w, err := s.makeRoom(key)
+		if own != nil || err != nil {
+			return nil, own, err // one of the pool's went idle since the call looked
 		}
-		w := s.oldestIdle()
 		if w == nil {
 			break
 		}
@@ -189,10 +189,24 @@ func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, qu
 	return g, w, err
 }
 
-// oldestIdle takes the least recently used idle worker out of its pool.
-func (s *Scheduler) oldestIdle() *worker {
+// makeRoom takes an idle worker of key's pool for the call (own), or else
+// takes the least recently used idle worker of another pool out of its
+// pool, for the caller to tear down (evict).
+func (s *Scheduler) makeRoom(key PoolKey) (own, evict *worker, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	if own = s.takeIdleLocked(key); own != nil {
+		return own, nil, nil
+	}
+	return nil, s.oldestIdleLocked(), nil
+}
+
+// oldestIdleLocked takes the least recently used idle worker out of its
+// pool.
+func (s *Scheduler) oldestIdleLocked() *worker {
 	var oldest *worker
 	for _, pool := range s.idle {
 		for _, w := range pool {
@@ -344,17 +358,19 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.discard(w)
 		return
 	}
-	if s.handOff(w) {
-		return
-	}
-	if s.capacity != nil && s.capacity.Waiting() > 0 {
-		// A call of another pool is waiting for room: a warm worker would
-		// only hold it up.
+	s.mu.Lock()
+	if s.closed || w.dead {
+		s.mu.Unlock()
 		s.discard(w)
 		return
 	}
-	s.mu.Lock()
-	if s.closed || w.dead {
+	if s.handOffLocked(w) {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.waiters) > 0 {
+		// A call of another pool is waiting for room (every wait for
+		// capacity is in s.waiters): a warm worker would only hold it up.
 		s.mu.Unlock()
 		s.discard(w)
 		return
