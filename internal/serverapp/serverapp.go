@@ -10,6 +10,7 @@ package serverapp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -268,7 +269,15 @@ func (a *app) loadMachines(ctx context.Context) error {
 		}
 	}
 	host, err := machine.DetectHost(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, machine.ErrGPUDetection) && len(cfg.GPUs) > 0:
+		// The config's GPUs replace what detection would have found.
+		a.log.Info("GPU detection failed; using the GPUs the config declares", "config", a.cfg.MachinesFile, "err", err)
+	case errors.Is(err, machine.ErrGPUDetection):
+		// A broken driver must not keep the CPU machine types from serving.
+		a.log.Warn("GPU detection failed; serving with no GPUs (declare them under gpus: in --config to use them)", "err", err)
+		host.GPUs = nil
+	case err != nil:
 		return fmt.Errorf("detect host: %w", err)
 	}
 	a.catalog, a.capacity = cfg.Catalog(), machine.NewCapacity(cfg.Host(host))
