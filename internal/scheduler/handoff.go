@@ -12,17 +12,26 @@ import (
 // A released worker is handed over through ch (buffered, so the handing
 // side never blocks), under the scheduler's mutex.
 type waiter struct {
-	ch chan *worker
+	ch    chan *worker
+	since time.Time
 }
 
 // handOffLocked gives w, just released by its call, to the
 // longest-waiting call of its pool, and reports whether one took it. A
 // warm worker serves the next call at its warm speed; tearing it down to
 // start another for the same pool would cost a cold start for nothing.
+// A call of another pool that has waited longer goes first, though: w is
+// then not handed over (and Release tears it down to make room), so that
+// a busy pool cannot starve the others.
 func (s *Scheduler) handOffLocked(w *worker) bool {
 	queue := s.waiters[w.key]
 	if len(queue) == 0 {
 		return false
+	}
+	for key, other := range s.waiters {
+		if key != w.key && other[0].since.Before(queue[0].since) {
+			return false
+		}
 	}
 	next := queue[0]
 	s.setWaitersLocked(w.key, queue[1:])
@@ -54,7 +63,7 @@ func (s *Scheduler) removeWaiterLocked(key PoolKey, wt *waiter) {
 // released (handed over by handOff). Exactly one of the grant and the
 // worker is returned without an error.
 func (s *Scheduler) awaitRoom(ctx context.Context, key PoolKey, t machine.Type) (*machine.Grant, *worker, error) {
-	wt := &waiter{ch: make(chan *worker, 1)}
+	wt := &waiter{ch: make(chan *worker, 1), since: time.Now()}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -121,3 +121,41 @@ func TestOverloadStartsNoWorkerItDoesNotNeed(t *testing.T) {
 		t.Errorf("started %d workers for %d slots", n, slots)
 	}
 }
+
+// A call of another pool that has waited longer is not starved by a busy
+// pool handing its workers on among its own calls.
+func TestLongerWaitingCallOfAnotherPoolGoesFirst(t *testing.T) {
+	s := newCappedScheduler(t, 0.25, 5*time.Second)
+	ctx := context.Background()
+	busy, err := s.Acquire(ctx, key, prepareXS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := key
+	other.Function = "other"
+	acquire := func(k PoolKey) (<-chan *Lease, <-chan struct{}) {
+		queued := make(chan struct{})
+		got := make(chan *Lease, 1)
+		go func() {
+			l, err := s.Acquire(ctx, k, prepareXS, func() { close(queued) })
+			if err != nil {
+				t.Error(err)
+			}
+			got <- l
+		}()
+		return got, queued
+	}
+	otherGot, otherQueued := acquire(other)
+	<-otherQueued
+	sameGot, sameQueued := acquire(key)
+	<-sameQueued
+	s.Release(busy, time.Hour)
+	l := <-otherGot
+	if l == nil {
+		t.FailNow()
+	}
+	s.Release(l, 0)
+	if l := <-sameGot; l != nil {
+		s.Release(l, 0)
+	}
+}

@@ -133,6 +133,7 @@ type app struct {
 	sched    *scheduler.Scheduler
 	lis      net.Listener
 	gs       *grpc.Server
+	memory   *memoryReleaser
 }
 
 // Run serves until ctx ends.
@@ -154,6 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startLocalLauncher,
 		a.startScheduler,
 		a.listen,
+		a.startMemoryReleaser,
 		a.registerServices,
 		a.writePIDFile,
 	} {
@@ -316,6 +318,7 @@ func (a *app) registerServices(context.Context) error {
 		grpc.InitialWindowSize(16 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
+		grpc.StatsHandler(a.memory),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinClientInterval, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(a.authn.UnaryServerInterceptor(skip)),
