@@ -2,6 +2,8 @@ package serverapp
 
 import (
 	"context"
+	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -15,19 +17,21 @@ import (
 // otherwise return only over minutes, if at all, while the server idles.
 const largeRPCBytes = 32 << 20
 
-// releaseDelay lets the buffers of the RPC that just ended (and of others
-// ending with it) become garbage before the collection.
-const releaseDelay = 50 * time.Millisecond
+// releaseDelays are when, after a large RPC ended, memory is given back:
+// its handler has returned, but the transport may still hold the reply
+// until a slow caller has read it, so once soon and once later.
+var releaseDelays = [...]time.Duration{time.Second, 5 * time.Second}
 
 // memoryReleaser is a gRPC stats handler that counts each RPC's payload
 // bytes and, after a large one, runs a collection that returns the freed
 // memory to the system (debug.FreeOSMemory), once for a burst of them.
 type memoryReleaser struct {
 	kick chan struct{}
+	log  *slog.Logger
 }
 
-func newMemoryReleaser() *memoryReleaser {
-	return &memoryReleaser{kick: make(chan struct{}, 1)}
+func newMemoryReleaser(log *slog.Logger) *memoryReleaser {
+	return &memoryReleaser{kick: make(chan struct{}, 1), log: log}
 }
 
 type rpcBytesKey struct{}
@@ -70,19 +74,36 @@ func (m *memoryReleaser) run(ctx context.Context) {
 			return
 		case <-m.kick:
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(releaseDelay):
+		var waited time.Duration
+		for _, d := range releaseDelays {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d - waited):
+			}
+			waited = d
+			m.release(ctx)
 		}
-		debug.FreeOSMemory()
+	}
+}
+
+func (m *memoryReleaser) release(ctx context.Context) {
+	// Twice: buffers pooled in a sync.Pool (gRPC's among them) survive
+	// one collection in its victim cache.
+	debug.FreeOSMemory()
+	debug.FreeOSMemory()
+	if m.log.Enabled(ctx, slog.LevelDebug) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		m.log.Debug("returned memory to the system after a large call",
+			"heap_in_use_mib", ms.HeapInuse>>20, "released_mib", ms.HeapReleased>>20, "sys_mib", ms.Sys>>20)
 	}
 }
 
 // startMemoryReleaser makes the stats handler registerServices installs,
 // and runs it until the server stops.
 func (a *app) startMemoryReleaser(ctx context.Context) error {
-	a.memory = newMemoryReleaser()
+	a.memory = newMemoryReleaser(a.log.With("component", "memory"))
 	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { a.memory.run(ctx); close(done) }()
