@@ -96,11 +96,13 @@ func (s *Scheduler) awaitRoom(ctx context.Context, key PoolKey, t machine.Type) 
 	}()
 	var w *worker
 	var got granted
-	gotGrant := false
+	gotGrant, closed := false, false
 	select {
 	case w = <-wt.ch:
 	case got = <-grants:
 		gotGrant = true
+	case <-s.closing:
+		closed = true
 	}
 	cancel()
 	s.mu.Lock()
@@ -115,11 +117,15 @@ func (s *Scheduler) awaitRoom(ctx context.Context, key PoolKey, t machine.Type) 
 	if !gotGrant {
 		got = <-grants // so that no grant is left held
 	}
-	if w != nil {
-		if got.g != nil {
-			got.g.Release()
-		}
+	if (w != nil || closed) && got.g != nil {
+		got.g.Release()
+		got.g = nil
+	}
+	switch {
+	case w != nil:
 		return nil, w, nil
+	case closed:
+		return nil, nil, ErrClosed
 	}
 	return got.g, nil, got.err
 }

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,8 +148,10 @@ func TestLongerWaitingCallOfAnotherPoolGoesFirst(t *testing.T) {
 	}
 	otherGot, otherQueued := acquire(other)
 	<-otherQueued
+	waitFor(t, func() bool { return s.capacity.Waiting() == 1 }) // in line for capacity first
 	sameGot, sameQueued := acquire(key)
 	<-sameQueued
+	waitFor(t, func() bool { return s.capacity.Waiting() == 2 })
 	s.Release(busy, time.Hour)
 	l := <-otherGot
 	if l == nil {
@@ -157,5 +160,31 @@ func TestLongerWaitingCallOfAnotherPoolGoesFirst(t *testing.T) {
 	s.Release(l, 0)
 	if l := <-sameGot; l != nil {
 		s.Release(l, 0)
+	}
+}
+
+// Shutdown ends the wait of calls queued for room: they are told the
+// server is shutting down at once, not after the queue timeout.
+func TestShutdownEndsTheWaitForRoom(t *testing.T) {
+	s := newCappedScheduler(t, 0.25, time.Minute)
+	ctx := context.Background()
+	if _, err := s.Acquire(ctx, key, prepareXS, nil); err != nil {
+		t.Fatal(err)
+	}
+	queued := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Acquire(ctx, key, prepareXS, func() { close(queued) })
+		errc <- err
+	}()
+	<-queued
+	go s.Shutdown(ctx)
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("queued call: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queued call still waits after Shutdown")
 	}
 }

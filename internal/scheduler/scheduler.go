@@ -65,6 +65,7 @@ type Scheduler struct {
 	waiters map[PoolKey][]*waiter
 	workers map[string]*worker
 	closed  bool
+	closing chan struct{} // closed by Shutdown: calls waiting for room give up
 	wg      sync.WaitGroup
 }
 
@@ -91,6 +92,7 @@ func New(opts Options) *Scheduler {
 		queueTimeout: queueTimeout,
 		idle:         make(map[PoolKey][]*worker),
 		waiters:      make(map[PoolKey][]*waiter),
+		closing:      make(chan struct{}),
 		workers:      make(map[string]*worker),
 	}
 }
@@ -461,6 +463,9 @@ func (s *Scheduler) Workers() []WorkerInfo {
 // pass. Acquire fails with ErrClosed afterwards.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.closing)
+	}
 	s.closed = true
 	all := make([]*worker, 0, len(s.workers))
 	for _, w := range s.workers {
