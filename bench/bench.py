@@ -9,6 +9,10 @@ sandbox: cold start with the environment cached, with the runc sandbox and
 with the plain-process launcher, beside a bare `python -c pass`.
 envs: a new environment for pyjokes, cowsay and six from warm caches,
 atoll beside `python -m venv` + `pip install`.
+overload: more callers than worker slots (--overload-callers threads, 12
+by default, calling a trivial XS function for --overload-seconds): calls/s,
+p50/p99 and how many workers were started (on 2 CPUs there are 8 XS slots;
+warm workers handed from call to call, none started beyond the slots).
 """
 
 from __future__ import annotations
@@ -70,6 +74,47 @@ def bench_calls(args: argparse.Namespace, server: Server) -> None:
     print(f"warm call round trip  ({args.warm} calls): p50 {ms(percentile(warm, 50))}   p99 {ms(percentile(warm, 99))}")
     print(f"cold start, new worker ({args.cold} calls): p50 {ms(percentile(cold, 50))}   p99 {ms(percentile(cold, 99))}")
     print(f"bare `python -c pass`  ({args.cold} runs):  p50 {ms(percentile(bare, 50))}")
+
+
+def bench_overload(args: argparse.Namespace, server: Server) -> None:
+    import contextlib
+    import io
+    import threading
+
+    from atoll import isolated
+
+    @isolated(keep_alive=300)
+    def trivial_overload():
+        return 1
+
+    trivial_overload()  # the environment
+    started_before = server.log().count('msg="worker started"')
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + args.overload_seconds
+
+    def caller() -> None:
+        mine = []
+        while time.monotonic() < stop_at:
+            t = time.perf_counter()
+            trivial_overload()
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=caller) for _ in range(args.overload_callers)]
+    began = time.monotonic()
+    # Queued calls say so on stderr ("waiting for capacity"), once each.
+    with contextlib.redirect_stderr(io.StringIO()):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    took = time.monotonic() - began
+    started = server.log().count('msg="worker started"') - started_before
+    print(f"overload, {args.overload_callers} callers ({len(latencies)} calls in {took:.1f} s): "
+          f"{len(latencies) / took:.0f} calls/s   p50 {ms(percentile(latencies, 50))}   "
+          f"p99 {ms(percentile(latencies, 99))}   workers started {started}")
 
 
 def cold_start(server: Server, n: int) -> list[float]:
@@ -197,7 +242,7 @@ def bench_envs(args: argparse.Namespace, server: Server) -> None:
     print(f"  atoll is {p / a:.1f}x faster")
 
 
-SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync}
+SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "overload": bench_overload}
 
 
 def main() -> None:
@@ -206,6 +251,8 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=2000)
     parser.add_argument("--cold", type=int, default=30)
     parser.add_argument("--env-runs", type=int, default=5)
+    parser.add_argument("--overload-callers", type=int, default=12)
+    parser.add_argument("--overload-seconds", type=float, default=10)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `atoll server` flag")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)

@@ -61,7 +61,7 @@ func newServerStopCommand(dataDir *string) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "stop",
-		Short: "Stop the server that uses --data-dir",
+		Short: "Stop the server that uses --data-dir: calls in flight finish first, up to its --shutdown-grace",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pid, addr, ok, err := runningServer(*dataDir)
@@ -84,7 +84,9 @@ func newServerStopCommand(dataDir *string) *cobra.Command {
 			return fmt.Errorf("the server (pid %d) did not stop within %s", pid, timeout)
 		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the server to stop")
+	// The server's own --shutdown-grace (30 s by default) plus the time it
+	// takes to tell cut calls and stop workers.
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long to wait for the server to stop (calls in flight finish first, up to its --shutdown-grace)")
 	return cmd
 }
 

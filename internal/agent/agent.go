@@ -195,7 +195,23 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err != nil {
 				return a.runnerDied(r, fmt.Sprintf("could not hand the call to the runner: %v", err))
 			}
-			f, ok := <-r.results
+			var f frame
+			select {
+			case f, ok = <-r.results:
+			case _, open := <-calls:
+				if !open {
+					// The server closed the stream mid-call: it died, or
+					// tore this worker down. Nothing would take the
+					// result, so the user's code must not run on: the
+					// deferred kill ends the runner, and this agent's
+					// exit ends its sandbox's every process.
+					a.log.Warn("the server went away during a call; ending the runner")
+					return nil
+				}
+				return errors.New("the server sent a call while one was running")
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 			if !ok {
 				return a.runnerDied(r, "the worker process died during the call")
 			}

@@ -36,6 +36,9 @@ func pickled(t *testing.T, python, expr string) []byte {
 type agentHarness struct {
 	conn *workerproto.Conn
 	done chan error
+	// hangUp closes the server's end of the stream, as a dying server's
+	// kernel does.
+	hangUp func()
 }
 
 // pipeStream is the server's side of the agent's two pipes.
@@ -68,7 +71,7 @@ func startAgent(t *testing.T) (*agentHarness, string) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	a := New(Options{Python: python, SDKDir: sdk, Conn: workerproto.NewAgentConn(inR, outW)})
-	h := &agentHarness{conn: workerproto.NewConn(pipeStream{Reader: outR, w: inW}), done: make(chan error, 1)}
+	h := &agentHarness{conn: workerproto.NewConn(pipeStream{Reader: outR, w: inW}), done: make(chan error, 1), hangUp: func() { inW.Close() }}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { h.done <- a.Run(ctx); outW.Close() }()
 	t.Cleanup(func() {

@@ -377,7 +377,13 @@ func (l *OCILauncher) RemoveStale(ctx context.Context) error {
 	var errs []error
 	for _, e := range entries {
 		id := e.Name()
-		l.opts.Logger.Warn("removing stale worker", slog.String("worker", id))
+		if l.containerRuns(ctx, id) {
+			// Workers die with the server that started them: one still
+			// running means that did not work, and it is killed now.
+			l.opts.Logger.Warn("killing a worker an earlier server left running", slog.String("worker", id))
+		} else {
+			l.opts.Logger.Info("removing what an earlier server's worker left", slog.String("worker", id))
+		}
 		p := &ociProcess{l: l, id: id, bundle: filepath.Join(l.bundles, id)}
 		if _, counted, own := l.cgroupPaths(id); own {
 			p.removeCgroup = l.cg.MemoryDir(counted)

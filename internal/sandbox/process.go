@@ -112,7 +112,7 @@ func startProcess(spec HostSpec, env []string, opts ProcessOptions) (*childProce
 	cmd.Stdin = pipes.childIn
 	cmd.Stdout = pipes.childOut
 	cmd.Stderr = pump.w
-	cmd.SysProcAttr = ownProcessGroup()
+	cmd.SysProcAttr = dieWithServer(ownProcessGroup())
 	err = cmd.Start()
 	pipes.closeChild()
 	pump.w.Close()

@@ -62,8 +62,10 @@ type Scheduler struct {
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
+	waiters map[PoolKey][]*waiter
 	workers map[string]*worker
 	closed  bool
+	closing chan struct{} // closed by Shutdown: calls waiting for room give up
 	wg      sync.WaitGroup
 }
 
@@ -89,6 +91,8 @@ func New(opts Options) *Scheduler {
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
 		idle:         make(map[PoolKey][]*worker),
+		waiters:      make(map[PoolKey][]*waiter),
+		closing:      make(chan struct{}),
 		workers:      make(map[string]*worker),
 	}
 }
@@ -116,12 +120,15 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 	if err != nil {
 		return nil, err
 	}
-	grant, err := s.reserve(ctx, spec.Machine, queued)
-	if err != nil {
+	grant, handed, err := s.reserve(ctx, key, spec.Machine, queued)
+	if err != nil || handed != nil {
 		if ended != nil {
 			ended()
 		}
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		return &Lease{w: handed}, nil
 	}
 	if grant != nil {
 		spec.GPUs = grant.GPUs()
@@ -144,21 +151,26 @@ func releaseAlso(ended, release func()) func() {
 }
 
 // reserve takes capacity for t: at once if it is free; else by tearing down
-// idle workers, least recently used first; else by waiting in line up to
-// the queue timeout. It returns nil without a Capacity.
-func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
+// idle workers of other pools, least recently used first; else by waiting
+// in line up to the queue timeout, for capacity or for a worker of key's
+// pool that its call released (then returned instead of a grant). It
+// returns nils without a Capacity.
+func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, queued func()) (*machine.Grant, *worker, error) {
 	if s.capacity == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	for {
 		g, err := s.capacity.TryAcquire(t)
 		if err == nil {
-			return g, nil
+			return g, nil, nil
 		}
 		if !errors.Is(err, machine.ErrNoCapacity) {
-			return nil, err
+			return nil, nil, err
 		}
-		w := s.oldestIdle()
+		own, w, err := s.makeRoom(key)
+		if own != nil || err != nil {
+			return nil, own, err // one of the pool's went idle since the call looked
+		}
 		if w == nil {
 			break
 		}
@@ -171,18 +183,32 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 	}
 	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
 	defer cancel()
-	g, err := s.capacity.Acquire(qctx, t)
+	g, w, err := s.awaitRoom(qctx, key, t)
 	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
-		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
+		return nil, nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
 			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
 	}
-	return g, err
+	return g, w, err
 }
 
-// oldestIdle takes the least recently used idle worker out of its pool.
-func (s *Scheduler) oldestIdle() *worker {
+// makeRoom takes an idle worker of key's pool for the call (own), or else
+// takes the least recently used idle worker of another pool out of its
+// pool, for the caller to tear down (evict).
+func (s *Scheduler) makeRoom(key PoolKey) (own, evict *worker, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	if own = s.takeIdleLocked(key); own != nil {
+		return own, nil, nil
+	}
+	return nil, s.oldestIdleLocked(), nil
+}
+
+// oldestIdleLocked takes the least recently used idle worker out of its
+// pool.
+func (s *Scheduler) oldestIdleLocked() *worker {
 	var oldest *worker
 	for _, pool := range s.idle {
 		for _, w := range pool {
@@ -212,6 +238,12 @@ func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	return s.takeIdleLocked(key), nil
+}
+
+// takeIdleLocked takes the most recently used live idle worker of key's
+// pool, or returns nil.
+func (s *Scheduler) takeIdleLocked(key PoolKey) *worker {
 	pool := s.idle[key]
 	for len(pool) > 0 {
 		w := pool[len(pool)-1]
@@ -222,10 +254,10 @@ func (s *Scheduler) takeIdle(key PoolKey) (*worker, error) {
 		s.idle[key] = pool
 		w.idle = false
 		w.idleGen++
-		return w, nil
+		return w
 	}
 	delete(s.idle, key)
-	return nil, nil
+	return nil
 }
 
 // newWorkerID returns a new unique worker id, safe as a file name.
@@ -328,13 +360,19 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.discard(w)
 		return
 	}
-	if s.capacity != nil && s.capacity.Waiting() > 0 {
-		// A call is waiting for room: a warm worker would only hold it up.
+	s.mu.Lock()
+	if s.closed || w.dead {
+		s.mu.Unlock()
 		s.discard(w)
 		return
 	}
-	s.mu.Lock()
-	if s.closed || w.dead {
+	if s.handOffLocked(w) {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.waiters) > 0 {
+		// A call of another pool is waiting for room (every wait for
+		// capacity is in s.waiters): a warm worker would only hold it up.
 		s.mu.Unlock()
 		s.discard(w)
 		return
@@ -425,6 +463,9 @@ func (s *Scheduler) Workers() []WorkerInfo {
 // pass. Acquire fails with ErrClosed afterwards.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.closing)
+	}
 	s.closed = true
 	all := make([]*worker, 0, len(s.workers))
 	for _, w := range s.workers {
@@ -433,6 +474,7 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.idle = make(map[PoolKey][]*worker)
 	s.mu.Unlock()
 	for _, w := range all {
+		w.cut.Store(true)
 		go w.stop()
 	}
 	done := make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
@@ -30,6 +31,10 @@ type worker struct {
 	// the operator's to see, tagged with whose code it was.
 	log   *slog.Logger
 	ended func()
+
+	// cut is set when the server's shutdown kills the worker: its call
+	// failed because the server is stopping, not because the worker died.
+	cut atomic.Bool
 
 	exitOnce sync.Once
 	exited   chan struct{}
@@ -118,6 +123,9 @@ func (w *worker) call(ctx context.Context, fn, args []byte, onOutput func(*atoll
 	case ctx.Err() != nil:
 		_ = w.proc.Kill()
 		return nil, ctx.Err()
+	case w.cut.Load():
+		_ = w.proc.Kill()
+		return nil, fmt.Errorf("%w: the call was still running when the shutdown grace period ended", ErrClosed)
 	case errors.As(err, &fe) && fe.Failure.GetKind() == atollv1.FailureKind_FAILURE_KIND_SERIALIZATION:
 		return nil, &SerializationError{Message: fe.Failure.GetMessage()}
 	case errors.As(err, &fe):

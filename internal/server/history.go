@@ -16,27 +16,32 @@ import (
 // caller sees live is never cut.
 const runLogLimit = 1 << 20
 
-// historyQueue bounds the records waiting to be written; beyond it records
-// are dropped (and counted) rather than slowing calls down.
+// historyQueue bounds the runs waiting to be written (each run waits in
+// line at most once at a time, however much it prints); beyond it a run's
+// update waits for its next event rather than slowing calls down.
 const historyQueue = 4096
 
-// historyBatch bounds the records written in one transaction, and
+// historyBatch bounds the runs written in one transaction, and
 // historyGather is how long the writer waits for more before writing: a
 // transaction costs far more than a record, and history may lag a little.
+// historyGather is also the window of output a crash can lose: a run's
+// output is queued as it streams, and what the caller saw is on disk
+// within historyGather plus one transaction (WAL, synchronous=NORMAL: a
+// committed transaction survives the process dying).
 const (
 	historyBatch  = 256
 	historyGather = 25 * time.Millisecond
 )
 
 // History records every run and its output in the state store. Calls hand
-// it records without waiting; one goroutine writes whatever has queued up
+// it their runs without waiting; one goroutine writes whatever has queued up
 // in one transaction, so a slow disk never holds a call up and a busy
 // server pays one transaction for many runs.
 type History struct {
 	store     *state.Store
 	log       *slog.Logger
 	retention time.Duration
-	records   chan state.RunRecord
+	records   chan *runRecord
 
 	mu      sync.Mutex
 	dropped int
@@ -49,7 +54,7 @@ func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &History{store: store, log: log, retention: retention, records: make(chan state.RunRecord, historyQueue)}
+	return &History{store: store, log: log, retention: retention, records: make(chan *runRecord, historyQueue)}
 }
 
 // Run writes records until ctx ends, then writes what is queued and returns.
@@ -59,15 +64,15 @@ func (h *History) Run(ctx context.Context) {
 	h.prune(ctx)
 	for {
 		select {
-		case rec := <-h.records:
-			h.write(context.WithoutCancel(ctx), rec)
+		case r := <-h.records:
+			h.write(context.WithoutCancel(ctx), r)
 		case <-prune.C:
 			h.prune(ctx)
 		case <-ctx.Done():
 			for {
 				select {
-				case rec := <-h.records:
-					h.write(context.WithoutCancel(ctx), rec)
+				case r := <-h.records:
+					h.write(context.WithoutCancel(ctx), r)
 				default:
 					return
 				}
@@ -76,33 +81,28 @@ func (h *History) Run(ctx context.Context) {
 	}
 }
 
-// write saves first and whatever else arrives within historyGather, one
-// record per run (the latest, with all the output queued for it), in one
+// write saves first and whatever else arrives within historyGather, each
+// run as it stands with the output it gathered meanwhile, in one
 // transaction.
-func (h *History) write(ctx context.Context, first state.RunRecord) {
-	batch := []state.RunRecord{first}
-	index := map[string]int{first.Run.ID: 0}
+func (h *History) write(ctx context.Context, first *runRecord) {
+	batch := []*runRecord{first}
 	gather := time.NewTimer(historyGather)
 	defer gather.Stop()
+gathering:
 	for len(batch) < historyBatch {
-		var rec state.RunRecord
 		select {
-		case rec = <-h.records:
+		case r := <-h.records:
+			batch = append(batch, r)
 		case <-gather.C:
+			break gathering
 		}
-		if rec.Run.ID == "" {
-			break
-		}
-		if i, ok := index[rec.Run.ID]; ok {
-			rec.Logs = append(batch[i].Logs, rec.Logs...)
-			batch[i] = rec
-			continue
-		}
-		index[rec.Run.ID] = len(batch)
-		batch = append(batch, rec)
 	}
-	if err := h.store.SaveRuns(ctx, batch); err != nil {
-		h.log.Warn("recording run history", "runs", len(batch), "err", err)
+	records := make([]state.RunRecord, len(batch))
+	for i, r := range batch {
+		records[i] = r.take()
+	}
+	if err := h.store.SaveRuns(ctx, records); err != nil {
+		h.log.Warn("recording run history", "runs", len(records), "err", err)
 	}
 }
 
@@ -118,26 +118,54 @@ func (h *History) prune(ctx context.Context) {
 	}
 }
 
-func (h *History) enqueue(rec state.RunRecord) {
+// enqueue puts r in line for the writer, unless it waits there already.
+// A full line delays the update to the run's next event; a run's last
+// update (wait) waits for room instead, since no event follows it.
+func (h *History) enqueue(r *runRecord, wait bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.queued {
+		return
+	}
+	if wait {
+		h.records <- r
+		r.queued = true
+		return
+	}
 	select {
-	case h.records <- rec:
+	case h.records <- r:
+		r.queued = true
 	default:
 		h.mu.Lock()
 		h.dropped++
 		n := h.dropped
 		h.mu.Unlock()
 		if n == 1 || n%1000 == 0 {
-			h.log.Warn("run history is behind; dropping records", "dropped", n)
+			h.log.Warn("run history is behind; a run's update waits for its next event", "delayed", n)
 		}
 	}
 }
 
-// runRecord follows one run from its arrival to its end.
+// runRecord follows one run from its arrival to its end: its latest state,
+// and the output not yet handed to the writer.
 type runRecord struct {
-	h       *History
+	h *History
+
+	mu      sync.Mutex
 	run     state.Run
-	logs    []state.LogLine
+	pending []state.LogLine
 	logSize int
+	queued  bool // waiting in h.records
+}
+
+// take returns the run as it stands with its pending output, which is
+// then the writer's.
+func (r *runRecord) take() state.RunRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec := state.RunRecord{Run: r.run, Logs: r.pending}
+	r.pending, r.queued = nil, false
+	return rec
 }
 
 func newRunID() string {
@@ -151,18 +179,25 @@ func (h *History) Begin(account, function, machineType string) *runRecord {
 	r := &runRecord{h: h, run: state.Run{
 		ID: newRunID(), Account: account, Function: function, MachineType: machineType, QueuedAt: time.Now(),
 	}}
-	h.enqueue(state.RunRecord{Run: r.run})
+	h.enqueue(r, false)
 	return r
 }
 
 // Started notes that a worker took the run.
 func (r *runRecord) Started(workerID, envKey string) {
+	r.mu.Lock()
 	r.run.StartedAt, r.run.WorkerID, r.run.EnvKey = time.Now(), workerID, envKey
+	r.mu.Unlock()
+	r.h.enqueue(r, false)
 }
 
-// Output keeps the run's output for its log, up to runLogLimit.
+// Output records a chunk of the run's output, up to runLogLimit, as it
+// streams: a crash loses at most historyGather's worth of what the caller
+// saw.
 func (r *runRecord) Output(o *atollv1.Output) {
+	r.mu.Lock()
 	if r.logSize >= runLogLimit {
+		r.mu.Unlock()
 		return
 	}
 	data := o.GetData()
@@ -170,14 +205,17 @@ func (r *runRecord) Output(o *atollv1.Output) {
 		data = append(data[:runLogLimit-r.logSize:runLogLimit-r.logSize], "\n[atoll: output truncated in the run history]\n"...)
 	}
 	r.logSize += len(data)
-	r.logs = append(r.logs, state.LogLine{Stream: streamName(o.GetStream()), At: time.Now(), Data: string(data)})
+	r.pending = append(r.pending, state.LogLine{Stream: streamName(o.GetStream()), At: time.Now(), Data: string(data)})
+	r.mu.Unlock()
+	r.h.enqueue(r, false)
 }
 
-// Finish records how the run ended, with its output.
+// Finish records how the run ended.
 func (r *runRecord) Finish(outcome state.Outcome, exitStatus *int) {
-	run := r.run
-	run.FinishedAt, run.Outcome, run.ExitStatus = time.Now(), outcome, exitStatus
-	r.h.enqueue(state.RunRecord{Run: run, Logs: r.logs})
+	r.mu.Lock()
+	r.run.FinishedAt, r.run.Outcome, r.run.ExitStatus = time.Now(), outcome, exitStatus
+	r.mu.Unlock()
+	r.h.enqueue(r, true)
 }
 
 func streamName(s atollv1.Stream) state.Stream {

@@ -10,6 +10,7 @@ package serverapp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
@@ -35,6 +37,27 @@ import (
 
 // DefaultListen is the server's address unless told otherwise: loopback only.
 const DefaultListen = "127.0.0.1:28655"
+
+// Keepalive: the server pings a connection idle for KeepaliveTime and
+// drops it when no answer comes within KeepaliveTimeout, so a caller that
+// vanished (its host gone, or stopped) does not hold its calls' workers.
+// Callers ping too (the SDK every 10 s, see python/atoll/_channel.py);
+// KeepaliveMinClientInterval is the most often they may, below which gRPC
+// would drop them for pinging too much.
+const (
+	KeepaliveTime              = 30 * time.Second
+	KeepaliveTimeout           = 10 * time.Second
+	KeepaliveMinClientInterval = 5 * time.Second
+)
+
+// DefaultShutdownGrace is how long a stopping server lets calls in flight
+// finish.
+const DefaultShutdownGrace = 30 * time.Second
+
+// cutCallsGrace is how long, after the grace period, the calls whose
+// workers were killed have to tell their callers so, before the
+// connections close.
+const cutCallsGrace = 5 * time.Second
 
 // Files under the data directory.
 const (
@@ -69,6 +92,10 @@ type Config struct {
 	// DataQuota is each account's /data quota in bytes (storage.NoQuota: none).
 	DataQuota    int64
 	RunRetention time.Duration
+	// ShutdownGrace is how long calls in flight may go on once the server
+	// is told to stop (0: DefaultShutdownGrace); their workers are killed
+	// after it.
+	ShutdownGrace time.Duration
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
@@ -106,6 +133,7 @@ type app struct {
 	sched    *scheduler.Scheduler
 	lis      net.Listener
 	gs       *grpc.Server
+	memory   *memoryReleaser
 }
 
 // Run serves until ctx ends.
@@ -117,6 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer a.close()
 	for _, step := range []func(context.Context) error{
 		a.checkConfig,
+		a.lockDataDir,
 		a.openDataDir,
 		a.openState,
 		a.startHistory,
@@ -126,6 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startLocalLauncher,
 		a.startScheduler,
 		a.listen,
+		a.startMemoryReleaser,
 		a.registerServices,
 		a.writePIDFile,
 	} {
@@ -241,7 +271,15 @@ func (a *app) loadMachines(ctx context.Context) error {
 		}
 	}
 	host, err := machine.DetectHost(ctx)
-	if err != nil {
+	switch {
+	case errors.Is(err, machine.ErrGPUDetection) && len(cfg.GPUs) > 0:
+		// The config's GPUs replace what detection would have found.
+		a.log.Info("GPU detection failed; using the GPUs the config declares", "config", a.cfg.MachinesFile, "err", err)
+	case errors.Is(err, machine.ErrGPUDetection):
+		// A broken driver must not keep the CPU machine types from serving.
+		a.log.Warn("GPU detection failed; serving with no GPUs (declare them under gpus: in --config to use them)", "err", err)
+		host.GPUs = nil
+	case err != nil:
 		return fmt.Errorf("detect host: %w", err)
 	}
 	a.catalog, a.capacity = cfg.Catalog(), machine.NewCapacity(cfg.Host(host))
@@ -280,6 +318,9 @@ func (a *app) registerServices(context.Context) error {
 		grpc.InitialWindowSize(16 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
+		grpc.StatsHandler(a.memory),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinClientInterval, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(a.authn.UnaryServerInterceptor(skip)),
 		grpc.ChainStreamInterceptor(a.authn.StreamServerInterceptor(skip)),
 	}
@@ -336,8 +377,10 @@ func (a *app) writePIDFile(context.Context) error {
 	return nil
 }
 
-// serve answers calls until ctx ends, then stops the workers and lets the
-// calls in flight finish for a while.
+// serve answers calls until ctx ends, then shuts down gracefully: no new
+// calls are accepted, the calls in flight finish within the grace period,
+// and then the workers of those still running are killed (their callers
+// told the server is shutting down, not that a worker crashed).
 func (a *app) serve(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.gs.Serve(a.lis) }()
@@ -348,16 +391,33 @@ func (a *app) serve(ctx context.Context) error {
 	case err = <-serveErr:
 	case <-ctx.Done():
 	}
-	a.log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = a.sched.Shutdown(shutdownCtx)
+	grace := a.cfg.ShutdownGrace
+	if grace <= 0 {
+		grace = DefaultShutdownGrace
+	}
+	a.log.Info("shutting down: accepting no new calls; calls in flight may finish", "grace", grace)
 	stopped := make(chan struct{})
 	go func() { a.gs.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
-	case <-shutdownCtx.Done():
-		a.gs.Stop()
+	case <-time.After(grace):
+		a.log.Warn("shutdown grace period over: killing the workers of calls still running", "grace", grace)
+		a.stopWorkers()
+		select {
+		case <-stopped:
+		case <-time.After(cutCallsGrace):
+			a.gs.Stop()
+		}
 	}
+	a.stopWorkers()
 	return err
+}
+
+// stopWorkers tears every worker down and waits, a while, for them to end.
+func (a *app) stopWorkers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.sched.Shutdown(ctx); err != nil {
+		a.log.Warn("workers did not all end in time", "err", err)
+	}
 }

@@ -31,6 +31,26 @@ _SINGLE_THREADED = getattr(getattr(grpc.experimental, "ChannelOptions", None), "
 if _SINGLE_THREADED:
     _OPTIONS.append((_SINGLE_THREADED, 1))
 
+# Keepalive on connections to a server: while a call is in flight, gRPC
+# pings the server every KEEPALIVE_TIME_MS and gives the connection up when
+# a ping goes unanswered for KEEPALIVE_TIMEOUT_MS. A server that died or
+# stopped answering (a crash leaving no one to close the connection, a
+# SIGSTOP, a host gone) is so detected within their sum, 15 s, and the call
+# fails with ServerUnavailableError naming the server instead of hanging.
+# The server allows pings every 5 s (serverapp.KeepaliveMinClientInterval).
+KEEPALIVE_TIME_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+_KEEPALIVE: list[tuple[str, int]] = [
+    ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    # A call may run for hours without a byte either way: keep pinging.
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", KEEPALIVE_TIME_MS),
+    # Newer gRPC cores time an unanswered ping out with this (default 60 s)
+    # rather than with the keepalive timeout alone.
+    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+]
+
 
 class TLS(NamedTuple):
     """How channels are secured: ``ca`` is the path of a CA certificate to
@@ -59,13 +79,17 @@ def _open(target: str, tls: TLS) -> grpc.Channel:
         # not share a connection still backing off from before.
         options = [*_OPTIONS, ("grpc.client_idle_timeout_ms", 2**31 - 1), ("grpc.use_local_subchannel_pool", 1)]
         return grpc.insecure_channel(target, options=options)
+    # A subchannel of the channel's own: one opened after a server was
+    # started (autostart) must not share a connection that is still backing
+    # off from the failed attempt before, which would fail it at once.
+    options = [*_OPTIONS, *_KEEPALIVE, ("grpc.use_local_subchannel_pool", 1)]
     if tls.ca:
         with open(tls.ca, "rb") as f:
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
-        return grpc.secure_channel(target, creds, options=_OPTIONS)
+        return grpc.secure_channel(target, creds, options=options)
     if tls.system_roots:
-        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=_OPTIONS)
-    return grpc.insecure_channel(target, options=_OPTIONS)
+        return grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+    return grpc.insecure_channel(target, options=options)
 
 
 _Key = tuple[str, TLS]

@@ -112,6 +112,13 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
         error = from_rpc_error(err, target)
         if not received and isinstance(error, ServerUnavailableError):
             raise _NotConnected(error) from None
+        if isinstance(error, ServerUnavailableError):
+            details = err.details() if hasattr(err, "details") else str(err)
+            error = ServerUnavailableError(
+                f"the atoll server at {target} went away during the call "
+                f"(it stopped, crashed or stopped answering: {details}); "
+                "whether the call finished is unknown"
+            )
         raise error from None
     except BaseException:
         events.cancel()

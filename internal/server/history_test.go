@@ -1,0 +1,73 @@
+package server
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/state"
+)
+
+// Output is on disk as it streams, not only when the run ends: a server
+// that dies mid-call keeps every line its caller saw, but the last
+// historyGather's worth.
+func TestHistoryWritesOutputAsItStreams(t *testing.T) {
+	ctx := context.Background()
+	store, err := state.Open(ctx, filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if _, err := store.CreateAccount(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHistory(store, 0, nil)
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { h.Run(hctx); close(done) }()
+	defer func() { stop(); <-done }()
+
+	rec := h.Begin("alice", "f", "XS")
+	rec.Started("w-1", "env")
+	for _, line := range []string{"one\n", "two\n"} {
+		rec.Output(&atollv1.Output{Stream: atollv1.Stream_STREAM_STDOUT, Data: []byte(line)})
+	}
+	var got string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(historyGather) {
+		lines, err := store.Logs(ctx, "alice", rec.run.ID)
+		if err != nil {
+			continue // the run's row may not be written yet
+		}
+		var b strings.Builder
+		for _, l := range lines {
+			b.WriteString(l.Data)
+		}
+		if got = b.String(); got == "one\ntwo\n" {
+			break
+		}
+	}
+	if got != "one\ntwo\n" {
+		t.Fatalf("logs of the unfinished run = %q, want both lines", got)
+	}
+	run, err := store.GetRun(ctx, "alice", rec.run.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Finished() || run.WorkerID != "w-1" {
+		t.Errorf("run = %+v; want started on w-1, not finished", run)
+	}
+	rec.Output(&atollv1.Output{Stream: atollv1.Stream_STREAM_STDERR, Data: []byte("three\n")})
+	rec.Finish(state.OutcomeOK, nil)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(historyGather) {
+		if run, err = store.GetRun(ctx, "alice", rec.run.ID); err == nil && run.Finished() {
+			break
+		}
+	}
+	lines, err := store.Logs(ctx, "alice", rec.run.ID)
+	if err != nil || len(lines) != 3 || lines[2].Data != "three\n" || !run.Finished() {
+		t.Errorf("after finish: run %+v, lines %+v, err %v", run, lines, err)
+	}
+}
