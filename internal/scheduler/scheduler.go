@@ -49,6 +49,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// QueueTimeout bounds the wait for capacity; 0 means DefaultQueueTimeout.
 	QueueTimeout time.Duration
+	// MaxWorkers, if set, returns an account's cap of concurrent workers
+	// (0: none). A call of an account at its cap waits for one of them.
+	MaxWorkers func(account string) int
 }
 
 // Scheduler manages warm pools of workers.
@@ -59,6 +62,7 @@ type Scheduler struct {
 	log          *slog.Logger
 	startTimeout time.Duration
 	queueTimeout time.Duration
+	queue        *fairQueue
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
@@ -88,6 +92,7 @@ func New(opts Options) *Scheduler {
 		log:          log,
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
+		queue:        newFairQueue(opts.MaxWorkers),
 		idle:         make(map[PoolKey][]*worker),
 		workers:      make(map[string]*worker),
 	}
@@ -116,13 +121,15 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 	if err != nil {
 		return nil, err
 	}
-	grant, err := s.reserve(ctx, spec.Machine, queued)
+	grant, err := s.reserve(ctx, key.Account, spec.Machine, queued)
 	if err != nil {
 		if ended != nil {
 			ended()
 		}
 		return nil, err
 	}
+	account := key.Account
+	ended = releaseAlso(ended, func() { s.queue.workerEnded(account) })
 	if grant != nil {
 		spec.GPUs = grant.GPUs()
 		ended = releaseAlso(ended, grant.Release)
@@ -143,10 +150,34 @@ func releaseAlso(ended, release func()) func() {
 	}
 }
 
-// reserve takes capacity for t: at once if it is free; else by tearing down
-// idle workers, least recently used first; else by waiting in line up to
-// the queue timeout. It returns nil without a Capacity.
-func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
+// reserve takes a place for a new worker of account, of type t: in turn
+// with the other accounts' calls that wait (fairQueue), within the
+// account's cap, and with t's capacity, which it takes at once if it is
+// free, else by tearing down idle workers, least recently used first, else
+// by waiting in line. The whole wait is bounded by the queue timeout. The
+// grant is nil without a Capacity.
+func (s *Scheduler) reserve(ctx context.Context, account string, t machine.Type, queued func()) (*machine.Grant, error) {
+	queued = once(queued)
+	if s.queue.atCap(account) {
+		// Its own idle workers are what stands in its way.
+		if w := s.oldestIdle(account); w != nil {
+			s.log.Debug("evicting idle worker for the account's cap", "worker", w.id, "account", account)
+			w.stop()
+			s.awaitReaped(ctx, w)
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
+	defer cancel()
+	if err := s.queue.wait(qctx, account, queued); err != nil {
+		return nil, s.queueError(ctx, t, err)
+	}
+	g, err := s.reserveCapacity(ctx, qctx, t, queued)
+	s.queue.pass(account, err == nil)
+	return g, err
+}
+
+// reserveCapacity is reserve's part once the call holds the turn.
+func (s *Scheduler) reserveCapacity(ctx, qctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
 	if s.capacity == nil {
 		return nil, nil
 	}
@@ -158,7 +189,7 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 		if !errors.Is(err, machine.ErrNoCapacity) {
 			return nil, err
 		}
-		w := s.oldestIdle()
+		w := s.oldestIdle("")
 		if w == nil {
 			break
 		}
@@ -166,25 +197,57 @@ func (s *Scheduler) reserve(ctx context.Context, t machine.Type, queued func()) 
 		w.stop()
 		s.awaitReaped(ctx, w)
 	}
-	if queued != nil {
-		queued()
-	}
-	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
-	defer cancel()
+	queued()
 	g, err := s.capacity.Acquire(qctx, t)
-	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
-		return nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
-			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
+	if err != nil {
+		return nil, s.queueError(ctx, t, err)
 	}
-	return g, err
+	return g, nil
 }
 
-// oldestIdle takes the least recently used idle worker out of its pool.
-func (s *Scheduler) oldestIdle() *worker {
+// queueError says why a call that waited for a worker gave up.
+func (s *Scheduler) queueError(ctx context.Context, t machine.Type, err error) error {
+	if ctx.Err() != nil || !(errors.Is(err, machine.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) {
+		return err
+	}
+	used := "no capacity limit"
+	if s.capacity != nil {
+		used = s.capacity.Used().String()
+	}
+	return fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
+		machine.ErrNoCapacity, t, s.queueTimeout, used)
+}
+
+// once returns f, called at most once; nil stays a no-op.
+func once(f func()) func() {
+	var o sync.Once
+	return func() {
+		if f != nil {
+			o.Do(f)
+		}
+	}
+}
+
+// Waiting counts the calls waiting for a worker to start: in line for
+// their turn, or holding it and waiting for capacity.
+func (s *Scheduler) Waiting() int {
+	n := s.queue.waiting()
+	if s.capacity != nil {
+		n += s.capacity.Waiting()
+	}
+	return n
+}
+
+// oldestIdle takes the least recently used idle worker (of account, or of
+// any account when it is "") out of its pool.
+func (s *Scheduler) oldestIdle(account string) *worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var oldest *worker
-	for _, pool := range s.idle {
+	for key, pool := range s.idle {
+		if account != "" && key.Account != account {
+			continue
+		}
 		for _, w := range pool {
 			if !w.dead && (oldest == nil || w.lastUsed.Before(oldest.lastUsed)) {
 				oldest = w
@@ -328,7 +391,7 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.discard(w)
 		return
 	}
-	if s.capacity != nil && s.capacity.Waiting() > 0 {
+	if (s.capacity != nil && s.capacity.Waiting() > 0) || s.queue.wants(w.key.Account) {
 		// A call is waiting for room: a warm worker would only hold it up.
 		s.discard(w)
 		return
