@@ -37,7 +37,9 @@ func TestValidateFieldsNamesTheField(t *testing.T) {
 		{"long machine type", run(func(r *atollv1.RunRequest) { r.MachineType = strings.Repeat("M", 65) }), "machine_type"},
 		{"long python version", run(func(r *atollv1.RunRequest) { r.Environment.PythonVersion = strings.Repeat("3", 17) }), "environment.python_version"},
 		{"too many requirements", run(func(r *atollv1.RunRequest) { r.Environment.Requirements = make([]string, MaxRequirements+1) }), "environment.requirements"},
-		{"long requirement", run(func(r *atollv1.RunRequest) { r.Environment.Requirements[0] = strings.Repeat("x", MaxRequirementBytes+1) }), "environment.requirements[0]"},
+		{"long requirement", run(func(r *atollv1.RunRequest) {
+			r.Environment.Requirements[0] = strings.Repeat("x", MaxRequirementBytes+1)
+		}), "environment.requirements[0]"},
 		{"runs limit", &atollv1.ListRunsRequest{Limit: MaxRunsLimit + 1}, "limit"},
 		{"negative runs limit", &atollv1.ListRunsRequest{Limit: -1}, "limit"},
 		{"run id", &atollv1.GetRunLogsRequest{RunId: strings.Repeat("r", 65)}, "run_id"},
