@@ -1,7 +1,8 @@
 // Package scheduler owns the warm pools: it leases a call an idle worker of
 // the same pool or starts a new one through a Launcher, keeps released
 // workers warm for their keep_alive, tears them down at expiry and accounts
-// for their capacity. It defines the launcher-neutral Launcher interface it
+// for their capacity; calls that need a new worker take turns across
+// accounts, each account within its cap of workers (queue.go). It defines the launcher-neutral Launcher interface it
 // needs (what to run, never how) and issues each worker's token through
 // Tokens. It must not build environments, enforce limits, know host paths,
 // speak gRPC or lay out the worker protocol (package workerproto does).
