@@ -3,8 +3,12 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/atoll-dev/atoll/internal/machine"
 )
 
 // enter starts a call of account waiting for its turn, and returns a channel
@@ -110,4 +114,41 @@ func TestFairQueueGivesUpWithItsContext(t *testing.T) {
 	if !holds(later) {
 		t.Fatal("the turn was not passed on past the call that gave up")
 	}
+}
+
+func TestAccountCapHoldsANewWorkerUntilOneEnds(t *testing.T) {
+	l := &fakeLauncher{}
+	s := New(Options{Launcher: l, QueueTimeout: 100 * time.Millisecond, MaxWorkers: func(account string) int {
+		if account == "a" {
+			return 1
+		}
+		return 0
+	}})
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	var prepared atomic.Int32
+	ctx := context.Background()
+	first, err := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := key
+	other.Function = "g"
+	_, err = s.Acquire(ctx, other, prepareCounting(&prepared), nil)
+	if !errors.Is(err, machine.ErrNoCapacity) || !strings.Contains(err.Error(), "account a already runs its cap of 1 workers") {
+		t.Fatalf("second worker of a capped account: %v, want the cap named", err)
+	}
+	otherAccount := key
+	otherAccount.Account = "b"
+	l2, err := s.Acquire(ctx, otherAccount, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatalf("another account was held by a's cap: %v", err)
+	}
+	s.Discard(l2)
+	// A warm worker of its own in another pool is torn down for it.
+	s.Release(first, time.Minute)
+	l3, err := s.Acquire(ctx, other, prepareCounting(&prepared), nil)
+	if err != nil {
+		t.Fatalf("the capped account's idle worker was not given up for its new call: %v", err)
+	}
+	s.Discard(l3)
 }

@@ -2,10 +2,11 @@
 // the same pool or starts a new one through a Launcher, keeps released
 // workers warm for their keep_alive, tears them down at expiry and accounts
 // for their capacity; calls that need a new worker take turns across
-// accounts, each account within its cap of workers (queue.go). It defines the launcher-neutral Launcher interface it
-// needs (what to run, never how) and issues each worker's token through
-// Tokens. It must not build environments, enforce limits, know host paths,
-// speak gRPC or lay out the worker protocol (package workerproto does).
+// accounts, each account within its cap of workers (queue.go). It defines
+// the launcher-neutral Launcher interface it needs (what to run, never how)
+// and issues each worker's token through Tokens. It must not build
+// environments, enforce limits, know host paths, speak gRPC or lay out the
+// worker protocol (package workerproto does).
 package scheduler
 
 import (
@@ -170,6 +171,10 @@ func (s *Scheduler) reserve(ctx context.Context, account string, t machine.Type,
 	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
 	defer cancel()
 	if err := s.queue.wait(qctx, account, queued); err != nil {
+		if limit := s.queue.limit(account); ctx.Err() == nil && s.queue.atCap(account) {
+			return nil, fmt.Errorf("%w: account %s already runs its cap of %d workers, and none ended within %s",
+				machine.ErrNoCapacity, account, limit, s.queueTimeout)
+		}
 		return nil, s.queueError(ctx, t, err)
 	}
 	g, err := s.reserveCapacity(ctx, qctx, t, queued)
