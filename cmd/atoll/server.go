@@ -13,6 +13,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/serverapp"
 	"github.com/atoll-dev/atoll/internal/storage"
 	"github.com/atoll-dev/atoll/python"
@@ -60,6 +61,10 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&dataQuotaFlag, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&cfg.RunRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
 	f.DurationVar(&cfg.ShutdownGrace, "shutdown-grace", serverapp.DefaultShutdownGrace, "on SIGTERM, how long calls in flight may finish before their workers are killed")
+	f.IntVar(&cfg.Edge.MaxMessageBytes, "max-message-bytes", server.DefaultMaxMessageBytes, "largest request or response message of an authenticated caller (a call's function and arguments, or its result)")
+	f.DurationVar(&cfg.Edge.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "how long a new connection may take for its TLS and HTTP/2 handshakes")
+	f.DurationVar(&cfg.Edge.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close connections with no call in flight for this long")
+	f.IntVar(&cfg.Edge.MaxUnauthenticatedConns, "max-unauthenticated-conns", server.DefaultMaxUnauthenticatedConns, "connections held at once on which no call has authenticated; beyond it the oldest is closed")
 	return cmd
 }
 

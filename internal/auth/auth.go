@@ -2,8 +2,10 @@
 // secrets are stored only as hashes, through internal/state), issues the
 // scoped tokens that let a worker call back on behalf of its account,
 // checks the kernel's peer credentials of unix-socket callers (host=local's
-// supervisor, peer.go), and provides the gRPC interceptors that put the
-// caller's Principal in the request context.
+// supervisor, peer.go), and provides the gRPC tap and interceptors that
+// put the caller's Principal in the request context: the tap decides from
+// a call's headers, before its message is read, and keeps worker tokens to
+// their scope (WorkerTokenScope).
 //
 // It answers "who", never "may they": what a principal may touch (its own
 // runs, workers and data) is checked by the services that own those things.

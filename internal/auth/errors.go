@@ -18,6 +18,11 @@ var (
 	errAmbiguousCredentials = &credentialError{"send either an API key or a worker token, not both"}
 )
 
+// errWorkerTokenScope refuses a worker token outside WorkerTokenScope. It
+// is not ErrUnauthenticated: the token is good, the method is not for it.
+var errWorkerTokenScope = errors.New("a worker token may only run isolated functions (nested calls); " +
+	"run history, workers, storage and administration need an API key (ATOLL_KEY_ID and ATOLL_KEY_SECRET)")
+
 // ErrNoPrincipal means a handler ran with no authenticated caller in its
 // context: a server wired without interceptors, or a method exempted from
 // authentication that should not have been. It is a server bug, never an

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -223,5 +224,67 @@ func TestPrincipalFromBareContext(t *testing.T) {
 	want := auth.Principal{Account: "alice", KeyID: "ak_x"}
 	if got, ok := auth.PrincipalFrom(auth.NewContext(context.Background(), want)); !ok || got != want {
 		t.Errorf("PrincipalFrom(NewContext(p)) = %+v, %v", got, ok)
+	}
+}
+
+// TestTapHandleAuthenticatesBeforeTheMessage checks that a server with the
+// tap refuses a caller without credentials before its message is read, puts
+// the Principal where handlers find it, and keeps worker tokens to their
+// scope, as the interceptors do.
+func TestTapHandleAuthenticatesBeforeTheMessage(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	id, secret := f.createKey(t, "alice")
+	token := f.auth.IssueWorkerToken("bob", "w-1")
+	var trusted atomic.Int32
+	opts := []auth.InterceptorOption{
+		auth.SkipMethods(healthpb.Health_Check_FullMethodName),
+		auth.WorkerTokenScope("/atoll.test.WhoAmI/Watch"),
+		auth.OnAuthenticated(func(context.Context) { trusted.Add(1) }),
+	}
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(
+		grpc.InTapHandle(f.auth.TapHandle(opts...)),
+		grpc.UnaryInterceptor(f.auth.UnaryServerInterceptor(opts...)),
+		grpc.StreamInterceptor(f.auth.StreamServerInterceptor(opts...)),
+		// A message this size would be refused by gRPC if it were read.
+		grpc.MaxRecvMsgSize(1<<10),
+	)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	srv.RegisterService(&whoAmIDesc, struct{}{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	big := wrapperspb.Bytes(make([]byte, 1<<20))
+	err = conn.Invoke(ctx, "/atoll.test.WhoAmI/Get", big, new(wrapperspb.StringValue))
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a large request without credentials: %v, want Unauthenticated before the size is seen", err)
+	}
+	if trusted.Load() != 0 {
+		t.Fatalf("OnAuthenticated called for a refused call")
+	}
+
+	keyCtx := metadata.AppendToOutgoingContext(ctx, auth.MetadataKeyID, id, auth.MetadataKeySecret, secret)
+	if got, err := callGet(keyCtx, conn); err != nil || got != "account=alice key="+id+" worker=" {
+		t.Fatalf("with a key: %q, %v", got, err)
+	}
+	tokenCtx := metadata.AppendToOutgoingContext(ctx, auth.MetadataWorkerToken, token)
+	if got, err := callWatch(tokenCtx, conn); err != nil || got != "account=bob key= worker=w-1" {
+		t.Fatalf("worker token inside its scope: %q, %v", got, err)
+	}
+	_, err = callGet(tokenCtx, conn)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "worker token") {
+		t.Fatalf("worker token outside its scope: %v, want PermissionDenied naming the token", err)
+	}
+	if n := trusted.Load(); n != 2 {
+		t.Fatalf("OnAuthenticated called %d times, want once per authenticated call (2)", n)
 	}
 }

@@ -30,6 +30,11 @@ import (
 //	capacity:                 # what workers may use; replaces detection
 //	  cpus: 8                 # more than the cores: CPU quotas over-committed
 //	  memory: 20GiB
+//	accounts:                 # caps on each account's concurrent workers
+//	  max_workers: 4          # every account (0 or absent: no cap)
+//	  overrides:              # some accounts differently
+//	    batch: {max_workers: 1}
+//	    team-a: {max_workers: 0}   # no cap
 //
 // Keys outside these belong to other parts of the server's configuration and
 // are ignored, so the server can keep one file.
@@ -37,6 +42,34 @@ type Config struct {
 	MachineTypes []TypeConfig   `yaml:"machine_types"`
 	GPUs         []GPU          `yaml:"gpus"`
 	Capacity     CapacityConfig `yaml:"capacity"`
+	Accounts     AccountsConfig `yaml:"accounts"`
+}
+
+// AccountsConfig caps how many workers (busy or warm) each account runs at
+// once, so that one account cannot hold all of the host. A call of an
+// account at its cap waits for one of its workers, in the same line and
+// under the same queue timeout as a call waiting for capacity.
+type AccountsConfig struct {
+	// MaxWorkers caps every account not in Overrides; 0 means no cap.
+	MaxWorkers int                      `yaml:"max_workers"`
+	Overrides  map[string]AccountConfig `yaml:"overrides"`
+
+	Unknown map[string]any `yaml:",inline"`
+}
+
+// AccountConfig is one account's cap.
+type AccountConfig struct {
+	MaxWorkers int `yaml:"max_workers"`
+
+	Unknown map[string]any `yaml:",inline"`
+}
+
+// MaxWorkers returns account's cap of concurrent workers; 0 means none.
+func (c Config) MaxWorkers(account string) int {
+	if o, ok := c.Accounts.Overrides[account]; ok {
+		return o.MaxWorkers
+	}
+	return c.Accounts.MaxWorkers
 }
 
 // TypeConfig adds a machine type or, when Name is a known type, redefines
@@ -201,19 +234,38 @@ func (c Config) Validate() error {
 	if c.Capacity.Memory < 0 {
 		bad("capacity: memory must not be negative")
 	}
+	if len(c.Accounts.Unknown) > 0 {
+		bad("accounts: unknown field(s) %s (known: max_workers, overrides)", keys(c.Accounts.Unknown))
+	}
+	if c.Accounts.MaxWorkers < 0 {
+		bad("accounts: max_workers must not be negative")
+	}
+	for _, name := range sortedKeys(c.Accounts.Overrides) {
+		o := c.Accounts.Overrides[name]
+		if len(o.Unknown) > 0 {
+			bad("accounts: overrides: %s: unknown field(s) %s (known: max_workers)", name, keys(o.Unknown))
+		}
+		if o.MaxWorkers < 0 {
+			bad("accounts: overrides: %s: max_workers must not be negative", name)
+		}
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
 	return nil
 }
 
-func keys(m map[string]any) string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
 	}
 	sort.Strings(out)
-	return strings.Join(out, ", ")
+	return out
+}
+
+func keys(m map[string]any) string {
+	return strings.Join(sortedKeys(m), ", ")
 }
 
 // apply returns the type tc describes, starting from the catalog's type of

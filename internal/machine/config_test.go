@@ -208,3 +208,28 @@ func TestParseByteSize(t *testing.T) {
 		t.Error(`ParseByteSize("lots") succeeded`)
 	}
 }
+
+func TestAccountCaps(t *testing.T) {
+	cfg, err := ParseConfig([]byte("accounts:\n  max_workers: 4\n  overrides:\n    batch: {max_workers: 1}\n    team: {max_workers: 0}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for account, want := range map[string]int{"anyone": 4, "batch": 1, "team": 0} {
+		if got := cfg.MaxWorkers(account); got != want {
+			t.Errorf("MaxWorkers(%q) = %d, want %d", account, got, want)
+		}
+	}
+	if got := (Config{}).MaxWorkers("anyone"); got != 0 {
+		t.Errorf("no accounts section: MaxWorkers = %d, want 0 (no cap)", got)
+	}
+	for _, bad := range []string{
+		"accounts:\n  max_workers: -1\n",
+		"accounts:\n  max_worker: 2\n",
+		"accounts:\n  overrides:\n    batch: {max_workers: -2}\n",
+		"accounts:\n  overrides:\n    batch: {workers: 2}\n",
+	} {
+		if _, err := ParseConfig([]byte(bad)); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("ParseConfig(%q) = %v, want ErrInvalidConfig", bad, err)
+		}
+	}
+}

@@ -14,6 +14,9 @@ import (
 type waiter struct {
 	ch    chan *worker
 	since time.Time
+	// ctx bounds every wait of the call; a hand-over or Shutdown ends it.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // handOffLocked gives w, just released by its call, to the
@@ -37,6 +40,7 @@ func (s *Scheduler) handOffLocked(w *worker) bool {
 	s.setWaitersLocked(w.key, queue[1:])
 	w.lastUsed = time.Now()
 	next.ch <- w
+	next.cancel()
 	return true
 }
 
@@ -58,74 +62,59 @@ func (s *Scheduler) removeWaiterLocked(key PoolKey, wt *waiter) {
 	}
 }
 
-// awaitRoom waits, up to ctx, for whichever comes first: capacity for a
-// worker of machine type t (a grant), or a worker of key's pool that a call
-// released (handed over by handOff). Exactly one of the grant and the
-// worker is returned without an error.
-func (s *Scheduler) awaitRoom(ctx context.Context, key PoolKey, t machine.Type) (*machine.Grant, *worker, error) {
-	wt := &waiter{ch: make(chan *worker, 1), since: time.Now()}
+// enlist puts a call of key's pool in line for a worker, its waits bounded
+// by ctx, or returns an idle worker of the pool (own) if one went idle
+// since the call looked. The call must settle the waiter.
+func (s *Scheduler) enlist(ctx context.Context, key PoolKey) (own *worker, wt *waiter, err error) {
+	wctx, cancel := context.WithCancel(ctx)
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
+		cancel()
 		return nil, nil, ErrClosed
 	}
-	// A worker of the pool may have gone idle since the call looked.
-	if w := s.takeIdleLocked(key); w != nil {
-		s.mu.Unlock()
-		return nil, w, nil
+	if own = s.takeIdleLocked(key); own != nil {
+		cancel()
+		return own, nil, nil
 	}
-	// Or one of another pool, which Release kept warm before this call
-	// was in line: it makes room (its capacity comes back when it ends).
-	evict := s.oldestIdleLocked()
+	wt = &waiter{ch: make(chan *worker, 1), since: time.Now(), ctx: wctx, cancel: cancel}
 	s.waiters[key] = append(s.waiters[key], wt)
-	s.mu.Unlock()
-	if evict != nil {
-		go evict.stop()
-	}
+	return nil, wt, nil
+}
 
-	type granted struct {
-		g   *machine.Grant
-		err error
-	}
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	grants := make(chan granted, 1)
-	go func() {
-		g, err := s.capacity.Acquire(actx, t)
-		grants <- granted{g, err}
-	}()
-	var w *worker
-	var got granted
-	gotGrant, closed := false, false
-	select {
-	case w = <-wt.ch:
-	case got = <-grants:
-		gotGrant = true
-	case <-s.closing:
-		closed = true
-	}
-	cancel()
+// settle takes wt out of line once its wait has ended with g or err. A
+// worker handed over meanwhile wins: the grant, if any, is given back.
+func (s *Scheduler) settle(key PoolKey, wt *waiter, g *machine.Grant, err error) (*machine.Grant, *worker, error) {
 	s.mu.Lock()
 	s.removeWaiterLocked(key, wt)
-	if w == nil {
-		select {
-		case w = <-wt.ch: // handed over while the grant came
-		default:
-		}
+	var w *worker
+	select {
+	case w = <-wt.ch:
+	default:
 	}
+	closed := s.closed
 	s.mu.Unlock()
-	if !gotGrant {
-		got = <-grants // so that no grant is left held
-	}
-	if (w != nil || closed) && got.g != nil {
-		got.g.Release()
-		got.g = nil
-	}
+	wt.cancel()
 	switch {
 	case w != nil:
+		if g != nil {
+			g.Release()
+		}
 		return nil, w, nil
 	case closed:
+		if g != nil {
+			g.Release()
+		}
 		return nil, nil, ErrClosed
 	}
-	return got.g, nil, got.err
+	return g, nil, err
+}
+
+// cancelWaitersLocked ends the wait of every call in line (Shutdown).
+func (s *Scheduler) cancelWaitersLocked() {
+	for _, queue := range s.waiters {
+		for _, wt := range queue {
+			wt.cancel()
+		}
+	}
 }

@@ -151,7 +151,7 @@ func TestLongerWaitingCallOfAnotherPoolGoesFirst(t *testing.T) {
 	waitFor(t, func() bool { return s.capacity.Waiting() == 1 }) // in line for capacity first
 	sameGot, sameQueued := acquire(key)
 	<-sameQueued
-	waitFor(t, func() bool { return s.capacity.Waiting() == 2 })
+	waitFor(t, func() bool { return s.Waiting() == 2 }) // in line for its turn
 	s.Release(busy, time.Hour)
 	l := <-otherGot
 	if l == nil {

@@ -1,9 +1,10 @@
 // Package scheduler owns the warm pools: it leases a call an idle worker of
 // the same pool or starts a new one through a Launcher, keeps released
 // workers warm for their keep_alive, tears them down at expiry and accounts
-// for their capacity. It defines the launcher-neutral Launcher interface it
-// needs (what to run, never how) and issues each worker's token through
-// Tokens. It must not build environments, enforce limits, know host paths,
+// for their capacity; calls that need a new worker take turns across
+// accounts, each account within its cap of workers (queue.go). It defines
+// the launcher-neutral Launcher interface it needs (what to run, never how)
+// and issues each worker's token through Tokens. It must not build environments, enforce limits, know host paths,
 // speak gRPC or lay out the worker protocol (package workerproto does).
 package scheduler
 
@@ -49,6 +50,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// QueueTimeout bounds the wait for capacity; 0 means DefaultQueueTimeout.
 	QueueTimeout time.Duration
+	// MaxWorkers, if set, returns an account's cap of concurrent workers
+	// (0: none). A call of an account at its cap waits for one of them.
+	MaxWorkers func(account string) int
 }
 
 // Scheduler manages warm pools of workers.
@@ -59,13 +63,13 @@ type Scheduler struct {
 	log          *slog.Logger
 	startTimeout time.Duration
 	queueTimeout time.Duration
+	queue        *fairQueue
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
 	waiters map[PoolKey][]*waiter
 	workers map[string]*worker
 	closed  bool
-	closing chan struct{} // closed by Shutdown: calls waiting for room give up
 	wg      sync.WaitGroup
 }
 
@@ -90,9 +94,9 @@ func New(opts Options) *Scheduler {
 		log:          log,
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
+		queue:        newFairQueue(opts.MaxWorkers),
 		idle:         make(map[PoolKey][]*worker),
 		waiters:      make(map[PoolKey][]*waiter),
-		closing:      make(chan struct{}),
 		workers:      make(map[string]*worker),
 	}
 }
@@ -130,6 +134,8 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		}
 		return &Lease{w: handed}, nil
 	}
+	account := key.Account
+	ended = releaseAlso(ended, func() { s.queue.workerEnded(account) })
 	if grant != nil {
 		spec.GPUs = grant.GPUs()
 		ended = releaseAlso(ended, grant.Release)
@@ -150,27 +156,66 @@ func releaseAlso(ended, release func()) func() {
 	}
 }
 
-// reserve takes capacity for t: at once if it is free; else by tearing down
-// idle workers of other pools, least recently used first; else by waiting
-// in line up to the queue timeout, for capacity or for a worker of key's
-// pool that its call released (then returned instead of a grant). It
-// returns nils without a Capacity.
+// reserve takes a place for a new worker of key's pool, of type t: in turn
+// with the other accounts' calls that wait (fairQueue), within the
+// account's cap, and with t's capacity, which it takes at once if it is
+// free, else by tearing down idle workers of other pools, least recently
+// used first, else by waiting. The whole wait is bounded by the queue
+// timeout. While the call waits, a worker of its pool that another call
+// released is handed to it (handOffLocked) and returned instead of a grant.
+// The grant is nil without a Capacity.
 func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, queued func()) (*machine.Grant, *worker, error) {
+	queued = once(queued)
+	account := key.Account
+	if s.queue.atCap(account) {
+		// Its own idle workers are what stands in its way.
+		if w := s.oldestIdle(account); w != nil {
+			s.log.Debug("evicting idle worker for the account's cap", "worker", w.id, "account", account)
+			w.stop()
+			s.awaitReaped(ctx, w)
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
+	defer cancel()
+	own, wt, err := s.enlist(qctx, key)
+	if own != nil || err != nil {
+		return nil, own, err // one of the pool's went idle since the call looked
+	}
+	turnErr := s.queue.wait(wt.ctx, account, queued)
+	var g *machine.Grant
+	err = turnErr
+	if turnErr == nil {
+		g, err = s.reserveCapacity(ctx, wt.ctx, t, queued)
+	}
+	g, handed, err := s.settle(key, wt, g, err)
+	if turnErr == nil {
+		s.queue.pass(account, err == nil && handed == nil)
+	}
+	if err == nil {
+		return g, handed, nil
+	}
+	if turnErr != nil && ctx.Err() == nil && s.queue.atCap(account) {
+		return nil, nil, fmt.Errorf("%w: account %s already runs its cap of %d workers, and none ended within %s",
+			machine.ErrNoCapacity, account, s.queue.limit(account), s.queueTimeout)
+	}
+	return nil, nil, s.queueError(ctx, t, err)
+}
+
+// reserveCapacity is reserve's part once the call holds the turn: wctx is
+// the waiter's context, which a hand-over ends.
+func (s *Scheduler) reserveCapacity(ctx, wctx context.Context, t machine.Type, queued func()) (*machine.Grant, error) {
 	if s.capacity == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
 	for {
 		g, err := s.capacity.TryAcquire(t)
 		if err == nil {
-			return g, nil, nil
+			return g, nil
 		}
 		if !errors.Is(err, machine.ErrNoCapacity) {
-			return nil, nil, err
+			return nil, err
 		}
-		own, w, err := s.makeRoom(key)
-		if own != nil || err != nil {
-			return nil, own, err // one of the pool's went idle since the call looked
-		}
+		w := s.oldestIdle("")
 		if w == nil {
 			break
 		}
@@ -178,39 +223,53 @@ func (s *Scheduler) reserve(ctx context.Context, key PoolKey, t machine.Type, qu
 		w.stop()
 		s.awaitReaped(ctx, w)
 	}
-	if queued != nil {
-		queued()
-	}
-	qctx, cancel := context.WithTimeout(ctx, s.queueTimeout)
-	defer cancel()
-	g, w, err := s.awaitRoom(qctx, key, t)
-	if err != nil && ctx.Err() == nil && errors.Is(err, machine.ErrNoCapacity) {
-		return nil, nil, fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
-			machine.ErrNoCapacity, t, s.queueTimeout, s.capacity.Used())
-	}
-	return g, w, err
+	queued()
+	return s.capacity.Acquire(wctx, t)
 }
 
-// makeRoom takes an idle worker of key's pool for the call (own), or else
-// takes the least recently used idle worker of another pool out of its
-// pool, for the caller to tear down (evict).
-func (s *Scheduler) makeRoom(key PoolKey) (own, evict *worker, err error) {
+// queueError says why a call that waited for a worker gave up.
+func (s *Scheduler) queueError(ctx context.Context, t machine.Type, err error) error {
+	if ctx.Err() != nil || !(errors.Is(err, machine.ErrNoCapacity) || errors.Is(err, context.DeadlineExceeded)) {
+		return err
+	}
+	used := "no capacity limit"
+	if s.capacity != nil {
+		used = s.capacity.Used().String()
+	}
+	return fmt.Errorf("%w: no room for machine type %s after waiting %s (in use: %s)",
+		machine.ErrNoCapacity, t, s.queueTimeout, used)
+}
+
+// once returns f, called at most once; nil stays a no-op.
+func once(f func()) func() {
+	var o sync.Once
+	return func() {
+		if f != nil {
+			o.Do(f)
+		}
+	}
+}
+
+// Waiting counts the calls waiting for a worker to start: in line for
+// their turn, or holding it and waiting for capacity.
+func (s *Scheduler) Waiting() int {
+	n := s.queue.waiting()
+	if s.capacity != nil {
+		n += s.capacity.Waiting()
+	}
+	return n
+}
+
+// oldestIdle takes the least recently used idle worker (of account, or of
+// any account when it is "") out of its pool.
+func (s *Scheduler) oldestIdle(account string) *worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil, nil, ErrClosed
-	}
-	if own = s.takeIdleLocked(key); own != nil {
-		return own, nil, nil
-	}
-	return nil, s.oldestIdleLocked(), nil
-}
-
-// oldestIdleLocked takes the least recently used idle worker out of its
-// pool.
-func (s *Scheduler) oldestIdleLocked() *worker {
 	var oldest *worker
-	for _, pool := range s.idle {
+	for key, pool := range s.idle {
+		if account != "" && key.Account != account {
+			continue
+		}
 		for _, w := range pool {
 			if !w.dead && (oldest == nil || w.lastUsed.Before(oldest.lastUsed)) {
 				oldest = w
@@ -370,9 +429,9 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.waiters) > 0 {
-		// A call of another pool is waiting for room (every wait for
-		// capacity is in s.waiters): a warm worker would only hold it up.
+	if (s.capacity != nil && s.capacity.Waiting() > 0) || s.queue.wants(w.key.Account) {
+		// A call of another pool is waiting for room: a warm worker
+		// would only hold it up.
 		s.mu.Unlock()
 		s.discard(w)
 		return
@@ -463,10 +522,8 @@ func (s *Scheduler) Workers() []WorkerInfo {
 // pass. Acquire fails with ErrClosed afterwards.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.closed {
-		close(s.closing)
-	}
 	s.closed = true
+	s.cancelWaitersLocked()
 	all := make([]*worker, 0, len(s.workers))
 	for _, w := range s.workers {
 		all = append(all, w)

@@ -62,6 +62,9 @@ func (a *Admin) Status(ctx context.Context, _ *atollv1.StatusRequest) (*atollv1.
 		resp.Capacity = c.Host().String()
 		resp.Used = c.Used().String()
 		resp.Waiting = int32(c.Waiting())
+		if a.opts.Scheduler != nil {
+			resp.Waiting = int32(a.opts.Scheduler.Waiting())
+		}
 	}
 	for _, t := range a.opts.Catalog.Types() {
 		resp.MachineTypes = append(resp.MachineTypes, &atollv1.MachineType{

@@ -4,7 +4,10 @@
 // workers, run history) and the run history writer. errors.go is the one
 // place that maps domain errors to failure kinds and status codes, and Error
 // keeps the text a caller may read apart from internal detail, which only
-// the log sees.
+// the log sees. The edge is here too: limits.go holds connections that have
+// not authenticated to small bounds, and validate.go checks every request
+// field's bound and refuses undecodable messages, before any handler runs
+// (docs/limits.md).
 //
 // It holds no scheduling, building, storage or sandbox logic itself, and it
 // never decides who the caller is: internal/auth's interceptors do, and a

@@ -25,6 +25,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
@@ -99,6 +101,22 @@ type Config struct {
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
+	// Edge bounds the API's connections and messages; zero fields take
+	// internal/server's defaults.
+	Edge EdgeConfig
+}
+
+// EdgeConfig bounds what callers may hold of the server (docs/limits.md).
+type EdgeConfig struct {
+	// MaxMessageBytes is the payload limit for authenticated callers.
+	MaxMessageBytes int
+	// HandshakeTimeout bounds a new connection's TLS and HTTP/2 handshakes.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes connections with no call in flight.
+	IdleTimeout time.Duration
+	// MaxUnauthenticatedConns is how many connections that have not
+	// authenticated are held at once (the oldest goes for a new one).
+	MaxUnauthenticatedConns int
 }
 
 // BuilderOptions configures the environment builder as the server does, so
@@ -128,12 +146,15 @@ type app struct {
 	builder  *envbuild.Builder
 	catalog  machine.Catalog
 	capacity *machine.Capacity
-	launcher launcher
-	local    *sandbox.LocalLauncher
-	sched    *scheduler.Scheduler
-	lis      net.Listener
-	gs       *grpc.Server
-	memory   *memoryReleaser
+	// maxWorkers is each account's cap of workers, from the config file.
+	maxWorkers func(account string) int
+	launcher   launcher
+	local      *sandbox.LocalLauncher
+	sched      *scheduler.Scheduler
+	lis        net.Listener
+	guard      *server.ConnGuard
+	gs         *grpc.Server
+	memory     *memoryReleaser
 }
 
 // Run serves until ctx ends.
@@ -283,6 +304,7 @@ func (a *app) loadMachines(ctx context.Context) error {
 		return fmt.Errorf("detect host: %w", err)
 	}
 	a.catalog, a.capacity = cfg.Catalog(), machine.NewCapacity(cfg.Host(host))
+	a.maxWorkers = cfg.MaxWorkers
 	return nil
 }
 
@@ -292,6 +314,7 @@ func (a *app) startScheduler(context.Context) error {
 		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
+		MaxWorkers:   a.maxWorkers,
 		Logger:       a.log.With("component", "scheduler"),
 	})
 	return nil
@@ -302,27 +325,55 @@ func (a *app) listen(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	a.lis = lis
+	a.guard = server.NewConnGuard(server.ConnGuardOptions{
+		MaxUnauthenticated: a.cfg.Edge.MaxUnauthenticatedConns,
+		Logger:             a.log.With("component", "edge"),
+	})
+	a.lis = a.guard.Listener(lis)
 	return nil
 }
 
 // registerServices makes the gRPC server: every service of internal/server,
-// each call authenticated from its metadata (health checks excepted).
+// each call authenticated from its headers before its message is read
+// (health checks excepted), and held to the bounds of docs/limits.md.
 func (a *app) registerServices(context.Context) error {
-	skip := auth.SkipMethods(healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName)
+	edge := a.cfg.Edge
+	if edge.MaxMessageBytes <= 0 {
+		edge.MaxMessageBytes = server.DefaultMaxMessageBytes
+	}
+	if edge.HandshakeTimeout <= 0 {
+		edge.HandshakeTimeout = server.DefaultHandshakeTimeout
+	}
+	if edge.IdleTimeout <= 0 {
+		edge.IdleTimeout = server.DefaultIdleTimeout
+	}
+	authOpts := []auth.InterceptorOption{
+		auth.SkipMethods(healthpb.Health_Check_FullMethodName, healthpb.Health_Watch_FullMethodName),
+		auth.WorkerTokenScope("/" + atollv1.Functions_ServiceDesc.ServiceName + "/"),
+		auth.OnAuthenticated(a.guard.Trust),
+	}
+	codec := server.RequestCodec()
+	validateUnary, validateStream := codec.ValidateRequests()
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
-		grpc.MaxSendMsgSize(server.MaxMessageBytes),
+		grpc.MaxRecvMsgSize(edge.MaxMessageBytes),
+		grpc.MaxSendMsgSize(edge.MaxMessageBytes),
+		grpc.MaxHeaderListSize(server.DefaultMaxMetadataBytes),
+		grpc.ConnectionTimeout(edge.HandshakeTimeout),
+		// Pings find dead or stalled peers; idle connections are closed.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: KeepaliveTime, Timeout: KeepaliveTimeout, MaxConnectionIdle: edge.IdleTimeout,
+		}),
+		grpc.InTapHandle(a.authn.TapHandle(authOpts...)),
+		grpc.ForceServerCodecV2(codec),
 		// Larger flow-control windows: uploads (sync_dir, large arguments)
 		// are not held to a round trip per 64 KiB.
 		grpc.InitialWindowSize(16 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.NumStreamWorkers(uint32(runtime.NumCPU())),
 		grpc.StatsHandler(a.memory),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinClientInterval, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(a.authn.UnaryServerInterceptor(skip)),
-		grpc.ChainStreamInterceptor(a.authn.StreamServerInterceptor(skip)),
+		grpc.ChainUnaryInterceptor(validateUnary, a.authn.UnaryServerInterceptor(authOpts...)),
+		grpc.ChainStreamInterceptor(validateStream, a.authn.StreamServerInterceptor(authOpts...)),
 	}
 	if a.cfg.TLSCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(a.cfg.TLSCert, a.cfg.TLSKey)

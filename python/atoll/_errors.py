@@ -111,6 +111,11 @@ class MachineTypeError(AtollError, ValueError):
     """The machine type is unknown to the server or can never fit it."""
 
 
+class InvalidRequestError(AtollError, ValueError):
+    """The request was refused as malformed or outside a documented bound
+    (docs/limits.md); the message names the field or path at fault."""
+
+
 class NoCapacityError(AtollError):
     """No capacity freed up for the call within the server's queue timeout."""
 
@@ -152,6 +157,7 @@ _STATUS_CODES: dict[grpc.StatusCode, type[AtollError]] = {
     grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: CallTimeoutError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QuotaExceededError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
 }
 
 

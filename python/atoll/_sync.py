@@ -28,7 +28,7 @@ import grpc
 
 from atoll import _channel, _credentials
 from atoll._credentials import CloudKeyCredentials
-from atoll._errors import AtollError, from_rpc_error
+from atoll._errors import AtollError, InvalidRequestError, from_rpc_error
 from atoll._host import CloudHost, cloud
 from atoll.v1 import storage_pb2 as pb
 from atoll.v1 import storage_pb2_grpc as pb_grpc
@@ -102,9 +102,11 @@ def sync_dir(
     entries = _scan(root)
     host = host or cloud
     if not isinstance(host, CloudHost):
-        raise ValueError(f"sync_dir uploads to an atoll server; {host!r} is not one (use cloud or CloudHost(...))")
+        raise InvalidRequestError(f"sync_dir uploads to an atoll server; {host!r} is not one (use cloud or CloudHost(...))")
     target = host.target()
-    metadata = _credentials.resolve(credentials)
+    # As for calls: the credentials for this target, so that a key saved
+    # for one server is never sent to another.
+    metadata = _credentials.resolve(credentials, target)
     try:
         return _sync(target, metadata, remote, entries)
     except _PlanExpired:  # the server restarted between the two calls
@@ -118,12 +120,12 @@ def _check_remote_dir(remote_dir: object) -> str:
         raise TypeError(f"remote_dir must be a str such as '/data/my_dir', not {type(remote_dir).__name__}")
     example = "an absolute path under /data, such as '/data/my_dir'"
     if not remote_dir.startswith("/"):
-        raise ValueError(f"remote_dir {remote_dir!r} must be {example}")
+        raise InvalidRequestError(f"remote_dir {remote_dir!r} must be {example}")
     if ".." in remote_dir.split("/"):
-        raise ValueError(f"remote_dir {remote_dir!r} must not contain '..'; it must be {example}")
+        raise InvalidRequestError(f"remote_dir {remote_dir!r} must not contain '..'; it must be {example}")
     clean = posixpath.normpath(remote_dir)
     if clean != DATA_MOUNT and not clean.startswith(DATA_MOUNT + "/"):
-        raise ValueError(f"remote_dir {remote_dir!r} must be {example}")
+        raise InvalidRequestError(f"remote_dir {remote_dir!r} must be {example}")
     return clean
 
 
@@ -134,7 +136,7 @@ def _check_local_dir(local_path: str | os.PathLike[str]) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, f"sync_dir: local directory {path!r} does not exist", path)
     if not os.path.isdir(path):
-        raise ValueError(f"sync_dir: {path!r} is not a directory; sync_dir uploads a whole directory")
+        raise InvalidRequestError(f"sync_dir: {path!r} is not a directory; sync_dir uploads a whole directory")
     return os.path.abspath(path)
 
 
@@ -142,7 +144,7 @@ def _check_name(rel: str) -> None:
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"sync_dir: cannot sync {rel!r}: its name is not valid UTF-8") from None
+        raise InvalidRequestError(f"sync_dir: cannot sync {rel!r}: its name is not valid UTF-8") from None
 
 
 def _scan(root: str) -> list[_Entry]:
@@ -167,7 +169,7 @@ def _scan(root: str) -> list[_Entry]:
             elif stat.S_ISREG(st.st_mode):
                 entries.append(_Entry(rel, pb.ENTRY_KIND_FILE, local=child.path, size=st.st_size, mode=mode))
             else:
-                raise ValueError(f"sync_dir: cannot sync {child.path!r}: only files, directories and links can be synced")
+                raise InvalidRequestError(f"sync_dir: cannot sync {child.path!r}: only files, directories and links can be synced")
 
     walk(root, "")
     return entries
@@ -179,7 +181,7 @@ def _link_target(link: str, rel: str, real_root: str) -> str:
     point outside the synced directory."""
     dest = os.path.realpath(link)
     if dest != real_root and not dest.startswith(real_root.rstrip(os.sep) + os.sep):
-        raise ValueError(
+        raise InvalidRequestError(
             f"sync_dir: cannot sync the symlink {rel!r}: it points outside the directory being synced "
             f"(to {os.readlink(link)!r}); copy what it points to into the directory instead"
         )
@@ -306,10 +308,10 @@ def _sync(target: str, metadata: tuple[tuple[str, str], ...], remote: str, entri
 
 
 def _sync_error(err: grpc.RpcError, target: str) -> BaseException:
-    """What sync_dir raises for a server error: ValueError for a path or
-    tree the server refused, else atoll's own exceptions (a quota over
-    limit: QuotaExceededError)."""
+    """What sync_dir raises for a server error: InvalidRequestError (a
+    ValueError) for a path or tree the server refused, else atoll's own
+    exceptions (a quota over limit: QuotaExceededError)."""
     code = err.code() if hasattr(err, "code") else None
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-        return ValueError(f"sync_dir: {err.details()}")
+        return InvalidRequestError(f"sync_dir: {err.details()}")
     return from_rpc_error(err, target)
