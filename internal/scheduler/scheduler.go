@@ -49,6 +49,8 @@ type Options struct {
 	StartTimeout time.Duration
 	// QueueTimeout bounds the wait for capacity; 0 means DefaultQueueTimeout.
 	QueueTimeout time.Duration
+	// Observer, if set, is told how each lease was served.
+	Observer Observer
 }
 
 // Scheduler manages warm pools of workers.
@@ -59,6 +61,7 @@ type Scheduler struct {
 	log          *slog.Logger
 	startTimeout time.Duration
 	queueTimeout time.Duration
+	observer     Observer
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
@@ -88,6 +91,7 @@ func New(opts Options) *Scheduler {
 		log:          log,
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
+		observer:     opts.Observer,
 		idle:         make(map[PoolKey][]*worker),
 		workers:      make(map[string]*worker),
 	}
@@ -110,12 +114,16 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		if err != nil {
 			return nil, err
 		}
+		if s.observer != nil {
+			s.observer.WorkerLeased(key.MachineType, true, 0, 0)
+		}
 		return &Lease{w: w}, nil
 	}
 	spec, ended, err := prepare(ctx)
 	if err != nil {
 		return nil, err
 	}
+	reserving := time.Now()
 	grant, err := s.reserve(ctx, spec.Machine, queued)
 	if err != nil {
 		if ended != nil {
@@ -127,9 +135,13 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		spec.GPUs = grant.GPUs()
 		ended = releaseAlso(ended, grant.Release)
 	}
+	starting := time.Now()
 	w, err := s.start(ctx, key, spec, ended)
 	if err != nil {
 		return nil, err
+	}
+	if s.observer != nil {
+		s.observer.WorkerLeased(key.MachineType, false, starting.Sub(reserving), time.Since(starting))
 	}
 	return &Lease{w: w}, nil
 }

@@ -37,6 +37,7 @@ type History struct {
 	log       *slog.Logger
 	retention time.Duration
 	records   chan state.RunRecord
+	observer  RunObserver
 
 	mu      sync.Mutex
 	dropped int
@@ -45,11 +46,15 @@ type History struct {
 // NewHistory returns a History over store that prunes finished runs older
 // than retention (0 keeps them forever). Run must be running for records to
 // be written.
-func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger) *History {
+func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger, opts ...HistoryOption) *History {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &History{store: store, log: log, retention: retention, records: make(chan state.RunRecord, historyQueue)}
+	h := &History{store: store, log: log, retention: retention, records: make(chan state.RunRecord, historyQueue)}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
 }
 
 // Run writes records until ctx ends, then writes what is queued and returns.
@@ -152,16 +157,25 @@ func (h *History) Begin(account, function, machineType string) *runRecord {
 		ID: newRunID(), Account: account, Function: function, MachineType: machineType, QueuedAt: time.Now(),
 	}}
 	h.enqueue(state.RunRecord{Run: r.run})
+	if h.observer != nil {
+		h.observer.RunQueued(r.run)
+	}
 	return r
 }
 
 // Started notes that a worker took the run.
 func (r *runRecord) Started(workerID, envKey string) {
 	r.run.StartedAt, r.run.WorkerID, r.run.EnvKey = time.Now(), workerID, envKey
+	if r.h.observer != nil {
+		r.h.observer.RunStarted(r.run)
+	}
 }
 
 // Output keeps the run's output for its log, up to runLogLimit.
 func (r *runRecord) Output(o *atollv1.Output) {
+	if r.h.observer != nil {
+		r.h.observer.RunOutput(r.run, state.LogLine{Stream: streamName(o.GetStream()), At: time.Now(), Data: string(o.GetData())})
+	}
 	if r.logSize >= runLogLimit {
 		return
 	}
@@ -178,6 +192,9 @@ func (r *runRecord) Finish(outcome state.Outcome, exitStatus *int) {
 	run := r.run
 	run.FinishedAt, run.Outcome, run.ExitStatus = time.Now(), outcome, exitStatus
 	r.h.enqueue(state.RunRecord{Run: run, Logs: r.logs})
+	if r.h.observer != nil {
+		r.h.observer.RunFinished(run)
+	}
 }
 
 func streamName(s atollv1.Stream) state.Stream {
