@@ -59,6 +59,9 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&cfg.AllowLocalRequirements, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&dataQuotaFlag, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&cfg.RunRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
+	f.StringVar(&cfg.Dashboard, "dashboard", "", "serve the web dashboard and Prometheus /metrics on this address (e.g. "+serverapp.DefaultDashboard+"; off when empty)")
+	f.StringSliceVar(&cfg.DashboardAdmins, "dashboard-admin-account", nil, "accounts whose keys see every account on the dashboard (repeatable)")
+	f.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics then requires")
 	return cmd
 }
 

@@ -2,7 +2,9 @@
 // start-up steps (Run reads as the list of them): the data directory, the
 // state store and run history, the environment builder, the machine catalog
 // and capacity, the worker launcher, the scheduler, the gRPC services of
-// internal/server behind internal/auth's interceptors, and the listener.
+// internal/server behind internal/auth's interceptors, the listener, and,
+// when asked for, the metrics and the dashboard (internal/metrics,
+// internal/dashboard) on a port of their own.
 //
 // It owns the order things start and stop in and nothing else: no flag
 // parsing or exiting (cmd/atoll does that), and no logic of the parts.
@@ -24,12 +26,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/dashboard"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/metrics"
 	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
+	"github.com/atoll-dev/atoll/internal/storage"
 	"github.com/atoll-dev/atoll/python"
 )
 
@@ -72,6 +77,13 @@ type Config struct {
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
+	// Dashboard, if set, is the address the dashboard and /metrics are
+	// served on; DashboardAdmins are the accounts whose keys see every
+	// account there; MetricsTokenFile, if set, holds the bearer token
+	// /metrics asks for.
+	Dashboard        string
+	DashboardAdmins  []string
+	MetricsTokenFile string
 }
 
 // BuilderOptions configures the environment builder as the server does, so
@@ -106,6 +118,10 @@ type app struct {
 	sched    *scheduler.Scheduler
 	lis      net.Listener
 	gs       *grpc.Server
+
+	dataStore *storage.Store
+	metrics   *metrics.Metrics
+	live      *dashboard.Live
 }
 
 // Run serves until ctx ends.
@@ -119,6 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.checkConfig,
 		a.openDataDir,
 		a.openState,
+		a.openMetrics,
 		a.startHistory,
 		a.openEnvironments,
 		a.loadMachines,
@@ -127,6 +144,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startScheduler,
 		a.listen,
 		a.registerServices,
+		a.startDashboard,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -206,7 +224,7 @@ func (a *app) openState(ctx context.Context) error {
 // startHistory starts the writer of run history, which outlives ctx long
 // enough to write what the last calls left.
 func (a *app) startHistory(ctx context.Context) error {
-	a.history = server.NewHistory(a.store, a.cfg.RunRetention, a.log.With("component", "history"))
+	a.history = server.NewHistory(a.store, a.cfg.RunRetention, a.log.With("component", "history"), a.historyOptions()...)
 	historyCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { a.history.Run(historyCtx); close(done) }()
@@ -220,6 +238,9 @@ func (a *app) openEnvironments(context.Context) error {
 	opts.NoBuild = a.cfg.WheelsOnly
 	opts.UV = a.cfg.UV
 	opts.AllowLocalRequirements = a.cfg.AllowLocalRequirements
+	if a.metrics != nil {
+		opts.OnBuild = a.metrics.OnBuild
+	}
 	builder, err := envbuild.New(opts)
 	if err != nil {
 		return err
@@ -249,13 +270,17 @@ func (a *app) loadMachines(ctx context.Context) error {
 }
 
 func (a *app) startScheduler(context.Context) error {
-	a.sched = scheduler.New(scheduler.Options{
+	opts := scheduler.Options{
 		Launcher:     a.local,
 		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
 		Logger:       a.log.With("component", "scheduler"),
-	})
+	}
+	if a.metrics != nil {
+		opts.Observer = a.metrics
+	}
+	a.sched = scheduler.New(opts)
 	return nil
 }
 
