@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -104,6 +103,8 @@ type Dashboard struct {
 	sessions *sessions
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
+	// crossOrigin refuses state-changing requests other sites' pages make.
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New returns the dashboard.
@@ -117,7 +118,8 @@ func New(opts Options) (*Dashboard, error) {
 	if opts.Live == nil {
 		opts.Live = NewLive()
 	}
-	d := &Dashboard{opts: opts, log: opts.Logger, sessions: newSessions(opts.SessionTTL), pages: map[string]*template.Template{}}
+	d := &Dashboard{opts: opts, log: opts.Logger, sessions: newSessions(opts.SessionTTL), pages: map[string]*template.Template{},
+		crossOrigin: http.NewCrossOriginProtection()}
 	for _, page := range []string{"login", "overview", "runs", "run", "environments"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/runtable.html", "templates/"+page+".html")
 		if err != nil {
@@ -156,7 +158,9 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: with no-referrer, browsers send
+	// "Origin: null" on the dashboard's own form posts.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	d.mux.ServeHTTP(w, r)
 }
@@ -189,16 +193,12 @@ func (d *Dashboard) metrics(h http.Handler) http.Handler {
 	})
 }
 
-// sameOrigin reports whether a POST comes from a page of this dashboard:
-// browsers send Origin with every POST, and another site's differs.
-func sameOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		// Only non-browser clients omit it; the CSRF tokens still apply.
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host == r.Host
+// sameOrigin reports whether a POST comes from a page of this dashboard,
+// as the browser tells (Sec-Fetch-Site, else Origin against Host); a
+// request that says neither is no browser's, and the forms' CSRF tokens
+// still apply to it.
+func (d *Dashboard) sameOrigin(r *http.Request) bool {
+	return d.crossOrigin.Check(r) == nil
 }
 
 func (d *Dashboard) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
@@ -239,7 +239,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := r.Cookie(loginCookie)
-	if !sameOrigin(r) || err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("token"))) != 1 {
+	if !d.sameOrigin(r) || err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.PostFormValue("token"))) != 1 {
 		d.showLogin(w, r, http.StatusForbidden, loginView{Error: "The login form expired; log in again."})
 		return
 	}
@@ -262,7 +262,7 @@ func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 
 func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	if err := r.ParseForm(); err != nil || !sameOrigin(r) ||
+	if err := r.ParseForm(); err != nil || !d.sameOrigin(r) ||
 		subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(s.csrf)) != 1 {
 		http.Error(w, "this form did not come from this dashboard", http.StatusForbidden)
 		return

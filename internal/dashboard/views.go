@@ -312,14 +312,15 @@ func (d *Dashboard) runEvents(w http.ResponseWriter, r *http.Request, s *session
 			flusher.Flush()
 			return
 		}
-		for _, l := range snap.lines {
-			send("line", event{Stream: string(l.Stream), Data: l.Data})
-		}
-		sent += len(snap.lines)
+		// The status first: a line the page shows is never ahead of it.
 		if st := viewRun(snap.run, time.Now()).Status; st != status {
 			status = st
 			send("status", event{Status: st})
 		}
+		for _, l := range snap.lines {
+			send("line", event{Stream: string(l.Stream), Data: l.Data})
+		}
+		sent += len(snap.lines)
 		if snap.run.Finished() {
 			if snap.truncated {
 				send("line", event{Stream: string(state.StreamSystem), Data: "[atoll: output truncated in the dashboard]\n"})
