@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -290,5 +291,29 @@ func TestLiveStreamsOutputAsItComes(t *testing.T) {
 	}
 	if _, ok := <-lines; ok {
 		t.Error("the stream did not end with the run")
+	}
+}
+
+func TestLiveForgetsOldRuns(t *testing.T) {
+	l := NewLive()
+	now := time.Now()
+	l.now = func() time.Time { return now }
+	for i := range liveKeepRuns + 10 {
+		run := state.Run{ID: fmt.Sprintf("r-%d", i), QueuedAt: now}
+		l.RunQueued(run)
+		run.FinishedAt, run.Outcome = now, state.OutcomeOK
+		l.RunFinished(run)
+	}
+	l.RunQueued(state.Run{ID: "r-running", QueuedAt: now})
+	if got := len(l.Runs()); got != liveKeepRuns+1 {
+		t.Errorf("%d runs held, want the last %d finished ones and the running one", got, liveKeepRuns)
+	}
+	if _, ok := l.since("r-0", 0); ok {
+		t.Error("the oldest finished run is still held")
+	}
+	now = now.Add(liveKeep + time.Second)
+	l.RunQueued(state.Run{ID: "r-next", QueuedAt: now})
+	if got := len(l.Runs()); got != 2 {
+		t.Errorf("%d runs held after liveKeep, want the two unfinished ones", got)
 	}
 }

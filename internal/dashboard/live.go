@@ -12,8 +12,13 @@ import (
 const liveLogLimit = 1 << 20
 
 // liveKeep is how long a finished run stays in memory: long enough for the
-// run history, which writes a little behind, to have it.
-const liveKeep = time.Minute
+// run history, which writes a little behind, to have it. liveKeepRuns
+// bounds how many finished runs stay, so that a busy server's memory does
+// not grow with its call rate.
+const (
+	liveKeep     = time.Minute
+	liveKeepRuns = 256
+)
 
 // Live follows runs in flight and their output as they happen, so that the
 // dashboard can stream them; finished runs are read from the run history.
@@ -23,6 +28,8 @@ type Live struct {
 
 	mu   sync.Mutex
 	runs map[string]*liveRun
+	// finished lists finished runs' ids, oldest first, for forgetting.
+	finished []string
 }
 
 // liveRun is one run with its output so far. changed is closed and
@@ -68,7 +75,10 @@ func (l *Live) RunOutput(run state.Run, line state.LogLine) {
 
 // RunFinished implements server.RunObserver.
 func (l *Live) RunFinished(run state.Run) {
-	l.update(run.ID, func(r *liveRun) { r.run = run })
+	l.update(run.ID, func(r *liveRun) {
+		r.run = run
+		l.finished = append(l.finished, run.ID)
+	})
 }
 
 func (l *Live) update(id string, f func(*liveRun)) {
@@ -83,13 +93,19 @@ func (l *Live) update(id string, f func(*liveRun)) {
 	r.changed = make(chan struct{})
 }
 
+// pruneLocked forgets the oldest finished runs beyond liveKeepRuns or
+// liveKeep: amortized O(1) per run.
 func (l *Live) pruneLocked() {
 	cutoff := l.now().Add(-liveKeep)
-	for id, r := range l.runs {
-		if r.run.Finished() && r.run.FinishedAt.Before(cutoff) {
-			delete(l.runs, id)
+	n := 0
+	for ; n < len(l.finished); n++ {
+		r := l.runs[l.finished[n]]
+		if len(l.finished)-n <= liveKeepRuns && r != nil && !r.run.FinishedAt.Before(cutoff) {
+			break
 		}
+		delete(l.runs, l.finished[n])
 	}
+	l.finished = append(l.finished[:0], l.finished[n:]...)
 }
 
 // Runs returns the runs held, as they stand.
