@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 # mmdebstrap and umoci build the server's container image (scripts/build-image.sh).
 APT_PACKAGES=(runc crun openssl mmdebstrap umoci)
+# chromium and its chromedriver run the dashboard's browser test (python/tests/test_dashboard.py).
+APT_PACKAGES+=(chromium chromium-driver)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-	command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+	command -v "$pkg" >/dev/null 2>&1 || dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
 	if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then

@@ -65,6 +65,9 @@ func newServerCommand() *cobra.Command {
 	f.DurationVar(&cfg.Edge.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "how long a new connection may take for its TLS and HTTP/2 handshakes")
 	f.DurationVar(&cfg.Edge.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close connections with no call in flight for this long")
 	f.IntVar(&cfg.Edge.MaxUnauthenticatedConns, "max-unauthenticated-conns", server.DefaultMaxUnauthenticatedConns, "connections held at once on which no call has authenticated; beyond it the oldest is closed")
+	f.StringVar(&cfg.Dashboard, "dashboard", "", "serve the web dashboard and Prometheus /metrics on this address (e.g. "+serverapp.DefaultDashboard+"; off when empty)")
+	f.StringSliceVar(&cfg.DashboardAdmins, "dashboard-admin-account", nil, "accounts whose keys see every account on the dashboard (repeatable)")
+	f.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics then requires")
 	return cmd
 }
 

@@ -89,6 +89,10 @@ type Options struct {
 	// source distribution runs the package's own build code on this host,
 	// outside any sandbox, with the server's privileges.
 	NoBuild bool
+	// OnBuild, if set, is told of every environment this process built (not
+	// those found ready): how long the build took and how it failed, if it
+	// did. Metrics count builds with it.
+	OnBuild func(took time.Duration, err error)
 }
 
 // Spec describes an environment.
@@ -143,6 +147,7 @@ type Builder struct {
 	allowLocal      bool
 	resolveOnline   bool
 	noBuild         bool
+	onBuild         func(time.Duration, error)
 
 	mu      sync.Mutex
 	closed  bool
@@ -229,6 +234,7 @@ func New(opts Options) (*Builder, error) {
 		allowLocal:      opts.AllowLocalRequirements,
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
+		onBuild:         opts.OnBuild,
 		flights:         map[string]*flight{},
 		uses:            map[string]*use{},
 		pythons:         map[string]interpreter{},

@@ -94,6 +94,9 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 			os.RemoveAll(tmp)
 			log.Info("environment build failed", "err", err, "took", time.Since(start))
 		}
+		if b.onBuild != nil {
+			b.onBuild(time.Since(start), err)
+		}
 	}()
 
 	// Relative paths, run from tmp/, keep Root out of what the user sees.

@@ -53,6 +53,8 @@ type Options struct {
 	// MaxWorkers, if set, returns an account's cap of concurrent workers
 	// (0: none). A call of an account at its cap waits for one of them.
 	MaxWorkers func(account string) int
+	// Observer, if set, is told how each lease was served.
+	Observer Observer
 }
 
 // Scheduler manages warm pools of workers.
@@ -64,6 +66,7 @@ type Scheduler struct {
 	startTimeout time.Duration
 	queueTimeout time.Duration
 	queue        *fairQueue
+	observer     Observer
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
@@ -95,6 +98,7 @@ func New(opts Options) *Scheduler {
 		startTimeout: timeout,
 		queueTimeout: queueTimeout,
 		queue:        newFairQueue(opts.MaxWorkers),
+		observer:     opts.Observer,
 		idle:         make(map[PoolKey][]*worker),
 		waiters:      make(map[PoolKey][]*waiter),
 		workers:      make(map[string]*worker),
@@ -118,12 +122,16 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		if err != nil {
 			return nil, err
 		}
+		if s.observer != nil {
+			s.observer.WorkerLeased(key.MachineType, true, 0, 0)
+		}
 		return &Lease{w: w}, nil
 	}
 	spec, ended, err := prepare(ctx)
 	if err != nil {
 		return nil, err
 	}
+	reserving := time.Now()
 	grant, handed, err := s.reserve(ctx, key, spec.Machine, queued)
 	if err != nil || handed != nil {
 		if ended != nil {
@@ -131,6 +139,9 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		}
 		if err != nil {
 			return nil, err
+		}
+		if s.observer != nil {
+			s.observer.WorkerLeased(key.MachineType, true, time.Since(reserving), 0)
 		}
 		return &Lease{w: handed}, nil
 	}
@@ -140,9 +151,13 @@ func (s *Scheduler) Acquire(ctx context.Context, key PoolKey, prepare Prepare, q
 		spec.GPUs = grant.GPUs()
 		ended = releaseAlso(ended, grant.Release)
 	}
+	starting := time.Now()
 	w, err := s.start(ctx, key, spec, ended)
 	if err != nil {
 		return nil, err
+	}
+	if s.observer != nil {
+		s.observer.WorkerLeased(key.MachineType, false, starting.Sub(reserving), time.Since(starting))
 	}
 	return &Lease{w: w}, nil
 }

@@ -42,6 +42,7 @@ type History struct {
 	log       *slog.Logger
 	retention time.Duration
 	records   chan *runRecord
+	observer  RunObserver
 
 	mu      sync.Mutex
 	dropped int
@@ -50,11 +51,15 @@ type History struct {
 // NewHistory returns a History over store that prunes finished runs older
 // than retention (0 keeps them forever). Run must be running for records to
 // be written.
-func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger) *History {
+func NewHistory(store *state.Store, retention time.Duration, log *slog.Logger, opts ...HistoryOption) *History {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &History{store: store, log: log, retention: retention, records: make(chan *runRecord, historyQueue)}
+	h := &History{store: store, log: log, retention: retention, records: make(chan *runRecord, historyQueue)}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
 }
 
 // Run writes records until ctx ends, then writes what is queued and returns.
@@ -180,6 +185,9 @@ func (h *History) Begin(account, function, machineType string) *runRecord {
 		ID: newRunID(), Account: account, Function: function, MachineType: machineType, QueuedAt: time.Now(),
 	}}
 	h.enqueue(r, false)
+	if h.observer != nil {
+		h.observer.RunQueued(r.run)
+	}
 	return r
 }
 
@@ -187,14 +195,24 @@ func (h *History) Begin(account, function, machineType string) *runRecord {
 func (r *runRecord) Started(workerID, envKey string) {
 	r.mu.Lock()
 	r.run.StartedAt, r.run.WorkerID, r.run.EnvKey = time.Now(), workerID, envKey
+	run := r.run
 	r.mu.Unlock()
 	r.h.enqueue(r, false)
+	if r.h.observer != nil {
+		r.h.observer.RunStarted(run)
+	}
 }
 
 // Output records a chunk of the run's output, up to runLogLimit, as it
 // streams: a crash loses at most historyGather's worth of what the caller
 // saw.
 func (r *runRecord) Output(o *atollv1.Output) {
+	if r.h.observer != nil {
+		r.mu.Lock()
+		run := r.run
+		r.mu.Unlock()
+		r.h.observer.RunOutput(run, state.LogLine{Stream: streamName(o.GetStream()), At: time.Now(), Data: string(o.GetData())})
+	}
 	r.mu.Lock()
 	if r.logSize >= runLogLimit {
 		r.mu.Unlock()
@@ -214,8 +232,12 @@ func (r *runRecord) Output(o *atollv1.Output) {
 func (r *runRecord) Finish(outcome state.Outcome, exitStatus *int) {
 	r.mu.Lock()
 	r.run.FinishedAt, r.run.Outcome, r.run.ExitStatus = time.Now(), outcome, exitStatus
+	run := r.run
 	r.mu.Unlock()
 	r.h.enqueue(r, true)
+	if r.h.observer != nil {
+		r.h.observer.RunFinished(run)
+	}
 }
 
 func streamName(s atollv1.Stream) state.Stream {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
@@ -180,10 +181,14 @@ func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *at
 	key.EnvKey = envKey
 	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
 		sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, "building environment")
+		var progress envbuild.Progress
 		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
 			_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: &atollv1.Output{
 				Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n"),
 			}}})
+			if progress.Update(line) {
+				sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, progress.String())
+			}
 		})
 		if err != nil {
 			return scheduler.WorkerSpec{}, nil, err

@@ -2,7 +2,9 @@
 // start-up steps (Run reads as the list of them): the data directory, the
 // state store and run history, the environment builder, the machine catalog
 // and capacity, the worker launcher, the scheduler, the gRPC services of
-// internal/server behind internal/auth's interceptors, and the listener.
+// internal/server behind internal/auth's interceptors, the listener, and,
+// when asked for, the metrics and the dashboard (internal/metrics,
+// internal/dashboard) on a port of their own.
 //
 // It owns the order things start and stop in and nothing else: no flag
 // parsing or exiting (cmd/atoll does that), and no logic of the parts.
@@ -28,12 +30,15 @@ import (
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 
 	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/dashboard"
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/metrics"
 	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
+	"github.com/atoll-dev/atoll/internal/storage"
 	"github.com/atoll-dev/atoll/python"
 )
 
@@ -104,6 +109,13 @@ type Config struct {
 	// Edge bounds the API's connections and messages; zero fields take
 	// internal/server's defaults.
 	Edge EdgeConfig
+	// Dashboard, if set, is the address the dashboard and /metrics are
+	// served on; DashboardAdmins are the accounts whose keys see every
+	// account there; MetricsTokenFile, if set, holds the bearer token
+	// /metrics asks for.
+	Dashboard        string
+	DashboardAdmins  []string
+	MetricsTokenFile string
 }
 
 // EdgeConfig bounds what callers may hold of the server (docs/limits.md).
@@ -155,6 +167,10 @@ type app struct {
 	guard      *server.ConnGuard
 	gs         *grpc.Server
 	memory     *memoryReleaser
+
+	dataStore *storage.Store
+	metrics   *metrics.Metrics
+	live      *dashboard.Live
 }
 
 // Run serves until ctx ends.
@@ -169,6 +185,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.lockDataDir,
 		a.openDataDir,
 		a.openState,
+		a.openMetrics,
 		a.startHistory,
 		a.openEnvironments,
 		a.loadMachines,
@@ -178,6 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.listen,
 		a.startMemoryReleaser,
 		a.registerServices,
+		a.startDashboard,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -257,7 +275,7 @@ func (a *app) openState(ctx context.Context) error {
 // startHistory starts the writer of run history, which outlives ctx long
 // enough to write what the last calls left.
 func (a *app) startHistory(ctx context.Context) error {
-	a.history = server.NewHistory(a.store, a.cfg.RunRetention, a.log.With("component", "history"))
+	a.history = server.NewHistory(a.store, a.cfg.RunRetention, a.log.With("component", "history"), a.historyOptions()...)
 	historyCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() { a.history.Run(historyCtx); close(done) }()
@@ -271,6 +289,9 @@ func (a *app) openEnvironments(context.Context) error {
 	opts.NoBuild = a.cfg.WheelsOnly
 	opts.UV = a.cfg.UV
 	opts.AllowLocalRequirements = a.cfg.AllowLocalRequirements
+	if a.metrics != nil {
+		opts.OnBuild = a.metrics.OnBuild
+	}
 	builder, err := envbuild.New(opts)
 	if err != nil {
 		return err
@@ -309,14 +330,18 @@ func (a *app) loadMachines(ctx context.Context) error {
 }
 
 func (a *app) startScheduler(context.Context) error {
-	a.sched = scheduler.New(scheduler.Options{
+	opts := scheduler.Options{
 		Launcher:     a.local,
 		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
 		MaxWorkers:   a.maxWorkers,
 		Logger:       a.log.With("component", "scheduler"),
-	})
+	}
+	if a.metrics != nil {
+		opts.Observer = a.metrics
+	}
+	a.sched = scheduler.New(opts)
 	return nil
 }
 

@@ -22,6 +22,7 @@ func (a *app) registerStorage() (func(account string) (string, error), error) {
 		return nil, err
 	}
 	log.Debug("storage ready", "quota_bytes", store.Quota())
+	a.dataStore = store
 	server.NewStorage(store, log).Register(a.gs)
 	dataDir := a.dataDir
 	return func(account string) (string, error) {

@@ -115,14 +115,17 @@ def _go_module() -> Path:
 
 def _go_sources(module: Path) -> list[str]:
     """What `go build ./cmd/atoll` reads, relative to the module: go.mod,
-    go.sum, the non-test Go files, and the Python files python/embed.go
-    embeds."""
+    go.sum, the non-test Go files, the Python files python/embed.go embeds,
+    and the dashboard's templates and static files (internal/dashboard
+    embeds them)."""
     files = ["go.mod", "go.sum", "python/embed.go", "python/runtime.lock", "python/runtime.in"]
     for top in ("cmd", "internal", "api"):
         files += [p.relative_to(module).as_posix() for p in sorted((module / top).rglob("*.go"))
                   if not p.name.endswith("_test.go") and "testdata" not in p.parts]
     for pattern in ("atoll/*.py", "atoll/v1/*.py"):
         files += [p.relative_to(module).as_posix() for p in sorted((module / "python").glob(pattern))]
+    for pattern in ("templates/*.html", "static/*"):
+        files += [p.relative_to(module).as_posix() for p in sorted((module / "internal" / "dashboard").glob(pattern))]
     return files
 
 

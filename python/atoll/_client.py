@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from atoll import _autostart, _channel, _credentials
+from atoll import _autostart, _channel, _credentials, _progress
 from atoll._call import Call
 from atoll._errors import ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
@@ -91,12 +91,30 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
     result: pb.Result | None = None
     received = False
     queued_shown = False
+    # On a terminal, an environment build shows its progress (the server
+    # sums uv's resolved/downloaded/installed counts) on a line of its own
+    # below uv's lines.
+    progress = _progress.StatusLine(sys.stderr) if _progress.is_terminal(sys.stderr) else None
+    building = False
     try:
         for event in events:
             received = True
             kind = event.WhichOneof("event")
+            if progress is not None and kind == "status" and event.status.phase == pb.PHASE_BUILDING_ENVIRONMENT:
+                if event.status.message.startswith(_BUILD_PROGRESS):
+                    building = True
+                    progress.show("atoll: " + event.status.message)
+                continue
+            if progress is not None and building and (kind != "output" or event.output.stream != pb.STREAM_SYSTEM):
+                building = False
+                progress.done()
             if kind == "output":
-                write_output(event.output)
+                if progress is not None and building:
+                    progress.clear()
+                    write_output(event.output)
+                    progress.redraw()
+                else:
+                    write_output(event.output)
             elif kind == "result":
                 result = event.result
             elif kind == "failure":
@@ -123,9 +141,16 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
     except BaseException:
         events.cancel()
         raise
+    finally:
+        if progress is not None and building:
+            progress.done()
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return outcome(call.function_name, result)
+
+
+# How the server's build progress messages begin (envbuild.Progress).
+_BUILD_PROGRESS = "building environment:"
 
 
 def _system_line(text: str) -> pb.Output:

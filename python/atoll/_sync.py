@@ -20,13 +20,14 @@ import hashlib
 import os
 import posixpath
 import stat
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 
-from atoll import _channel, _credentials
+from atoll import _channel, _credentials, _progress
 from atoll._credentials import CloudKeyCredentials
 from atoll._errors import AtollError, InvalidRequestError, from_rpc_error
 from atoll._host import CloudHost, cloud
@@ -209,11 +210,15 @@ class _Sender:
     the call, so that the server commits nothing, and is re-raised to the
     caller of sync_dir."""
 
-    def __init__(self, sync_id: str, files: list[_Entry], indexes: list[int]) -> None:
+    def __init__(
+        self, sync_id: str, files: list[_Entry], indexes: list[int], bar: _progress.TransferBar | None = None
+    ) -> None:
         self.sync_id = sync_id
         self.files = files
         self.indexes = indexes
+        self.bar = bar
         self.bytes_sent = 0
+        self.files_sent = 0
         self.error: Exception | None = None
         self.call: grpc.Future | None = None
         self.started = threading.Event()
@@ -256,12 +261,19 @@ class _Sender:
                 self.bytes_sent += len(data)
                 if not following:
                     if sent == e.size:
+                        self.files_sent += 1
+                        self._progress()
                         yield pb.FilePiece(data=data, end=pb.FileEnd(sha256=h.digest()))
                         return
                     break
+                self._progress()
                 yield pb.FilePiece(data=data)
                 data = following
         raise AtollError(f"sync_dir: {e.local!r} changed while it was being synced; sync again")
+
+    def _progress(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bytes_sent, self.files_sent)
 
 
 def _sync(target: str, metadata: tuple[tuple[str, str], ...], remote: str, entries: list[_Entry]) -> SyncResult:
@@ -278,12 +290,22 @@ def _sync(target: str, metadata: tuple[tuple[str, str], ...], remote: str, entri
         for i, e in enumerate(entries)
         if e.kind == pb.ENTRY_KIND_FILE and (i not in stored or _file_sha256(e.local) != stored[i])
     ]
-    sender = _Sender(plan.sync_id, [entries[i] for i in indexes], indexes)
+    files = [entries[i] for i in indexes]
+    # A bar of bytes and files on a terminal; nothing otherwise.
+    line = _progress.StatusLine(sys.stderr) if _progress.is_terminal(sys.stderr) else None
+    bar = None
+    if line is not None:
+        bar = _progress.TransferBar(line, f"sync_dir {remote}", sum(e.size for e in files), len(files))
+        bar.update(0, 0, force=True)
+    sender = _Sender(plan.sync_id, files, indexes, bar)
     call = stub.Upload.future(iter(sender), metadata=metadata)
     sender.call = call
     sender.started.set()
     try:
         response = call.result()
+        if bar is not None:
+            bar.update(sender.bytes_sent, sender.files_sent, force=True)
+            line.done()
     except grpc.FutureCancelledError:
         if sender.error is not None:
             raise sender.error from None
@@ -297,6 +319,9 @@ def _sync(target: str, metadata: tuple[tuple[str, str], ...], remote: str, entri
     except BaseException:
         call.cancel()
         raise
+    finally:
+        if line is not None:
+            line.done()
     if sender.error is not None:
         raise sender.error
     return SyncResult(
