@@ -20,7 +20,7 @@ import (
 
 func newServerCommand() *cobra.Command {
 	var cfg serverapp.Config
-	var dataQuotaFlag, logLevel string
+	var dataQuotaFlag, logLevel, networkDeny string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the atoll server",
@@ -33,6 +33,9 @@ func newServerCommand() *cobra.Command {
 			if cfg.DataQuota, err = dataQuota(dataQuotaFlag); err != nil {
 				return err
 			}
+			if cfg.NetworkDeny, err = sandbox.ParseDeny(networkDeny); err != nil {
+				return fmt.Errorf("--network-deny: %w", err)
+			}
 			if cfg.RuntimeLock, err = runtimeLock(); err != nil {
 				return err
 			}
@@ -44,7 +47,7 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", serverapp.DefaultListen, "address to serve gRPC on (host:port)")
 	cmd.PersistentFlags().StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory holding all server state")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
-	f.StringVar(&cfg.Network, "network", "host", "worker network: host or none")
+	f.StringVar(&cfg.Network, "network", sandbox.NetworkIsolated, "worker network: isolated (a network namespace each, outbound through a user-mode stack, no route to the host or --network-deny), host (the host's) or none (loopback only)")
 	f.StringVar(&cfg.WorkerTransport, "worker-transport", sandbox.TransportPipes, "how workers reach the server: pipes, or connect (they dial back to a loopback listener, as cluster workers do)")
 	f.StringVar(&cfg.MachinesFile, "config", "", "YAML file amending machine types, GPUs and capacity")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
@@ -59,6 +62,8 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&cfg.AllowLocalRequirements, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&dataQuotaFlag, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&cfg.RunRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
+	f.StringVar(&cfg.NetworkStack, "network-stack", sandbox.StackPasta, "user-mode network stack of isolated workers: pasta (Debian package passt) or slirp4netns")
+	f.StringVar(&networkDeny, "network-deny", strings.Join(sandbox.DefaultDeny, ","), "IPv4 prefixes isolated workers cannot reach, comma-separated (\"\": none), besides link-local 169.254.0.0/16 and the host's own addresses, which they never reach")
 	return cmd
 }
 

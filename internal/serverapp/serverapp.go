@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -49,7 +50,8 @@ type Config struct {
 	Insecure bool
 	TLSCert  string
 	TLSKey   string
-	// Sandbox is auto, runc, crun, runsc or process; Network host or none.
+	// Sandbox is auto, runc, crun, runsc or process; Network isolated,
+	// host or none.
 	Sandbox string
 	Network string
 	// WorkerTransport is sandbox.TransportPipes or TransportConnect
@@ -72,6 +74,11 @@ type Config struct {
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
+	// NetworkStack is the user-mode network stack of isolated workers
+	// (sandbox.StackPasta or StackSlirp4netns); NetworkDeny the IPv4
+	// prefixes they cannot reach besides those always denied.
+	NetworkStack string
+	NetworkDeny  []netip.Prefix
 }
 
 // BuilderOptions configures the environment builder as the server does, so
@@ -106,6 +113,9 @@ type app struct {
 	sched    *scheduler.Scheduler
 	lis      net.Listener
 	gs       *grpc.Server
+	// workerSockets is the directory of the workers' unix sockets, where
+	// their network is not the host's (see workerapi.go).
+	workerSockets string
 }
 
 // Run serves until ctx ends.
@@ -127,6 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startScheduler,
 		a.listen,
 		a.registerServices,
+		a.serveWorkerAPI,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -288,7 +299,7 @@ func (a *app) registerServices(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
-		opts = append(opts, grpc.Creds(creds))
+		opts = append(opts, grpc.Creds(localSocketCreds{creds}))
 	}
 	a.gs = grpc.NewServer(opts...)
 	accountDataDir, err := a.registerStorage()
