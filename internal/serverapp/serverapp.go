@@ -79,6 +79,10 @@ type Config struct {
 	// prefixes they cannot reach besides those always denied.
 	NetworkStack string
 	NetworkDeny  []netip.Prefix
+	// DataVolumes is how accounts' /data is kept: storage.VolumesAuto,
+	// VolumesLoop (a filesystem image each, the quota its size) or
+	// VolumesDirectory (the quota binds sync_dir only).
+	DataVolumes string
 }
 
 // BuilderOptions configures the environment builder as the server does, so

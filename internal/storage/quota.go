@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Ways an account's /data is kept (--data-volumes).
+const (
+	// VolumesAuto uses VolumesLoop where the host allows it, else
+	// VolumesDirectory with a warning.
+	VolumesAuto = "auto"
+	// VolumesLoop keeps each account's /data in an ext4 filesystem image of
+	// its own, mounted through a loop device: the quota is the size of the
+	// filesystem, so it binds every write (workers' included) with ENOSPC.
+	VolumesLoop = "loop"
+	// VolumesDirectory keeps each account's /data as a plain directory: the
+	// quota binds sync_dir only.
+	VolumesDirectory = "directory"
+)
+
+// volumesDir holds the loop volumes' images, under the data directory.
+const volumesDir = "volumes"
+
+// imageBytes is the size of the filesystem image that gives an account
+// its quota: ext4's own metadata (inode tables, bitmaps and, in larger
+// images, a journal) take about 2-4% of it, so the quota plus a sixteenth
+// and a MiB leaves at least the quota free.
+func imageBytes(quota int64) int64 { return quota + quota/16 + 1<<20 }
+
+// journalMinBytes is the smallest quota whose image gets a journal: below
+// it the journal would take a large part of the quota.
+const journalMinBytes = 64 << 20
+
+// LoopVolumes mounts each account's filesystem image on its directory,
+// <data-dir>/data/<account>, the first time the account's /data is used.
+// The images live in <data-dir>/volumes and survive restarts; a larger
+// quota grows them when they are next mounted (a smaller one cannot shrink
+// them: sync_dir still holds the account to it).
+type LoopVolumes struct {
+	dataDir string
+	quota   int64
+	owner   *Owner
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	mounted map[string]bool // accounts whose image this process mounted
+}
+
+// Image is where account's filesystem image is kept.
+func (v *LoopVolumes) Image(account string) string {
+	return filepath.Join(v.dataDir, volumesDir, account+".ext4")
+}
+
+// Ensure makes sure account's image exists, is as large as the quota
+// needs, and is mounted on its directory.
+func (v *LoopVolumes) Ensure(account string) error {
+	if err := validAccount(account); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.mounted[account] {
+		return nil
+	}
+	dir, err := AccountDir(v.dataDir, account)
+	if err != nil {
+		return err
+	}
+	if mounted, err := isMountPoint(dir); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	} else if mounted {
+		v.mounted[account] = true // by an earlier run that did not unmount
+		return nil
+	}
+	if err := v.prepareImage(account); err != nil {
+		return fmt.Errorf("storage: volume of account %q: %w", account, err)
+	}
+	if err := mountImage(v.Image(account), dir); err != nil {
+		return fmt.Errorf("storage: mount the volume of account %q: %w", account, err)
+	}
+	v.mounted[account] = true
+	// mkfs makes lost+found; /data should hold only what the account put
+	// there (fsck makes it again if it ever needs it).
+	_ = os.Remove(filepath.Join(dir, "lost+found"))
+	if v.owner != nil {
+		if err := os.Lchown(dir, v.owner.UID, v.owner.GID); err != nil {
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
+	v.log.Debug("mounted volume", "account", account, "image", v.Image(account))
+	return nil
+}
+
+// prepareImage makes the account's image, or grows it to the quota.
+func (v *LoopVolumes) prepareImage(account string) error {
+	if err := os.MkdirAll(filepath.Join(v.dataDir, volumesDir), 0o700); err != nil {
+		return err
+	}
+	image := v.Image(account)
+	want := imageBytes(v.quota)
+	fi, err := os.Stat(image)
+	switch {
+	case os.IsNotExist(err):
+		// Migrate what a directory volume held? It would have to fit; the
+		// operator moves it (atoll data get, then sync_dir).
+		return makeImage(image, want, v.quota >= journalMinBytes, v.owner)
+	case err != nil:
+		return err
+	case fi.Size() < want:
+		v.log.Info("growing volume to the quota", "account", account, "from_bytes", fi.Size(), "to_bytes", want)
+		return growImage(image, want)
+	}
+	return nil
+}
+
+// Close unmounts the volumes this process mounted. A volume still in use
+// (a worker that has not exited) is detached and unmounted once it is not.
+func (v *LoopVolumes) Close() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var first error
+	for account := range v.mounted {
+		if err := unmountVolume(filepath.Join(v.dataDir, "data", account)); err != nil && first == nil {
+			first = fmt.Errorf("storage: unmount the volume of account %q: %w", account, err)
+		}
+		delete(v.mounted, account)
+	}
+	return first
+}
