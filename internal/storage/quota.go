@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 )
 
 // Ways an account's /data is kept (--data-volumes).
@@ -130,4 +132,16 @@ func (v *LoopVolumes) Close() error {
 		delete(v.mounted, account)
 	}
 	return first
+}
+
+// writeError describes a failed write of a synced file: a full volume
+// (the quota, as the filesystem's size, reached) is ErrQuotaExceeded, as
+// the check before the upload would have said had the account's functions
+// not written in the meantime.
+func writeError(path string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: the account's /data volume is full while writing %s; "+
+			"remove data you no longer need (atoll data rm) or ask for a larger quota", ErrQuotaExceeded, path)
+	}
+	return fmt.Errorf("storage: write %s: %w", path, err)
 }

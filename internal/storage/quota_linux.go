@@ -34,7 +34,32 @@ func NewLoopVolumes(dataDir string, quotaBytes int64, owner *Owner, log *slog.Lo
 			return nil, fmt.Errorf("%w: %s not found (install the Debian packages e2fsprogs and mount)", ErrVolumesUnavailable, tool)
 		}
 	}
+	if err := probeLoopMount(filepath.Join(dataDir, volumesDir)); err != nil {
+		return nil, fmt.Errorf("%w: a test volume could not be made and mounted: %v", ErrVolumesUnavailable, err)
+	}
 	return &LoopVolumes{dataDir: dataDir, quota: quotaBytes, owner: owner, log: log, mounted: map[string]bool{}}, nil
+}
+
+// probeLoopMount makes, mounts and removes a small volume: root in a
+// container can have loop devices and still not be allowed to mount.
+func probeLoopMount(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	image := filepath.Join(dir, ".probe.ext4")
+	mnt := filepath.Join(dir, ".probe")
+	defer os.Remove(image)
+	defer os.Remove(mnt)
+	if err := makeImage(image, 1<<20, false, nil); err != nil {
+		return err
+	}
+	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	if err := mountImage(image, mnt); err != nil {
+		return err
+	}
+	return unmountVolume(mnt)
 }
 
 func run(name string, args ...string) error {
