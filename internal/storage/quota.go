@@ -145,3 +145,22 @@ func writeError(path string, err error) error {
 	}
 	return fmt.Errorf("storage: write %s: %w", path, err)
 }
+
+// mountIfUnmounted mounts account's loop volume, if it has one that no
+// server has mounted, for a Volume opened on the server host; the returned
+// function unmounts it again (nil when there was nothing to mount).
+func mountIfUnmounted(dataDir, account string) (func() error, error) {
+	image := filepath.Join(dataDir, volumesDir, account+".ext4")
+	if _, err := os.Stat(image); err != nil {
+		return nil, nil // a directory volume, or none
+	}
+	dir := filepath.Join(dataDir, "data", account)
+	if mounted, err := isMountPoint(dir); err != nil || mounted {
+		return nil, nil // mounted by the running server (or OpenRoot will say why not)
+	}
+	if err := mountImage(image, dir); err != nil {
+		return nil, fmt.Errorf("account %q keeps /data in %s, which is not mounted and could not be (run as root, or start the server): %w",
+			account, image, err)
+	}
+	return func() error { return unmountVolume(dir) }, nil
+}

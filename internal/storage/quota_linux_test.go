@@ -103,3 +103,33 @@ func TestWriteErrorOfAFullVolumeIsQuotaExceeded(t *testing.T) {
 		t.Errorf("EIO: %v is not a quota", err)
 	}
 }
+
+// TestOpenVolumeMountsAnUnmountedLoopVolume: `atoll data` on the server
+// host sees what a loop volume holds while no server runs.
+func TestOpenVolumeMountsAnUnmountedLoopVolume(t *testing.T) {
+	dataDir := t.TempDir()
+	v := newLoopVolumes(t, dataDir, 2<<20)
+	if err := v.Ensure("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, "data", "a", "kept"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	vol, err := OpenVolume(dataDir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := vol.List("/data", false)
+	if err != nil || len(files) != 1 || files[0].Path != "/data/kept" {
+		t.Errorf("List = %v, %v; want /data/kept", files, err)
+	}
+	if err := vol.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, _ := isMountPoint(filepath.Join(dataDir, "data", "a")); mounted {
+		t.Error("still mounted after the Volume was closed")
+	}
+}
