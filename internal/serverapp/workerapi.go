@@ -2,10 +2,15 @@ package serverapp
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,9 +38,23 @@ const maxSocketPath = 107
 func (a *app) workersUseSockets() bool { return a.cfg.Network != sandbox.NetworkHost }
 
 // workerSocketDir makes the directory of the workers' sockets, emptied of
-// what an earlier run left: its sockets are dead.
+// what an earlier run left (its sockets are dead): <data-dir>/worker-api,
+// or, where that path is too long for a socket's, a short directory named
+// for the data directory under /run/atoll (root) or the temporary
+// directory (other users).
 func (a *app) workerSocketDir() (string, error) {
 	dir := filepath.Join(a.dataDir, workerAPIDir)
+	if len(filepath.Join(dir, dialBackSocket)) > maxSocketPath {
+		sum := sha256.Sum256([]byte(a.dataDir))
+		parent := filepath.Join(os.TempDir(), fmt.Sprintf("atoll-%d", os.Getuid()))
+		if os.Getuid() == 0 {
+			parent = "/run/atoll"
+		}
+		if err := privateDir(parent); err != nil {
+			return "", fmt.Errorf("worker sockets: %w", err)
+		}
+		dir = filepath.Join(parent, hex.EncodeToString(sum[:8]))
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("worker sockets: %w", err)
 	}
@@ -46,15 +65,33 @@ func (a *app) workerSocketDir() (string, error) {
 	if err := os.Chmod(dir, 0o755); err != nil { // whatever the umask
 		return "", fmt.Errorf("worker sockets: %w", err)
 	}
+	a.undo = append(a.undo, func() { os.RemoveAll(dir) })
 	return dir, nil
+}
+
+// privateDir makes dir, or accepts it as it is, only if it is a directory
+// of this user's that no one else may write to: in a shared temporary
+// directory, another user could have made it first.
+func privateDir(dir string) error {
+	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s must be a directory of uid %d that no one else can write to", dir, os.Getuid())
+	}
+	return nil
 }
 
 // listenUnix listens on a socket every worker may connect to: who
 // connects is decided by the token each presents.
 func listenUnix(path string) (net.Listener, error) {
 	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("the workers' socket %s is longer than the %d bytes a unix socket path may have: "+
-			"choose a shorter --data-dir, or --network host", path, maxSocketPath)
+		return nil, fmt.Errorf("the workers' socket %s is longer than the %d bytes a unix socket path may have", path, maxSocketPath)
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
