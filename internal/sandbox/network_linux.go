@@ -21,7 +21,7 @@ import (
 
 // isolatedNet prepares isolated workers' network namespaces.
 type isolatedNet struct {
-	stack     string // StackPasta or StackSlirp4netns
+	stack     string // StackSlirp4netns or StackPasta
 	stackPath string
 	deny      []netip.Prefix // everything a worker cannot reach
 }
@@ -29,7 +29,7 @@ type isolatedNet struct {
 // newIsolatedNet finds the stack's binary and works out the deny list.
 func newIsolatedNet(stack, stackPath string, deny []netip.Prefix) (*isolatedNet, error) {
 	if stack == "" {
-		stack = StackPasta
+		stack = StackSlirp4netns
 	}
 	if stack != StackPasta && stack != StackSlirp4netns {
 		return nil, fmt.Errorf("network stack %q: want %s or %s", stack, StackPasta, StackSlirp4netns)

@@ -114,7 +114,7 @@ func TestOCINetworkIsolated(t *testing.T) {
 // TestOCINetworkIsolatedAbstractSockets: abstract unix sockets belong to
 // a network namespace, so one worker's cannot be reached from another.
 func TestOCINetworkIsolatedAbstractSockets(t *testing.T) {
-	requireStack(t, StackPasta)
+	requireStack(t, StackSlirp4netns)
 	f := newOCIFixture(t, KindRunc, func(o *OCIOptions) { o.Network = NetworkIsolated })
 	a := f.start(t, helperSpec(t, workerID(t)))
 	b := f.start(t, helperSpec(t, workerID(t)))

@@ -62,7 +62,7 @@ type OCIOptions struct {
 	// worker's own with outbound access through NetworkStack, where
 	// NetworkDeny, link-local addresses and the host's own are unreachable).
 	Network string
-	// NetworkStack is StackPasta (the default) or StackSlirp4netns;
+	// NetworkStack is StackSlirp4netns (the default) or StackPasta;
 	// NetworkStackPath its binary (default: looked up in PATH).
 	NetworkStack, NetworkStackPath string
 	// NetworkDeny are the IPv4 prefixes isolated workers cannot reach

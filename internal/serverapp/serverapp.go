@@ -75,7 +75,7 @@ type Config struct {
 	Version string
 	Logger  *slog.Logger
 	// NetworkStack is the user-mode network stack of isolated workers
-	// (sandbox.StackPasta or StackSlirp4netns); NetworkDeny the IPv4
+	// (sandbox.StackSlirp4netns or StackPasta); NetworkDeny the IPv4
 	// prefixes they cannot reach besides those always denied.
 	NetworkStack string
 	NetworkDeny  []netip.Prefix

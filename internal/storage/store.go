@@ -36,7 +36,7 @@ type Options struct {
 	// QuotaBytes caps the bytes of regular files one account stores. 0
 	// means DefaultQuotaBytes; NoQuota, no limit. It is checked before a
 	// sync writes anything; files that functions write into /data count
-	// towards it but are not stopped by it.
+	// towards it, and are stopped by it only where Volumes are set.
 	QuotaBytes int64
 	// Owner, when set, owns what the store creates in account directories:
 	// the uid sandboxed workers run as, so that they can write /data.
