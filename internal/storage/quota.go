@@ -107,15 +107,58 @@ func (v *LoopVolumes) prepareImage(account string) error {
 	fi, err := os.Stat(image)
 	switch {
 	case os.IsNotExist(err):
-		// Migrate what a directory volume held? It would have to fit; the
-		// operator moves it (atoll data get, then sync_dir).
-		return makeImage(image, want, v.quota >= journalMinBytes, v.owner)
+		// Made under another name and renamed into place once it holds
+		// what the directory held: whole or not at all.
+		tmp := image + ".new"
+		if err := makeImage(tmp, want, v.quota >= journalMinBytes, v.owner); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		if err := v.migrate(account, tmp); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		return os.Rename(tmp, image)
 	case err != nil:
 		return err
 	case fi.Size() < want:
 		v.log.Info("growing volume to the quota", "account", account, "from_bytes", fi.Size(), "to_bytes", want)
 		return growImage(image, want)
 	}
+	return nil
+}
+
+// migrate copies what the account's directory holds (it was a plain
+// directory before: an earlier server's, or --data-volumes directory)
+// into its new image, then empties the directory, which the image will
+// be mounted on.
+func (v *LoopVolumes) migrate(account, image string) error {
+	dir := filepath.Join(v.dataDir, "data", account)
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	mnt := filepath.Join(v.dataDir, volumesDir, "."+account+".migrate")
+	if err := os.Mkdir(mnt, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	defer os.Remove(mnt)
+	if err := mountImage(image, mnt); err != nil {
+		return err
+	}
+	copyErr := copyTree(dir, mnt)
+	if err := unmountVolume(mnt); err != nil {
+		return errors.Join(copyErr, err)
+	}
+	if copyErr != nil {
+		return fmt.Errorf("move the %d entries of %s into its volume (does it fit the quota of %d bytes?): %w", len(entries), dir, v.quota, copyErr)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	v.log.Info("moved the account's /data into its volume", "account", account, "entries", len(entries))
 	return nil
 }
 

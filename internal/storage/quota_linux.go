@@ -73,8 +73,7 @@ func run(name string, args ...string) error {
 // makeImage writes a sparse image of size bytes holding an empty ext4
 // filesystem whose root belongs to owner.
 func makeImage(image string, size int64, journal bool, owner *Owner) error {
-	tmp := image + ".new"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.OpenFile(image, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -83,7 +82,6 @@ func makeImage(image string, size int64, journal bool, owner *Owner) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(tmp)
 		return err
 	}
 	args := []string{"-q", "-F", "-m", "0", "-L", "atoll-data"}
@@ -93,11 +91,13 @@ func makeImage(image string, size int64, journal bool, owner *Owner) error {
 	if owner != nil {
 		args = append(args, "-E", fmt.Sprintf("root_owner=%d:%d", owner.UID, owner.GID))
 	}
-	if err := run("mkfs.ext4", append(args, tmp)...); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, image) // whole or not at all
+	return run("mkfs.ext4", append(args, image)...)
+}
+
+// copyTree copies what src holds into dst, keeping modes, owners, times
+// and links (cp -a: the one tool that does all of it).
+func copyTree(src, dst string) error {
+	return run("cp", "-a", "--", src+"/.", dst+"/")
 }
 
 // growImage enlarges an unmounted image and its filesystem to size bytes.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -131,5 +132,57 @@ func TestOpenVolumeMountsAnUnmountedLoopVolume(t *testing.T) {
 	}
 	if mounted, _ := isMountPoint(filepath.Join(dataDir, "data", "a")); mounted {
 		t.Error("still mounted after the Volume was closed")
+	}
+}
+
+// TestLoopVolumeTakesOverADirectory: an account's /data kept as a plain
+// directory (an earlier server's) moves into its new volume, whole.
+func TestLoopVolumeTakesOverADirectory(t *testing.T) {
+	dataDir := t.TempDir()
+	dir, err := AccountDir(dataDir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("kept"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("sub/f", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	v := newLoopVolumes(t, dataDir, 2<<20)
+	if err := v.Ensure("a"); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "link")); err != nil || string(data) != "kept" {
+		t.Errorf("through the link in the volume: %q, %v", data, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "sub")); err != nil || fi.Mode().Perm() != 0o750 {
+		t.Errorf("sub: %v, %v; want mode 0750", fi, err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the directory under the volume still holds %v", entries)
+	}
+
+	// What does not fit stays where it was, and the server says why.
+	big := t.TempDir()
+	bigDir, _ := AccountDir(big, "b")
+	if _, err := fill(filepath.Join(bigDir, "big"), 4); err != nil {
+		t.Fatal(err)
+	}
+	vb := newLoopVolumes(t, big, 1<<20)
+	if err := vb.Ensure("b"); err == nil || !strings.Contains(err.Error(), "fit") {
+		t.Errorf("a 4 MiB directory into a 1 MiB quota: %v; want an error saying it does not fit", err)
+	}
+	if fi, err := os.Stat(filepath.Join(bigDir, "big")); err != nil || fi.Size() != 4<<20 {
+		t.Errorf("the directory's file after a failed move: %v, %v", fi, err)
+	}
+	if _, err := os.Stat(vb.Image("b")); !os.IsNotExist(err) {
+		t.Errorf("an image was left after a failed move: %v", err)
 	}
 }
