@@ -45,11 +45,14 @@ var DefaultDeny = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100
 
 // alwaysDenied is never reachable from an isolated worker, whatever the
 // deny list: link-local addresses (the cloud metadata endpoint is
-// 169.254.169.254), "this network", and the user-mode stack's own virtual
-// network (its gateway stands for the host).
+// 169.254.169.254), "this network", multicast and the reserved range
+// with the broadcast address (which reach the host's neighbours), and the
+// user-mode stack's own virtual network (its gateway stands for the host).
 var alwaysDenied = []netip.Prefix{
 	netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
 	netip.MustParsePrefix(stackSubnet),
 }
 

@@ -100,6 +100,7 @@ func TestOCINetworkIsolated(t *testing.T) {
 			unreachable("a denied private range", "dial udp 10.1.2.3:53")
 			unreachable("a denied private range", "dial udp 192.168.1.1:53")
 			unreachable("the stack's gateway (the host)", "dial udp "+stackGateway+":53")
+			unreachable("multicast", "dial udp 224.0.0.251:5353")
 			// A route out exists: a UDP connect picks it and sends nothing.
 			if got := a.call("dial udp 1.1.1.1:53"); got != "dial: " {
 				t.Errorf("no route to a public address: %s", got)
@@ -149,7 +150,7 @@ func TestDeniedPrefixes(t *testing.T) {
 	for _, p := range got {
 		s = append(s, p.String())
 	}
-	want := "0.0.0.0/8 10.0.0.0/8 10.0.2.0/24 169.254.0.0/16 172.16.0.0/12 192.0.2.2/32 192.168.1.7/32"
+	want := "0.0.0.0/8 10.0.0.0/8 10.0.2.0/24 169.254.0.0/16 172.16.0.0/12 192.0.2.2/32 192.168.1.7/32 224.0.0.0/4 240.0.0.0/4"
 	if strings.Join(s, " ") != want {
 		t.Errorf("denied = %s\nwant      %s", strings.Join(s, " "), want)
 	}
