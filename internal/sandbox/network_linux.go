@@ -32,7 +32,7 @@ func newIsolatedNet(stack, stackPath string, deny []netip.Prefix) (*isolatedNet,
 		stack = StackSlirp4netns
 	}
 	if stack != StackPasta && stack != StackSlirp4netns {
-		return nil, fmt.Errorf("network stack %q: want %s or %s", stack, StackPasta, StackSlirp4netns)
+		return nil, fmt.Errorf("%w: network stack %q: want %s or %s", ErrNetworkUnavailable, stack, StackSlirp4netns, StackPasta)
 	}
 	if stackPath == "" {
 		stackPath = stack

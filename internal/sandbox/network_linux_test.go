@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -208,5 +209,27 @@ func TestColdStartNetwork(t *testing.T) {
 	for _, v := range variants {
 		slices.Sort(v.times)
 		t.Logf("cold start p50 runc XS, network %s: %s", v.name, v.times[len(v.times)/2].Round(100*time.Microsecond))
+	}
+}
+
+func TestNewOCIRefusesIsolatedNetworks(t *testing.T) {
+	requireRuntime(t, KindRunc)
+	tests := []struct {
+		name string
+		opts OCIOptions
+		want error
+	}{
+		{"missing stack", OCIOptions{StateDir: t.TempDir(), Network: NetworkIsolated, NetworkStackPath: "/nonexistent/slirp4netns"}, ErrNetworkUnavailable},
+		{"unknown stack", OCIOptions{StateDir: t.TempDir(), Network: NetworkIsolated, NetworkStack: "vpnkit"}, ErrNetworkUnavailable},
+		{"runsc", OCIOptions{StateDir: t.TempDir(), Network: NetworkIsolated, Runtime: KindRunsc, RuntimePath: "/bin/true"}, ErrNetworkUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewOCI(tt.opts)
+			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) {
+				t.Errorf("NewOCI = %v, want an error (%v)", err, tt.want)
+			}
+			t.Log(err)
+		})
 	}
 }

@@ -157,7 +157,7 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	case NetworkHost, NetworkNone:
 	case NetworkIsolated:
 		if opts.Runtime == KindRunsc {
-			return nil, fmt.Errorf("oci sandbox: --network %s is not available with runsc (its own network stack); use host or none", NetworkIsolated)
+			return nil, fmt.Errorf("oci sandbox: %w: --network %s is not available with runsc (it has a network stack of its own); use host or none", ErrNetworkUnavailable, NetworkIsolated)
 		}
 		if isolated, err = newIsolatedNet(opts.NetworkStack, opts.NetworkStackPath, opts.NetworkDeny); err != nil {
 			return nil, fmt.Errorf("oci sandbox: %w", err)

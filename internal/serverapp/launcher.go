@@ -43,15 +43,15 @@ func (a *app) startLauncher(ctx context.Context) error {
 			NetworkStack: a.cfg.NetworkStack,
 			NetworkDeny:  a.cfg.NetworkDeny,
 		})
-		if errors.Is(err, sandbox.ErrNetworkUnavailable) {
-			// Not a reason to give up on isolating workers altogether.
-			return fmt.Errorf("--network %s: %w", a.cfg.Network, err)
-		}
 		if err == nil {
 			err = oci.RemoveStale(ctx)
 		}
 		if err == nil {
 			err = oci.Check(ctx)
+		}
+		if errors.Is(err, sandbox.ErrNetworkUnavailable) {
+			// Not a reason to give up on isolating workers altogether.
+			return fmt.Errorf("--network %s: %w", a.cfg.Network, err)
 		}
 		if err == nil {
 			a.launcher = launcher{HostLauncher: oci, Kind: kind, Warning: warning}
