@@ -29,8 +29,8 @@ func NewLoopVolumes(dataDir string, quotaBytes int64, owner *Owner, log *slog.Lo
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		return nil, fmt.Errorf("%w: no loop devices (/dev/loop-control): %v", ErrVolumesUnavailable, err)
 	}
-	for _, tool := range []string{"mkfs.ext4", "resize2fs", "e2fsck", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
+	for _, tool := range []string{"mkfs.ext4", "resize2fs", "e2fsck", "mount", "cp"} {
+		if _, err := lookTool(tool); err != nil {
 			return nil, fmt.Errorf("%w: %s not found (install the Debian packages e2fsprogs and mount)", ErrVolumesUnavailable, tool)
 		}
 	}
@@ -62,8 +62,29 @@ func probeLoopMount(dir string) error {
 	return unmountVolume(mnt)
 }
 
+// lookTool finds a system tool on PATH or, where PATH leaves them out (a
+// user's PATH often does), in the system's sbin directories, where
+// e2fsprogs installs its tools.
+func lookTool(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, serr := os.Stat(p); serr == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", err
+}
+
 func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
+	path, err := lookTool(name)
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(path, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}

@@ -17,3 +17,4 @@ func growImage(string, int64) error               { return ErrVolumesUnavailable
 func mountImage(string, string) error             { return ErrVolumesUnavailable }
 func unmountVolume(string) error                  { return nil }
 func isMountPoint(string) (bool, error)           { return false, nil }
+func copyTree(string, string) error               { return ErrVolumesUnavailable }
