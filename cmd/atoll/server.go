@@ -21,7 +21,7 @@ import (
 
 func newServerCommand() *cobra.Command {
 	var cfg serverapp.Config
-	var dataQuotaFlag, logLevel string
+	var dataQuotaFlag, logLevel, networkDeny string
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the atoll server",
@@ -34,6 +34,9 @@ func newServerCommand() *cobra.Command {
 			if cfg.DataQuota, err = dataQuota(dataQuotaFlag); err != nil {
 				return err
 			}
+			if cfg.NetworkDeny, err = sandbox.ParseDeny(networkDeny); err != nil {
+				return fmt.Errorf("--network-deny: %w", err)
+			}
 			if cfg.RuntimeLock, err = runtimeLock(); err != nil {
 				return err
 			}
@@ -45,7 +48,7 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&cfg.Listen, "listen", serverapp.DefaultListen, "address to serve gRPC on (host:port)")
 	cmd.PersistentFlags().StringVar(&cfg.DataDir, "data-dir", defaultDataDir(), "directory holding all server state")
 	f.StringVar(&cfg.Sandbox, "sandbox", "auto", "worker sandbox: auto, runc, crun, runsc or process (no isolation)")
-	f.StringVar(&cfg.Network, "network", "host", "worker network: host or none")
+	f.StringVar(&cfg.Network, "network", sandbox.NetworkIsolated, "worker network: isolated (a network namespace each, outbound through a user-mode stack, no route to the host or --network-deny), host (the host's) or none (loopback only)")
 	f.StringVar(&cfg.WorkerTransport, "worker-transport", sandbox.TransportPipes, "how workers reach the server: pipes, or connect (they dial back to a loopback listener, as cluster workers do)")
 	f.StringVar(&cfg.MachinesFile, "config", "", "YAML file amending machine types, GPUs and capacity")
 	f.DurationVar(&cfg.QueueTimeout, "queue-timeout", scheduler.DefaultQueueTimeout, "how long a call waits for capacity before failing")
@@ -68,6 +71,9 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&cfg.Dashboard, "dashboard", "", "serve the web dashboard and Prometheus /metrics on this address (e.g. "+serverapp.DefaultDashboard+"; off when empty)")
 	f.StringSliceVar(&cfg.DashboardAdmins, "dashboard-admin-account", nil, "accounts whose keys see every account on the dashboard (repeatable)")
 	f.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", "", "file holding a bearer token that /metrics then requires")
+	f.StringVar(&cfg.DataVolumes, "data-volumes", storage.VolumesAuto, "how accounts' /data is kept: loop (an ext4 image each, mounted through a loop device: the quota binds every write), directory (the quota binds sync_dir only) or auto (loop where the host allows it)")
+	f.StringVar(&cfg.NetworkStack, "network-stack", sandbox.StackSlirp4netns, "user-mode network stack of isolated workers: slirp4netns (starts faster) or pasta (Debian package passt; forwards faster)")
+	f.StringVar(&networkDeny, "network-deny", strings.Join(sandbox.DefaultDeny, ","), "IPv4 prefixes isolated workers cannot reach, comma-separated (\"\": none), besides link-local 169.254.0.0/16 and the host's own addresses, which they never reach")
 	return cmd
 }
 

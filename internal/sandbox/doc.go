@@ -13,7 +13,11 @@
 // runtime's life cycle (driven through github.com/containerd/go-runc, the
 // runtime in the foreground with the agent's stdio pipes as its own), and
 // reading back how a worker ended (out-of-memory kills included). Cgroup
-// files are read and written only through its subpackage cgroups.
+// files are read and written only through its subpackage cgroups. Under
+// NetworkIsolated it also makes each worker's network namespace, with a
+// user-mode stack (pasta or slirp4netns) for outbound access and routing
+// rules that leave no route to the host's own addresses, link-local or
+// denied ranges (network.go).
 //
 // It must not decide which workers run or with what resources (the
 // scheduler and package machine do), must not speak the agent's protocol

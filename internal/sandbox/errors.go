@@ -19,3 +19,8 @@ var (
 	// already exited.
 	ErrNotRunning = errors.New("worker is not running")
 )
+
+// ErrNetworkUnavailable is returned where an isolated worker network
+// cannot be made: no user-mode network stack, no network namespaces, or a
+// stack that failed to start.
+var ErrNetworkUnavailable = errors.New("isolated worker network unavailable")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,6 +118,29 @@ func helperAgent(in io.Reader, out io.Writer) int {
 			// the pids limit while the shell hits it).
 			err := syscall.Exec("/bin/sh", []string{"sh", "-c", arg}, os.Environ())
 			fmt.Fprintln(out, "exec:", err)
+		case "dial":
+			// "dial tcp 127.0.0.1:80", "dial udp 169.254.169.254:80" (a UDP
+			// connect only picks a route: nothing is sent), "dial unix @name".
+			network, addr, _ := strings.Cut(arg, " ")
+			c, err := net.DialTimeout(network, addr, 2*time.Second)
+			if err == nil {
+				c.Close()
+			}
+			fmt.Fprintln(out, "dial:", errString(err))
+		case "listen-abstract":
+			l, err := net.Listen("unix", arg)
+			if err == nil {
+				go func() {
+					for {
+						c, err := l.Accept()
+						if err != nil {
+							return
+						}
+						c.Close()
+					}
+				}()
+			}
+			fmt.Fprintln(out, "listen:", errString(err))
 		case "exit":
 			code, _ := strconv.Atoi(arg)
 			return code

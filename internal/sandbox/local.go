@@ -77,6 +77,10 @@ type LocalOptions struct {
 	TokenDir string
 	// Logger receives the launcher's diagnostics. Default: discard.
 	Logger *slog.Logger
+	// ServerSocketDir, if set, holds the unix sockets workers reach the
+	// server through (ServerAddr "unix:...", DialBack on a unix socket)
+	// where they do not share its network; every worker sees it read-only.
+	ServerSocketDir string
 }
 
 // LocalLauncher runs workers on this host: it turns the launcher-neutral
@@ -176,6 +180,9 @@ func (l *LocalLauncher) Start(ctx context.Context, spec scheduler.WorkerSpec) (s
 		ReadOnlyPaths: append([]string{l.opts.SDKDir}, env.ReadOnlyPaths...),
 		GPUs:          spec.GPUs,
 	}
+	if l.opts.ServerSocketDir != "" {
+		host.ReadOnlyPaths = append(host.ReadOnlyPaths, l.opts.ServerSocketDir)
+	}
 	l.mu.RLock()
 	addr, dataDirs := l.addr, l.dataDirs
 	l.mu.RUnlock()
@@ -221,7 +228,7 @@ func (l *LocalLauncher) startConnecting(ctx context.Context, spec scheduler.Work
 		return nil, fmt.Errorf("start worker %s: %w", spec.ID, err)
 	}
 	host.ReadOnlyPaths = append(host.ReadOnlyPaths, dir)
-	host.Args = append(host.Args, "--connect", l.opts.DialBack.Addr().String(), "--token-file", path)
+	host.Args = append(host.Args, "--connect", workerproto.DialAddress(l.opts.DialBack.Addr()), "--token-file", path)
 	expected := l.opts.DialBack.Expect(token)
 	p, err := l.opts.Host.Start(ctx, host)
 	if err != nil {

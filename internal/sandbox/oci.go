@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,9 +57,17 @@ type OCIOptions struct {
 	Protected []string
 	// UID and GID run the agent; 0 means NobodyID. Root is never used.
 	UID, GID uint32
-	// Network is "host" (the default: functions fetch URLs) or "none"
-	// (a private network namespace with loopback only).
+	// Network is NetworkHost (the default), NetworkNone (a private network
+	// namespace with loopback only) or NetworkIsolated (a namespace of the
+	// worker's own with outbound access through NetworkStack, where
+	// NetworkDeny, link-local addresses and the host's own are unreachable).
 	Network string
+	// NetworkStack is StackSlirp4netns (the default) or StackPasta;
+	// NetworkStackPath its binary (default: looked up in PATH).
+	NetworkStack, NetworkStackPath string
+	// NetworkDeny are the IPv4 prefixes isolated workers cannot reach
+	// besides those always denied (DefaultDeny is the server's default).
+	NetworkDeny []netip.Prefix
 	// CgroupParent is the cgroup under which each worker's cgroup is made;
 	// default "/atoll".
 	CgroupParent string
@@ -97,8 +106,10 @@ type OCILauncher struct {
 	profile    runtimeProfile
 	cg         cgroups.Layout
 	systemDirs []systemDir
-	bundles    string // StateDir/bundles/<id>: config.json and rootfs
-	tag        string // tells this launcher's cgroups from another server's
+	bundles    string       // StateDir/bundles/<id>: config.json and rootfs
+	net        *isolatedNet // NetworkIsolated only
+	resolvConf []byte       // NetworkIsolated: the workers' /etc/resolv.conf, if it can be mounted
+	tag        string       // tells this launcher's cgroups from another server's
 }
 
 // NewOCI checks the host and the runtime and prepares StateDir.
@@ -139,12 +150,20 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	if opts.GID == 0 {
 		opts.GID = NobodyID
 	}
+	var isolated *isolatedNet
 	switch opts.Network {
 	case "":
-		opts.Network = "host"
-	case "host", "none":
+		opts.Network = NetworkHost
+	case NetworkHost, NetworkNone:
+	case NetworkIsolated:
+		if opts.Runtime == KindRunsc {
+			return nil, fmt.Errorf("oci sandbox: %w: --network %s is not available with runsc (it has a network stack of its own); use host or none", ErrNetworkUnavailable, NetworkIsolated)
+		}
+		if isolated, err = newIsolatedNet(opts.NetworkStack, opts.NetworkStackPath, opts.NetworkDeny); err != nil {
+			return nil, fmt.Errorf("oci sandbox: %w", err)
+		}
 	default:
-		return nil, fmt.Errorf("oci sandbox: network %q: want host or none", opts.Network)
+		return nil, fmt.Errorf("oci sandbox: network %q: want %s, %s or %s", opts.Network, NetworkIsolated, NetworkHost, NetworkNone)
 	}
 	if opts.CgroupParent == "" {
 		opts.CgroupParent = "/atoll"
@@ -178,6 +197,14 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 		cg:         cg,
 		systemDirs: dirs,
 		bundles:    filepath.Join(opts.StateDir, "bundles"),
+		net:        isolated,
+	}
+	if isolated != nil {
+		if host, ok := hostResolvConf(); ok {
+			l.resolvConf = resolvConfContent(host)
+		} else {
+			opts.Logger.Warn("/etc/resolv.conf is not a regular file: isolated workers keep the host's resolver configuration, which may name resolvers they cannot reach")
+		}
 	}
 	if profile.globalArgs != nil {
 		l.rt.ExtraArgs = profile.globalArgs(opts)
@@ -267,21 +294,10 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	cgroupsPath, counted, ownParent := l.cgroupPaths(w.ID)
-	spec, err := buildSpec(w, specInputs{
-		uid:         l.opts.UID,
-		gid:         l.opts.GID,
-		networkNone: l.opts.Network == "none",
-		cgroupsPath: cgroupsPath,
-		swapLimit:   l.cg.SwapLimit(),
-		systemDirs:  l.systemDirs,
-		stateDir:    l.opts.StateDir,
-		protected:   l.opts.Protected,
-		gpuDevice:   statDevice,
-	})
-	if err != nil {
+	if err := validID(w.ID); err != nil {
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
+	cgroupsPath, counted, ownParent := l.cgroupPaths(w.ID)
 	bundle := filepath.Join(l.bundles, w.ID)
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -303,6 +319,26 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	if ownParent {
 		p.removeCgroup = p.memCgroup
 	}
+	in := specInputs{
+		uid:         l.opts.UID,
+		gid:         l.opts.GID,
+		networkNone: l.opts.Network == NetworkNone,
+		cgroupsPath: cgroupsPath,
+		swapLimit:   l.cg.SwapLimit(),
+		systemDirs:  l.systemDirs,
+		stateDir:    l.opts.StateDir,
+		protected:   l.opts.Protected,
+		gpuDevice:   statDevice,
+	}
+	if err := l.startNetwork(p, &in); err != nil {
+		p.cleanup()
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	spec, err := buildSpec(w, in)
+	if err != nil {
+		p.cleanup()
+		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
 	if err := l.writeBundle(bundle, spec); err != nil {
 		p.cleanup()
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
@@ -310,7 +346,38 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	if err := p.run(ctx); err != nil {
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
+	if p.net != nil {
+		// The stack configured the interface while the container started;
+		// no call runs before it is done.
+		if err := p.net.waitReady(ctx); err != nil {
+			p.Kill()
+			p.Wait()
+			return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+		}
+	}
 	return p, nil
+}
+
+// startNetwork gives an isolated worker its namespace and stack, and its
+// resolver configuration in the bundle.
+func (l *OCILauncher) startNetwork(p *ociProcess, in *specInputs) error {
+	if l.net == nil {
+		return nil
+	}
+	wn, err := l.net.start(p.bundle)
+	if err != nil {
+		return err
+	}
+	p.net = wn
+	in.netnsPath = wn.path()
+	if l.resolvConf != nil {
+		path := filepath.Join(p.bundle, "resolv.conf")
+		if err := os.WriteFile(path, l.resolvConf, 0o644); err != nil {
+			return err
+		}
+		in.resolvConf = path
+	}
+	return nil
 }
 
 func (l *OCILauncher) writeBundle(bundle string, spec *specs.Spec) error {
@@ -405,10 +472,11 @@ type ociProcess struct {
 	l            *OCILauncher
 	id           string
 	bundle       string
-	memCgroup    string // host path of the cgroup whose OOM count is the worker's
-	cpuCgroup    string // host path of the container's cpu cgroup
-	removeCgroup string // a cgroup made for the worker, removed at teardown
-	settledQuota int64  // the type's CPU quota, where it started with more; else 0
+	memCgroup    string     // host path of the cgroup whose OOM count is the worker's
+	cpuCgroup    string     // host path of the container's cpu cgroup
+	removeCgroup string     // a cgroup made for the worker, removed at teardown
+	settledQuota int64      // the type's CPU quota, where it started with more; else 0
+	net          *workerNet // NetworkIsolated: the worker's namespace and stack
 
 	runtimePID int      // the runtime process, which runs the container in its foreground
 	init       *os.File // pidfd of the container's init, when it could be had
@@ -663,6 +731,12 @@ func (p *ociProcess) deleteContainer(ctx context.Context) error {
 // cleanup removes what Start made on the host besides the container.
 func (p *ociProcess) cleanup() error {
 	var errs []error
+	if p.net != nil {
+		if err := p.net.close(); err != nil {
+			errs = append(errs, fmt.Errorf("worker %s network: %w", p.id, err))
+		}
+		p.net = nil
+	}
 	if p.removeCgroup != "" {
 		if err := cgroups.Remove(p.removeCgroup); err != nil {
 			errs = append(errs, err)

@@ -62,6 +62,8 @@ type gpuDevice struct {
 type specInputs struct {
 	uid, gid    uint32
 	networkNone bool
+	netnsPath   string // NetworkIsolated: the namespace prepared for the worker
+	resolvConf  string // NetworkIsolated: the file mounted at /etc/resolv.conf
 	cgroupsPath string
 	swapLimit   bool // the host accounts swap, so memory+swap can be capped
 	systemDirs  []systemDir
@@ -119,9 +121,8 @@ func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 		},
 	}
-	if in.networkNone {
-		linux.Namespaces = append(linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
-	}
+	linux.Namespaces = append(linux.Namespaces, networkNamespace(in)...)
+	mounts = append(mounts, networkMounts(in)...)
 	if len(w.GPUs) > 0 {
 		devs, err := gpuDevices(w.GPUs, in.gpuDevice)
 		if err != nil {

@@ -2,6 +2,7 @@ package serverapp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -38,12 +39,19 @@ func (a *app) startLauncher(ctx context.Context) error {
 			Network:   a.cfg.Network,
 			Stderr:    os.Stderr,
 			Logger:    log,
+
+			NetworkStack: a.cfg.NetworkStack,
+			NetworkDeny:  a.cfg.NetworkDeny,
 		})
 		if err == nil {
 			err = oci.RemoveStale(ctx)
 		}
 		if err == nil {
 			err = oci.Check(ctx)
+		}
+		if errors.Is(err, sandbox.ErrNetworkUnavailable) {
+			// Not a reason to give up on isolating workers altogether.
+			return fmt.Errorf("--network %s: %w", a.cfg.Network, err)
 		}
 		if err == nil {
 			a.launcher = launcher{HostLauncher: oci, Kind: kind, Warning: warning}
@@ -80,10 +88,13 @@ func (a *app) startLocalLauncher(context.Context) error {
 		Transport:    a.cfg.WorkerTransport,
 		Logger:       a.log.With("component", "sandbox"),
 	}
-	if a.cfg.WorkerTransport == sandbox.TransportConnect {
-		if a.cfg.Network == "none" && a.launcher.Kind != sandbox.KindProcess {
-			return fmt.Errorf("--worker-transport connect needs a network to dial back on; --network none leaves workers only their own loopback")
+	if a.workersUseSockets() {
+		if a.workerSockets, err = a.workerSocketDir(); err != nil {
+			return err
 		}
+		opts.ServerSocketDir = a.workerSockets
+	}
+	if a.cfg.WorkerTransport == sandbox.TransportConnect {
 		dialBack, err := a.listenWorkers()
 		if err != nil {
 			return err
@@ -96,11 +107,19 @@ func (a *app) startLocalLauncher(context.Context) error {
 	return nil
 }
 
-// listenWorkers opens the loopback listener workers dial back to under
-// --worker-transport connect, and serves its handshakes until closed.
+// listenWorkers opens the listener workers dial back to under
+// --worker-transport connect, and serves its handshakes until closed: on
+// loopback where workers share the host's network, else a unix socket
+// mounted into them.
 func (a *app) listenWorkers() (*workerproto.Listener, error) {
 	log := a.log.With("component", "workers")
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	var lis net.Listener
+	var err error
+	if a.workersUseSockets() {
+		lis, err = listenUnix(filepath.Join(a.workerSockets, dialBackSocket))
+	} else {
+		lis, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listen for workers: %w", err)
 	}

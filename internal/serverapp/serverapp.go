@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -79,7 +80,8 @@ type Config struct {
 	Insecure bool
 	TLSCert  string
 	TLSKey   string
-	// Sandbox is auto, runc, crun, runsc or process; Network host or none.
+	// Sandbox is auto, runc, crun, runsc or process; Network isolated,
+	// host or none.
 	Sandbox string
 	Network string
 	// WorkerTransport is sandbox.TransportPipes or TransportConnect
@@ -106,6 +108,15 @@ type Config struct {
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
+	// NetworkStack is the user-mode network stack of isolated workers
+	// (sandbox.StackSlirp4netns or StackPasta); NetworkDeny the IPv4
+	// prefixes they cannot reach besides those always denied.
+	NetworkStack string
+	NetworkDeny  []netip.Prefix
+	// DataVolumes is how accounts' /data is kept: storage.VolumesAuto,
+	// VolumesLoop (a filesystem image each, the quota its size) or
+	// VolumesDirectory (the quota binds sync_dir only).
+	DataVolumes string
 	// Edge bounds the API's connections and messages; zero fields take
 	// internal/server's defaults.
 	Edge EdgeConfig
@@ -171,6 +182,9 @@ type app struct {
 	dataStore *storage.Store
 	metrics   *metrics.Metrics
 	live      *dashboard.Live
+	// workerSockets is the directory of the workers' unix sockets, where
+	// their network is not the host's (see workerapi.go).
+	workerSockets string
 }
 
 // Run serves until ctx ends.
@@ -196,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startMemoryReleaser,
 		a.registerServices,
 		a.startDashboard,
+		a.serveWorkerAPI,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -405,7 +420,7 @@ func (a *app) registerServices(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
 		}
-		opts = append(opts, grpc.Creds(creds))
+		opts = append(opts, grpc.Creds(localSocketCreds{creds}))
 	}
 	a.gs = grpc.NewServer(opts...)
 	accountDataDir, err := a.registerStorage()

@@ -17,7 +17,11 @@ func (a *app) registerStorage() (func(account string) (string, error), error) {
 		owner = &storage.Owner{UID: sandbox.NobodyID, GID: sandbox.NobodyID}
 		dirOpts = append(dirOpts, storage.WithOwner(owner.UID, owner.GID))
 	}
-	store, err := storage.New(storage.Options{DataDir: a.dataDir, QuotaBytes: a.cfg.DataQuota, Owner: owner, Logger: log})
+	volumes, err := a.openVolumes(owner, log)
+	if err != nil {
+		return nil, err
+	}
+	store, err := storage.New(storage.Options{DataDir: a.dataDir, QuotaBytes: a.cfg.DataQuota, Owner: owner, Logger: log, Volumes: volumes})
 	if err != nil {
 		return nil, err
 	}
@@ -26,6 +30,11 @@ func (a *app) registerStorage() (func(account string) (string, error), error) {
 	server.NewStorage(store, log).Register(a.gs)
 	dataDir := a.dataDir
 	return func(account string) (string, error) {
+		if volumes != nil {
+			if err := volumes.Ensure(account); err != nil {
+				return "", err
+			}
+		}
 		return storage.AccountDir(dataDir, account, dirOpts...)
 	}, nil
 }

@@ -13,6 +13,12 @@
 // complete new one, never a partial one. What is staged counts against the
 // account's quota before a byte is written.
 //
+// Where the host allows it, each account directory is the mount point of
+// the account's own ext4 filesystem image (LoopVolumes, through a loop
+// device), whose size is the quota: a function that writes past it gets
+// ENOSPC, and nothing it writes reaches the host's filesystem. Elsewhere
+// the quota binds sync_dir only.
+//
 // It does not decide who the caller is (internal/auth does), map its errors
 // to status codes (internal/server does) nor how /data is
 // mounted into a worker (the launchers do, from AccountDir).

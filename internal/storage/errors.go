@@ -46,3 +46,7 @@ func (e *QuotaError) Error() string {
 }
 
 func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }
+
+// ErrVolumesUnavailable marks a host where accounts' /data cannot be kept
+// as loop volumes (no root, no loop devices, no mkfs.ext4).
+var ErrVolumesUnavailable = errors.New("loop volumes unavailable")

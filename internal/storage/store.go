@@ -36,7 +36,7 @@ type Options struct {
 	// QuotaBytes caps the bytes of regular files one account stores. 0
 	// means DefaultQuotaBytes; NoQuota, no limit. It is checked before a
 	// sync writes anything; files that functions write into /data count
-	// towards it but are not stopped by it.
+	// towards it, and are stopped by it only where Volumes are set.
 	QuotaBytes int64
 	// Owner, when set, owns what the store creates in account directories:
 	// the uid sandboxed workers run as, so that they can write /data.
@@ -48,6 +48,10 @@ type Options struct {
 	// PlanTTL bounds how long a plan waits for its upload (DefaultPlanTTL).
 	PlanTTL time.Duration
 	Logger  *slog.Logger
+	// Volumes, when set, mounts each account's loop volume on its
+	// directory before the store uses it: the quota then binds every
+	// write, functions' included, as the filesystem's size.
+	Volumes *LoopVolumes
 }
 
 // Store keeps the accounts' /data directories. It is safe for concurrent
@@ -165,6 +169,11 @@ func (s *Store) account(name string) *accountState {
 // openAccount opens (creating it if needed) the account's directory as a
 // root that nothing can escape.
 func (s *Store) openAccount(account string) (*os.Root, error) {
+	if s.opts.Volumes != nil {
+		if err := s.opts.Volumes.Ensure(account); err != nil {
+			return nil, err
+		}
+	}
 	var opts []DirOption
 	if o := s.opts.Owner; o != nil {
 		opts = append(opts, WithOwner(o.UID, o.GID))

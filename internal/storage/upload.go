@@ -243,7 +243,7 @@ func (u *Upload) Write(p []byte) (int, error) {
 	c.written += int64(n)
 	u.received += int64(n)
 	if err != nil {
-		return n, fmt.Errorf("storage: write %s: %w", e.Path, err)
+		return n, writeError(e.Path, err)
 	}
 	return n, nil
 }
@@ -285,11 +285,11 @@ func (u *Upload) finish(c *stagedFile, e Entry) error {
 	}
 	if !u.s.opts.NoSync && !syncsWholeFS {
 		if err := c.f.Sync(); err != nil {
-			return fmt.Errorf("storage: %w", err)
+			return writeError(e.Path, err)
 		}
 	}
 	if err := c.f.Close(); err != nil {
-		return fmt.Errorf("storage: write %s: %w", e.Path, err)
+		return writeError(e.Path, err)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 type Volume struct {
 	account string
 	root    *os.Root
+	unmount func() error // a loop volume mounted for this Volume, else nil
 }
 
 // OpenVolume opens account's directory under the server's data directory.
@@ -29,18 +30,31 @@ func OpenVolume(dataDir, account string) (*Volume, error) {
 		return nil, err
 	}
 	dir := filepath.Join(dataDir, "data", account)
+	unmount, err := mountIfUnmounted(dataDir, account)
+	if err != nil {
+		return nil, err
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
+		if unmount != nil {
+			unmount()
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("account %q has no /data under %s: %w", account, dataDir, fs.ErrNotExist)
 		}
 		return nil, err
 	}
-	return &Volume{account: account, root: root}, nil
+	return &Volume{account: account, root: root, unmount: unmount}, nil
 }
 
-// Close releases the volume.
-func (v *Volume) Close() error { return v.root.Close() }
+// Close releases the volume, and unmounts a loop volume OpenVolume mounted.
+func (v *Volume) Close() error {
+	err := v.root.Close()
+	if v.unmount != nil {
+		err = errors.Join(err, v.unmount())
+	}
+	return err
+}
 
 // FileInfo describes one entry of a volume.
 type FileInfo struct {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -193,15 +194,31 @@ func readHello(r *bufio.Reader) ([]byte, error) {
 	return token, nil
 }
 
-// Dial connects to a server's worker listener at addr and presents token;
-// it returns the connection, ready for NewAgentConn, once the server has
-// accepted it, or ErrRefused.
+// unixPrefix marks a listener address that is a unix socket's path.
+const unixPrefix = "unix:"
+
+// DialAddress is how a worker names the listener l listens at, for Dial:
+// host:port, or "unix:" and a socket's path.
+func DialAddress(addr net.Addr) string {
+	if addr.Network() == "unix" {
+		return unixPrefix + addr.String()
+	}
+	return addr.String()
+}
+
+// Dial connects to a server's worker listener at addr (as DialAddress
+// names it) and presents token; it returns the connection, ready for
+// NewAgentConn, once the server has accepted it, or ErrRefused.
 func Dial(ctx context.Context, addr, token string) (net.Conn, error) {
 	if len(token) == 0 || len(token) > MaxTokenBytes {
 		return nil, fmt.Errorf("worker token of %d bytes (want 1 to %d)", len(token), MaxTokenBytes)
 	}
+	network, dialAddr := "tcp", addr
+	if path, ok := strings.CutPrefix(addr, unixPrefix); ok {
+		network, dialAddr = "unix", path
+	}
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, network, dialAddr)
 	if err != nil {
 		return nil, fmt.Errorf("dial the server at %s: %w", addr, err)
 	}

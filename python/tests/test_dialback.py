@@ -31,9 +31,18 @@ def identity() -> str:
     return builtins._atoll_dialback_identity
 
 
-@pytest.mark.parametrize("sandbox", ["auto", "process"])
-def test_calls_run_through_a_worker_that_dialed_back(tmp_path, capfd, sandbox):
-    srv = Server(tmp_path / "data", ["--sandbox", sandbox, "--worker-transport", "connect"])
+@pytest.mark.parametrize(
+    ("sandbox", "network", "listener"),
+    [
+        # Workers with a network of their own dial back through a unix
+        # socket mounted into them; on the host's network, over loopback.
+        ("auto", "isolated", "unix:"),
+        ("process", "isolated", "unix:"),
+        ("auto", "host", "127.0.0.1:"),
+    ],
+)
+def test_calls_run_through_a_worker_that_dialed_back(tmp_path, capfd, sandbox, network, listener):
+    srv = Server(tmp_path / "data", ["--sandbox", sandbox, "--network", network, "--worker-transport", "connect"])
     creds = atoll.CloudKeyCredentials(*srv.create_key())
     srv.start()
     try:
@@ -46,7 +55,7 @@ def test_calls_run_through_a_worker_that_dialed_back(tmp_path, capfd, sandbox):
 
         cmdline, first, doubled = call(21)
         assert doubled == 42
-        assert "--connect 127.0.0.1:" in cmdline and "--token-file" in cmdline, cmdline
+        assert f"--connect {listener}" in cmdline and "--token-file" in cmdline, cmdline
         assert "hello from the worker" in capfd.readouterr().out
         # The warm worker serves the next call over the same connection.
         _, second, _ = call(1)
