@@ -13,12 +13,14 @@ Example::
 """
 
 from atoll._api import IsolatedFunction, isolated
+from atoll._call import Retries
 from atoll._cached import cached
 from atoll._credentials import CloudKeyCredentials
 from atoll._errors import (
     AtollError,
     AuthenticationError,
     CallTimeoutError,
+    CancelledError,
     EnvironmentBuildError,
     MachineTypeError,
     NoCapacityError,
@@ -26,8 +28,10 @@ from atoll._errors import (
     PythonVersionError,
     QuotaExceededError,
     RemoteError,
+    SecretNotFoundError,
     SerializationError,
     ServerUnavailableError,
+    TimeoutError,
     VersionMismatchError,
     WorkerCrashedError,
 )
@@ -38,6 +42,7 @@ __all__ = [
     "AtollError",
     "AuthenticationError",
     "CallTimeoutError",
+    "CancelledError",
     "CloudKeyCredentials",
     "EnvironmentBuildError",
     "IsolatedFunction",
@@ -47,10 +52,13 @@ __all__ = [
     "PythonVersionError",
     "QuotaExceededError",
     "RemoteError",
+    "Retries",
+    "SecretNotFoundError",
     "SerializationError",
     "VersionMismatchError",
     "ServerUnavailableError",
     "SyncResult",
+    "TimeoutError",
     "WorkerCrashedError",
     "cached",
     "cloud",
