@@ -165,6 +165,9 @@ func (h *History) BeginAttempt(account, function, machineType, callID string, n 
 // Started notes that a worker took the run.
 func (r *runRecord) Started(workerID, envKey string) {
 	r.run.StartedAt, r.run.WorkerID, r.run.EnvKey = time.Now(), workerID, envKey
+	// Recorded now, not only at the end, so that `atoll runs` tells a
+	// running run from a queued one.
+	r.h.enqueue(state.RunRecord{Run: r.run})
 }
 
 // Output keeps the run's output for its log, up to runLogLimit.
