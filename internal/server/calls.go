@@ -335,7 +335,7 @@ func (f *Functions) acquire(ctx context.Context, spec *callSpec, ev callEvents) 
 		if f.opts.Capacity != nil {
 			pos = int32(f.opts.Capacity.Waiting()) + 1
 		}
-		ev.status(&atollv1.Status{Phase: atollv1.Phase_PHASE_QUEUED, QueuePosition: pos, Message: fmt.Sprintf(
-			"waiting for capacity for machine type %s (place %d in line; every worker of this size is busy)", mt, pos)})
+		ev.status(&atollv1.Status{Phase: atollv1.Phase_PHASE_QUEUED, QueuePosition: pos,
+			Message: fmt.Sprintf("waiting for capacity for machine type %s", mt)})
 	})
 }

@@ -187,7 +187,11 @@ def _events(
 
 def queued_line(status: pb.Status, machine_type: str) -> pb.Output:
     """The one line a caller waiting for capacity sees."""
-    return _system_line(status.message or f"waiting for capacity for machine type {machine_type}")
+    text = status.message or f"waiting for capacity for machine type {machine_type}"
+    if status.queue_position:
+        text += (f"\nplace {status.queue_position} in line: the host's capacity for this machine type is in use; "
+                 "the call starts when a worker ends")
+    return _system_line(text)
 
 
 def _system_line(text: str) -> pb.Output:
