@@ -159,8 +159,11 @@ func validateRetries(p *atollv1.RetryPolicy) error {
 
 // callEvents receives what one call produces besides its outcome.
 type callEvents struct {
-	status  func(*atollv1.Status)
-	output  func(*atollv1.Output)
+	status func(*atollv1.Status)
+	output func(*atollv1.Output)
+	// build receives the environment's build output; nil sends it to
+	// output.
+	build   func(*atollv1.Output)
 	yielded func([]byte) // nil: the function may not yield
 }
 
@@ -314,8 +317,12 @@ func (f *Functions) acquire(ctx context.Context, spec *callSpec, ev callEvents) 
 	req, mt := spec.req, spec.mt
 	return f.opts.Scheduler.Acquire(ctx, spec.key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
 		ev.status(&atollv1.Status{Phase: atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, Message: "building environment"})
+		build := ev.build
+		if build == nil {
+			build = ev.output
+		}
 		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
-			ev.output(&atollv1.Output{Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n")})
+			build(&atollv1.Output{Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n")})
 		})
 		if err != nil {
 			return scheduler.WorkerSpec{}, nil, err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -14,6 +15,9 @@ import (
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
 )
+
+// mapBatch bounds the events sent in one message.
+const mapBatch = 128
 
 // maxMapWidth bounds the workers one map uses at once, whatever the
 // host's capacity.
@@ -46,19 +50,25 @@ func (f *Functions) Map(stream mapStream) error {
 		prepFailure = f.failure(prepErr, req)
 	}
 
-	var sendMu sync.Mutex
+	out := make(chan *atollv1.MapEvent, mapBatch)
+	sent := make(chan struct{})
+	go sendBatched(stream, out, sent)
 	send := func(ev *atollv1.MapEvent) {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		_ = stream.Send(ev)
+		select {
+		case out <- ev:
+		case <-ctx.Done():
+		}
 	}
 	items := make(chan *atollv1.MapItem)
 	var wg sync.WaitGroup
 	width, running := f.mapWidth(req, spec), 0
+	// Every worker the map starts at once waits for the same environment
+	// build: its log is shown once, with the first item that asked.
+	var buildLog atomic.Uint64
 	serve := func() {
 		defer wg.Done()
 		for item := range items {
-			f.mapItem(ctx, spec, prepFailure, item, send)
+			f.mapItem(ctx, spec, prepFailure, item, send, &buildLog)
 		}
 	}
 	var recvErr error
@@ -70,24 +80,29 @@ func (f *Functions) Map(stream mapStream) error {
 			}
 			break
 		}
-		item := m.GetItem()
-		if item == nil {
+		batch := m.GetItems().GetItems()
+		if item := m.GetItem(); item != nil {
+			batch = []*atollv1.MapItem{item}
+		}
+		if len(batch) == 0 {
 			recvErr = status.Error(codes.InvalidArgument, "a map sends its function once, then only items")
 			break
 		}
-		select {
-		case items <- item:
-			continue
-		default:
-		}
-		if running < width {
-			running++
-			wg.Add(1)
-			go serve()
-		}
-		select {
-		case items <- item:
-		case <-ctx.Done():
+		for _, item := range batch {
+			select {
+			case items <- item:
+				continue
+			default:
+			}
+			if running < width {
+				running++
+				wg.Add(1)
+				go serve()
+			}
+			select {
+			case items <- item:
+			case <-ctx.Done():
+			}
 		}
 		if ctx.Err() != nil {
 			break
@@ -95,14 +110,50 @@ func (f *Functions) Map(stream mapStream) error {
 	}
 	close(items)
 	wg.Wait()
+	close(out)
+	<-sent
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return recvErr
 }
 
+// sendBatched sends the events of out as they come; whatever else is ready
+// at that moment goes in the same message, so a busy map pays gRPC's
+// per-message cost once per batch, an idle one waits for nothing.
+func sendBatched(stream mapStream, out <-chan *atollv1.MapEvent, done chan<- struct{}) {
+	defer close(done)
+	failed := false
+	for ev := range out {
+		batch := []*atollv1.MapEvent{ev}
+	gather:
+		for len(batch) < mapBatch {
+			select {
+			case more, ok := <-out:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, more)
+			default:
+				break gather
+			}
+		}
+		if failed {
+			continue // drain, so that no item blocks on a stream that broke
+		}
+		msg := batch[0]
+		if len(batch) > 1 {
+			msg = &atollv1.MapEvent{Batch: batch}
+		}
+		if err := stream.Send(msg); err != nil {
+			failed = true
+		}
+	}
+}
+
 // mapItem runs one item and sends its events, tagged with its index.
-func (f *Functions) mapItem(ctx context.Context, spec *callSpec, prepFailure *atollv1.Failure, item *atollv1.MapItem, send func(*atollv1.MapEvent)) {
+func (f *Functions) mapItem(ctx context.Context, spec *callSpec, prepFailure *atollv1.Failure, item *atollv1.MapItem,
+	send func(*atollv1.MapEvent), buildLog *atomic.Uint64) {
 	index := item.GetIndex()
 	if prepFailure != nil {
 		send(&atollv1.MapEvent{Index: index, Event: &atollv1.MapEvent_Failure{Failure: prepFailure}})
@@ -116,6 +167,12 @@ func (f *Functions) mapItem(ctx context.Context, spec *callSpec, prepFailure *at
 		},
 		output: func(o *atollv1.Output) {
 			send(&atollv1.MapEvent{Index: index, Event: &atollv1.MapEvent_Output{Output: o}})
+		},
+		build: func(o *atollv1.Output) {
+			// buildLog holds the index of the item that shows the log, plus one.
+			if buildLog.CompareAndSwap(0, index+1) || buildLog.Load() == index+1 {
+				send(&atollv1.MapEvent{Index: index, Event: &atollv1.MapEvent_Output{Output: o}})
+			}
 		},
 	})
 	switch {

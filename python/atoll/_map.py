@@ -11,6 +11,7 @@ The server spreads the items over warm workers of the function's pool.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -27,6 +28,11 @@ from atoll.v1 import atoll_pb2_grpc as pb_grpc
 # Items in flight (sent, not yet handed to the caller) when the caller sets
 # no max_concurrency: enough to keep every worker of a big host busy.
 DEFAULT_WINDOW = 256
+
+# Items sent in one message at most, and how long a batch waits for a slow
+# input iterator.
+BATCH = 64
+BATCH_WAIT = 0.005
 
 
 def _with_index(exc: BaseException, index: int) -> BaseException:
@@ -64,45 +70,59 @@ class _Feed:
         # Items that failed here, before reaching the server (an argument
         # that cannot be pickled, the input iterator raising).
         self.local: dict[int, BaseException] = {}
-        self.wake: Callable[[], None] = lambda: None
+        self.index = 0
 
     def __iter__(self) -> Iterator[pb.MapRequest]:
         yield pb.MapRequest(start=self.start)
-        index = 0
+        self.index = 0
         try:
             while not self.stopped.is_set():
                 while not self.slots.acquire(timeout=0.1):
                     if self.stopped.is_set():
                         return
-                try:
-                    args, kwargs = next(self.items)
-                except StopIteration:
-                    self.slots.release()
+                batch: list[pb.MapItem] = []
+                more = self._next(batch)
+                # Whatever else may go now goes in the same message; a slow
+                # input iterator holds a batch up for BATCH_WAIT at most.
+                deadline = time.monotonic() + BATCH_WAIT
+                while more and len(batch) < BATCH and time.monotonic() < deadline and self.slots.acquire(blocking=False):
+                    more = self._next(batch)
+                if batch:
+                    yield pb.MapRequest(items=pb.MapItems(items=batch))
+                if not more:
                     return
-                except BaseException as exc:  # noqa: BLE001 - the caller's iterable failed: its turn raises it
-                    with self.lock:
-                        self.local[index] = exc
-                        self.sent = index + 1
-                    self.slots.release()
-                    return
-                try:
-                    data = dumps_arguments(self.call.function_name, args, kwargs, self.requirements)
-                except BaseException as exc:  # noqa: BLE001 - reported in the item's place
-                    with self.lock:
-                        self.local[index] = exc
-                        self.sent = index + 1
-                    self.slots.release()
-                    self.wake()
-                    index += 1
-                    continue
-                with self.lock:
-                    self.sent = index + 1
-                yield pb.MapRequest(item=pb.MapItem(index=index, arguments=data))
-                index += 1
         finally:
             with self.lock:
                 self.finished = True
-            self.wake()
+
+    def _next(self, batch: list[pb.MapItem]) -> bool:
+        """Takes the next input (its slot already held) into batch; False
+        once there is none."""
+        index = self.index
+        try:
+            args, kwargs = next(self.items)
+        except StopIteration:
+            self.slots.release()
+            return False
+        except BaseException as exc:  # noqa: BLE001 - the caller's iterable failed: its turn raises it
+            with self.lock:
+                self.local[index] = exc
+                self.sent = index + 1
+            self.slots.release()
+            return False
+        self.index = index + 1
+        try:
+            data = dumps_arguments(self.call.function_name, args, kwargs, self.requirements)
+        except BaseException as exc:  # noqa: BLE001 - reported in the item's place
+            with self.lock:
+                self.local[index] = exc
+                self.sent = index + 1
+            self.slots.release()
+            return True
+        with self.lock:
+            self.sent = index + 1
+        batch.append(pb.MapItem(index=index, arguments=data))
+        return True
 
 
 def run_map(
@@ -189,17 +209,18 @@ def run_map(
                 if missing > 0:
                     raise ProtocolError(f"the server ended the map with {missing} item(s) unanswered")
                 break
-            kind = event.WhichOneof("event")
-            if kind == "output":
-                write_output(event.output)
-            elif kind == "status":
-                if event.status.phase == pb.PHASE_QUEUED and not queued_shown:
-                    queued_shown = True
-                    write_output(queued_line(event.status, call.machine_type))
-            elif kind == "result":
-                ready[event.index] = ("result", event.result)
-            elif kind == "failure":
-                ready[event.index] = ("failure", event.failure)
+            for ev in event.batch or (event,):
+                kind = ev.WhichOneof("event")
+                if kind == "output":
+                    write_output(ev.output)
+                elif kind == "status":
+                    if ev.status.phase == pb.PHASE_QUEUED and not queued_shown:
+                        queued_shown = True
+                        write_output(queued_line(ev.status, call.machine_type))
+                elif kind == "result":
+                    ready[ev.index] = ("result", ev.result)
+                elif kind == "failure":
+                    ready[ev.index] = ("failure", ev.failure)
     except grpc.RpcError as err:
         raise from_rpc_error(err, route.target) from None
     finally:

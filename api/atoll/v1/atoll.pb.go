@@ -220,6 +220,7 @@ type MapRequest struct {
 	//
 	//	*MapRequest_Start
 	//	*MapRequest_Item
+	//	*MapRequest_Items
 	Request       isMapRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -280,6 +281,15 @@ func (x *MapRequest) GetItem() *MapItem {
 	return nil
 }
 
+func (x *MapRequest) GetItems() *MapItems {
+	if x != nil {
+		if x, ok := x.Request.(*MapRequest_Items); ok {
+			return x.Items
+		}
+	}
+	return nil
+}
+
 type isMapRequest_Request interface {
 	isMapRequest_Request()
 }
@@ -292,9 +302,61 @@ type MapRequest_Item struct {
 	Item *MapItem `protobuf:"bytes,2,opt,name=item,proto3,oneof"`
 }
 
+type MapRequest_Items struct {
+	// Several items in one message: a map of small items pays gRPC's
+	// per-message cost once per batch.
+	Items *MapItems `protobuf:"bytes,3,opt,name=items,proto3,oneof"`
+}
+
 func (*MapRequest_Start) isMapRequest_Request() {}
 
 func (*MapRequest_Item) isMapRequest_Request() {}
+
+func (*MapRequest_Items) isMapRequest_Request() {}
+
+type MapItems struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*MapItem             `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapItems) Reset() {
+	*x = MapItems{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapItems) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapItems) ProtoMessage() {}
+
+func (x *MapItems) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapItems.ProtoReflect.Descriptor instead.
+func (*MapItems) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MapItems) GetItems() []*MapItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
 
 type MapItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -308,7 +370,7 @@ type MapItem struct {
 
 func (x *MapItem) Reset() {
 	*x = MapItem{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +382,7 @@ func (x *MapItem) String() string {
 func (*MapItem) ProtoMessage() {}
 
 func (x *MapItem) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +395,7 @@ func (x *MapItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapItem.ProtoReflect.Descriptor instead.
 func (*MapItem) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MapItem) GetIndex() uint64 {
@@ -359,14 +421,17 @@ type MapEvent struct {
 	//	*MapEvent_Output
 	//	*MapEvent_Result
 	//	*MapEvent_Failure
-	Event         isMapEvent_Event `protobuf_oneof:"event"`
+	Event isMapEvent_Event `protobuf_oneof:"event"`
+	// Several events in one message (the server batches what is ready at
+	// once); the outer event's own index and event are then unset.
+	Batch         []*MapEvent `protobuf:"bytes,6,rep,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MapEvent) Reset() {
 	*x = MapEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +443,7 @@ func (x *MapEvent) String() string {
 func (*MapEvent) ProtoMessage() {}
 
 func (x *MapEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +456,7 @@ func (x *MapEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MapEvent.ProtoReflect.Descriptor instead.
 func (*MapEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MapEvent) GetIndex() uint64 {
@@ -444,6 +509,13 @@ func (x *MapEvent) GetFailure() *Failure {
 	return nil
 }
 
+func (x *MapEvent) GetBatch() []*MapEvent {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
 type isMapEvent_Event interface {
 	isMapEvent_Event()
 }
@@ -481,7 +553,7 @@ type CancelRunRequest struct {
 
 func (x *CancelRunRequest) Reset() {
 	*x = CancelRunRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +565,7 @@ func (x *CancelRunRequest) String() string {
 func (*CancelRunRequest) ProtoMessage() {}
 
 func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +578,7 @@ func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
 func (*CancelRunRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CancelRunRequest) GetRunId() string {
@@ -524,7 +596,7 @@ type CancelRunResponse struct {
 
 func (x *CancelRunResponse) Reset() {
 	*x = CancelRunResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +608,7 @@ func (x *CancelRunResponse) String() string {
 func (*CancelRunResponse) ProtoMessage() {}
 
 func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +621,7 @@ func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
 func (*CancelRunResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
 }
 
 type SetSecretRequest struct {
@@ -563,7 +635,7 @@ type SetSecretRequest struct {
 
 func (x *SetSecretRequest) Reset() {
 	*x = SetSecretRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +647,7 @@ func (x *SetSecretRequest) String() string {
 func (*SetSecretRequest) ProtoMessage() {}
 
 func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +660,7 @@ func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
 func (*SetSecretRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetSecretRequest) GetName() string {
@@ -613,7 +685,7 @@ type SetSecretResponse struct {
 
 func (x *SetSecretResponse) Reset() {
 	*x = SetSecretResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +697,7 @@ func (x *SetSecretResponse) String() string {
 func (*SetSecretResponse) ProtoMessage() {}
 
 func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +710,7 @@ func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
 func (*SetSecretResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
 }
 
 type ListSecretsRequest struct {
@@ -649,7 +721,7 @@ type ListSecretsRequest struct {
 
 func (x *ListSecretsRequest) Reset() {
 	*x = ListSecretsRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +733,7 @@ func (x *ListSecretsRequest) String() string {
 func (*ListSecretsRequest) ProtoMessage() {}
 
 func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +746,7 @@ func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
 }
 
 type SecretInfo struct {
@@ -689,7 +761,7 @@ type SecretInfo struct {
 
 func (x *SecretInfo) Reset() {
 	*x = SecretInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +773,7 @@ func (x *SecretInfo) String() string {
 func (*SecretInfo) ProtoMessage() {}
 
 func (x *SecretInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +786,7 @@ func (x *SecretInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretInfo.ProtoReflect.Descriptor instead.
 func (*SecretInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SecretInfo) GetName() string {
@@ -747,7 +819,7 @@ type ListSecretsResponse struct {
 
 func (x *ListSecretsResponse) Reset() {
 	*x = ListSecretsResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +831,7 @@ func (x *ListSecretsResponse) String() string {
 func (*ListSecretsResponse) ProtoMessage() {}
 
 func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +844,7 @@ func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSecretsResponse) GetSecrets() []*SecretInfo {
@@ -791,7 +863,7 @@ type DeleteSecretRequest struct {
 
 func (x *DeleteSecretRequest) Reset() {
 	*x = DeleteSecretRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +875,7 @@ func (x *DeleteSecretRequest) String() string {
 func (*DeleteSecretRequest) ProtoMessage() {}
 
 func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +888,7 @@ func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteSecretRequest) GetName() string {
@@ -834,7 +906,7 @@ type DeleteSecretResponse struct {
 
 func (x *DeleteSecretResponse) Reset() {
 	*x = DeleteSecretResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +918,7 @@ func (x *DeleteSecretResponse) String() string {
 func (*DeleteSecretResponse) ProtoMessage() {}
 
 func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +931,7 @@ func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
 }
 
 type ListRunsRequest struct {
@@ -872,7 +944,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +956,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +969,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRunsRequest) GetLimit() int32 {
@@ -931,7 +1003,7 @@ type RunInfo struct {
 
 func (x *RunInfo) Reset() {
 	*x = RunInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1015,7 @@ func (x *RunInfo) String() string {
 func (*RunInfo) ProtoMessage() {}
 
 func (x *RunInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1028,7 @@ func (x *RunInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
 func (*RunInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunInfo) GetId() string {
@@ -1052,7 +1124,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1136,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1149,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRunsResponse) GetRuns() []*RunInfo {
@@ -1096,7 +1168,7 @@ type GetRunLogsRequest struct {
 
 func (x *GetRunLogsRequest) Reset() {
 	*x = GetRunLogsRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1180,7 @@ func (x *GetRunLogsRequest) String() string {
 func (*GetRunLogsRequest) ProtoMessage() {}
 
 func (x *GetRunLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1193,7 @@ func (x *GetRunLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetRunLogsRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{15}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRunLogsRequest) GetRunId() string {
@@ -1142,7 +1214,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1226,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1239,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{16}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogLine) GetStream() Stream {
@@ -1201,7 +1273,7 @@ type GetRunLogsResponse struct {
 
 func (x *GetRunLogsResponse) Reset() {
 	*x = GetRunLogsResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1285,7 @@ func (x *GetRunLogsResponse) String() string {
 func (*GetRunLogsResponse) ProtoMessage() {}
 
 func (x *GetRunLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1298,7 @@ func (x *GetRunLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetRunLogsResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{17}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRunLogsResponse) GetRun() *RunInfo {
@@ -1251,7 +1323,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1335,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1348,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{18}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{19}
 }
 
 type StatusResponse struct {
@@ -1298,7 +1370,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1382,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1395,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{19}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -1395,7 +1467,7 @@ type MachineType struct {
 
 func (x *MachineType) Reset() {
 	*x = MachineType{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1479,7 @@ func (x *MachineType) String() string {
 func (*MachineType) ProtoMessage() {}
 
 func (x *MachineType) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1492,7 @@ func (x *MachineType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineType.ProtoReflect.Descriptor instead.
 func (*MachineType) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{20}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MachineType) GetName() string {
@@ -1466,7 +1538,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1550,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1563,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{21}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{22}
 }
 
 type WorkerInfo struct {
@@ -1510,7 +1582,7 @@ type WorkerInfo struct {
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1594,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1607,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{22}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WorkerInfo) GetId() string {
@@ -1603,7 +1675,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1687,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1700,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{23}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -1669,7 +1741,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1753,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1766,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{24}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RunRequest) GetFunctionName() string {
@@ -1784,7 +1856,7 @@ type RetryPolicy struct {
 
 func (x *RetryPolicy) Reset() {
 	*x = RetryPolicy{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +1868,7 @@ func (x *RetryPolicy) String() string {
 func (*RetryPolicy) ProtoMessage() {}
 
 func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +1881,7 @@ func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
 func (*RetryPolicy) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{25}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RetryPolicy) GetMaxRetries() int32 {
@@ -1852,7 +1924,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +1936,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +1949,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{26}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Environment) GetPythonVersion() string {
@@ -1910,7 +1982,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +1994,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2007,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{27}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -2040,7 +2112,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2124,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2137,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{28}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Status) GetPhase() Phase {
@@ -2113,7 +2185,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2197,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2210,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{29}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Output) GetStream() Stream {
@@ -2168,7 +2240,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2252,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2265,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{30}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Result) GetOutcome() isResult_Outcome {
@@ -2254,7 +2326,7 @@ type RemoteException struct {
 
 func (x *RemoteException) Reset() {
 	*x = RemoteException{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2338,7 @@ func (x *RemoteException) String() string {
 func (*RemoteException) ProtoMessage() {}
 
 func (x *RemoteException) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2351,7 @@ func (x *RemoteException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteException.ProtoReflect.Descriptor instead.
 func (*RemoteException) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{31}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoteException) GetPickled() []byte {
@@ -2326,7 +2398,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2410,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2423,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{32}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Failure) GetKind() FailureKind {
@@ -2406,7 +2478,7 @@ type WorkerCall struct {
 
 func (x *WorkerCall) Reset() {
 	*x = WorkerCall{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2490,7 @@ func (x *WorkerCall) String() string {
 func (*WorkerCall) ProtoMessage() {}
 
 func (x *WorkerCall) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2503,7 @@ func (x *WorkerCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerCall.ProtoReflect.Descriptor instead.
 func (*WorkerCall) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{33}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WorkerCall) GetCallId() string {
@@ -2480,7 +2552,7 @@ type WorkerEvent struct {
 
 func (x *WorkerEvent) Reset() {
 	*x = WorkerEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2564,7 @@ func (x *WorkerEvent) String() string {
 func (*WorkerEvent) ProtoMessage() {}
 
 func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2577,7 @@ func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerEvent.ProtoReflect.Descriptor instead.
 func (*WorkerEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{34}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WorkerEvent) GetEvent() isWorkerEvent_Event {
@@ -2624,7 +2696,7 @@ type WorkerValue struct {
 
 func (x *WorkerValue) Reset() {
 	*x = WorkerValue{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2708,7 @@ func (x *WorkerValue) String() string {
 func (*WorkerValue) ProtoMessage() {}
 
 func (x *WorkerValue) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2721,7 @@ func (x *WorkerValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerValue.ProtoReflect.Descriptor instead.
 func (*WorkerValue) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{35}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WorkerValue) GetSize() uint64 {
@@ -2668,7 +2740,7 @@ type WorkerReady struct {
 
 func (x *WorkerReady) Reset() {
 	*x = WorkerReady{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2752,7 @@ func (x *WorkerReady) String() string {
 func (*WorkerReady) ProtoMessage() {}
 
 func (x *WorkerReady) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2765,7 @@ func (x *WorkerReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerReady.ProtoReflect.Descriptor instead.
 func (*WorkerReady) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{36}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WorkerReady) GetRunnerPid() int32 {
@@ -2707,21 +2779,25 @@ var File_atoll_v1_atoll_proto protoreflect.FileDescriptor
 
 const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\n" +
-	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"n\n" +
+	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"\x9a\x01\n" +
 	"\n" +
 	"MapRequest\x12,\n" +
 	"\x05start\x18\x01 \x01(\v2\x14.atoll.v1.RunRequestH\x00R\x05start\x12'\n" +
-	"\x04item\x18\x02 \x01(\v2\x11.atoll.v1.MapItemH\x00R\x04itemB\t\n" +
-	"\arequest\"=\n" +
+	"\x04item\x18\x02 \x01(\v2\x11.atoll.v1.MapItemH\x00R\x04item\x12*\n" +
+	"\x05items\x18\x03 \x01(\v2\x12.atoll.v1.MapItemsH\x00R\x05itemsB\t\n" +
+	"\arequest\"3\n" +
+	"\bMapItems\x12'\n" +
+	"\x05items\x18\x01 \x03(\v2\x11.atoll.v1.MapItemR\x05items\"=\n" +
 	"\aMapItem\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
-	"\targuments\x18\x02 \x01(\fR\targuments\"\xdc\x01\n" +
+	"\targuments\x18\x02 \x01(\fR\targuments\"\x86\x02\n" +
 	"\bMapEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12*\n" +
 	"\x06status\x18\x02 \x01(\v2\x10.atoll.v1.StatusH\x00R\x06status\x12*\n" +
 	"\x06output\x18\x03 \x01(\v2\x10.atoll.v1.OutputH\x00R\x06output\x12*\n" +
 	"\x06result\x18\x04 \x01(\v2\x10.atoll.v1.ResultH\x00R\x06result\x12-\n" +
-	"\afailure\x18\x05 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailureB\a\n" +
+	"\afailure\x18\x05 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailure\x12(\n" +
+	"\x05batch\x18\x06 \x03(\v2\x12.atoll.v1.MapEventR\x05batchB\a\n" +
 	"\x05event\")\n" +
 	"\x10CancelRunRequest\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\"\x13\n" +
@@ -2931,108 +3007,112 @@ func file_atoll_v1_atoll_proto_rawDescGZIP() []byte {
 }
 
 var file_atoll_v1_atoll_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_atoll_v1_atoll_proto_goTypes = []any{
 	(Phase)(0),                   // 0: atoll.v1.Phase
 	(Stream)(0),                  // 1: atoll.v1.Stream
 	(FailureKind)(0),             // 2: atoll.v1.FailureKind
 	(*MapRequest)(nil),           // 3: atoll.v1.MapRequest
-	(*MapItem)(nil),              // 4: atoll.v1.MapItem
-	(*MapEvent)(nil),             // 5: atoll.v1.MapEvent
-	(*CancelRunRequest)(nil),     // 6: atoll.v1.CancelRunRequest
-	(*CancelRunResponse)(nil),    // 7: atoll.v1.CancelRunResponse
-	(*SetSecretRequest)(nil),     // 8: atoll.v1.SetSecretRequest
-	(*SetSecretResponse)(nil),    // 9: atoll.v1.SetSecretResponse
-	(*ListSecretsRequest)(nil),   // 10: atoll.v1.ListSecretsRequest
-	(*SecretInfo)(nil),           // 11: atoll.v1.SecretInfo
-	(*ListSecretsResponse)(nil),  // 12: atoll.v1.ListSecretsResponse
-	(*DeleteSecretRequest)(nil),  // 13: atoll.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil), // 14: atoll.v1.DeleteSecretResponse
-	(*ListRunsRequest)(nil),      // 15: atoll.v1.ListRunsRequest
-	(*RunInfo)(nil),              // 16: atoll.v1.RunInfo
-	(*ListRunsResponse)(nil),     // 17: atoll.v1.ListRunsResponse
-	(*GetRunLogsRequest)(nil),    // 18: atoll.v1.GetRunLogsRequest
-	(*LogLine)(nil),              // 19: atoll.v1.LogLine
-	(*GetRunLogsResponse)(nil),   // 20: atoll.v1.GetRunLogsResponse
-	(*StatusRequest)(nil),        // 21: atoll.v1.StatusRequest
-	(*StatusResponse)(nil),       // 22: atoll.v1.StatusResponse
-	(*MachineType)(nil),          // 23: atoll.v1.MachineType
-	(*ListWorkersRequest)(nil),   // 24: atoll.v1.ListWorkersRequest
-	(*WorkerInfo)(nil),           // 25: atoll.v1.WorkerInfo
-	(*ListWorkersResponse)(nil),  // 26: atoll.v1.ListWorkersResponse
-	(*RunRequest)(nil),           // 27: atoll.v1.RunRequest
-	(*RetryPolicy)(nil),          // 28: atoll.v1.RetryPolicy
-	(*Environment)(nil),          // 29: atoll.v1.Environment
-	(*RunEvent)(nil),             // 30: atoll.v1.RunEvent
-	(*Status)(nil),               // 31: atoll.v1.Status
-	(*Output)(nil),               // 32: atoll.v1.Output
-	(*Result)(nil),               // 33: atoll.v1.Result
-	(*RemoteException)(nil),      // 34: atoll.v1.RemoteException
-	(*Failure)(nil),              // 35: atoll.v1.Failure
-	(*WorkerCall)(nil),           // 36: atoll.v1.WorkerCall
-	(*WorkerEvent)(nil),          // 37: atoll.v1.WorkerEvent
-	(*WorkerValue)(nil),          // 38: atoll.v1.WorkerValue
-	(*WorkerReady)(nil),          // 39: atoll.v1.WorkerReady
-	nil,                          // 40: atoll.v1.SetSecretRequest.ValuesEntry
-	nil,                          // 41: atoll.v1.WorkerCall.EnvEntry
+	(*MapItems)(nil),             // 4: atoll.v1.MapItems
+	(*MapItem)(nil),              // 5: atoll.v1.MapItem
+	(*MapEvent)(nil),             // 6: atoll.v1.MapEvent
+	(*CancelRunRequest)(nil),     // 7: atoll.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),    // 8: atoll.v1.CancelRunResponse
+	(*SetSecretRequest)(nil),     // 9: atoll.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),    // 10: atoll.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),   // 11: atoll.v1.ListSecretsRequest
+	(*SecretInfo)(nil),           // 12: atoll.v1.SecretInfo
+	(*ListSecretsResponse)(nil),  // 13: atoll.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),  // 14: atoll.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil), // 15: atoll.v1.DeleteSecretResponse
+	(*ListRunsRequest)(nil),      // 16: atoll.v1.ListRunsRequest
+	(*RunInfo)(nil),              // 17: atoll.v1.RunInfo
+	(*ListRunsResponse)(nil),     // 18: atoll.v1.ListRunsResponse
+	(*GetRunLogsRequest)(nil),    // 19: atoll.v1.GetRunLogsRequest
+	(*LogLine)(nil),              // 20: atoll.v1.LogLine
+	(*GetRunLogsResponse)(nil),   // 21: atoll.v1.GetRunLogsResponse
+	(*StatusRequest)(nil),        // 22: atoll.v1.StatusRequest
+	(*StatusResponse)(nil),       // 23: atoll.v1.StatusResponse
+	(*MachineType)(nil),          // 24: atoll.v1.MachineType
+	(*ListWorkersRequest)(nil),   // 25: atoll.v1.ListWorkersRequest
+	(*WorkerInfo)(nil),           // 26: atoll.v1.WorkerInfo
+	(*ListWorkersResponse)(nil),  // 27: atoll.v1.ListWorkersResponse
+	(*RunRequest)(nil),           // 28: atoll.v1.RunRequest
+	(*RetryPolicy)(nil),          // 29: atoll.v1.RetryPolicy
+	(*Environment)(nil),          // 30: atoll.v1.Environment
+	(*RunEvent)(nil),             // 31: atoll.v1.RunEvent
+	(*Status)(nil),               // 32: atoll.v1.Status
+	(*Output)(nil),               // 33: atoll.v1.Output
+	(*Result)(nil),               // 34: atoll.v1.Result
+	(*RemoteException)(nil),      // 35: atoll.v1.RemoteException
+	(*Failure)(nil),              // 36: atoll.v1.Failure
+	(*WorkerCall)(nil),           // 37: atoll.v1.WorkerCall
+	(*WorkerEvent)(nil),          // 38: atoll.v1.WorkerEvent
+	(*WorkerValue)(nil),          // 39: atoll.v1.WorkerValue
+	(*WorkerReady)(nil),          // 40: atoll.v1.WorkerReady
+	nil,                          // 41: atoll.v1.SetSecretRequest.ValuesEntry
+	nil,                          // 42: atoll.v1.WorkerCall.EnvEntry
 }
 var file_atoll_v1_atoll_proto_depIdxs = []int32{
-	27, // 0: atoll.v1.MapRequest.start:type_name -> atoll.v1.RunRequest
-	4,  // 1: atoll.v1.MapRequest.item:type_name -> atoll.v1.MapItem
-	31, // 2: atoll.v1.MapEvent.status:type_name -> atoll.v1.Status
-	32, // 3: atoll.v1.MapEvent.output:type_name -> atoll.v1.Output
-	33, // 4: atoll.v1.MapEvent.result:type_name -> atoll.v1.Result
-	35, // 5: atoll.v1.MapEvent.failure:type_name -> atoll.v1.Failure
-	40, // 6: atoll.v1.SetSecretRequest.values:type_name -> atoll.v1.SetSecretRequest.ValuesEntry
-	11, // 7: atoll.v1.ListSecretsResponse.secrets:type_name -> atoll.v1.SecretInfo
-	16, // 8: atoll.v1.ListRunsResponse.runs:type_name -> atoll.v1.RunInfo
-	1,  // 9: atoll.v1.LogLine.stream:type_name -> atoll.v1.Stream
-	16, // 10: atoll.v1.GetRunLogsResponse.run:type_name -> atoll.v1.RunInfo
-	19, // 11: atoll.v1.GetRunLogsResponse.lines:type_name -> atoll.v1.LogLine
-	23, // 12: atoll.v1.StatusResponse.machine_types:type_name -> atoll.v1.MachineType
-	25, // 13: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
-	29, // 14: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
-	28, // 15: atoll.v1.RunRequest.retries:type_name -> atoll.v1.RetryPolicy
-	31, // 16: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
-	32, // 17: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
-	33, // 18: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
-	35, // 19: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
-	0,  // 20: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
-	1,  // 21: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
-	34, // 22: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
-	2,  // 23: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
-	41, // 24: atoll.v1.WorkerCall.env:type_name -> atoll.v1.WorkerCall.EnvEntry
-	39, // 25: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
-	32, // 26: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
-	33, // 27: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
-	35, // 28: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
-	38, // 29: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
-	38, // 30: atoll.v1.WorkerEvent.yielded:type_name -> atoll.v1.WorkerValue
-	27, // 31: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
-	3,  // 32: atoll.v1.Functions.Map:input_type -> atoll.v1.MapRequest
-	24, // 33: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
-	21, // 34: atoll.v1.Admin.Status:input_type -> atoll.v1.StatusRequest
-	15, // 35: atoll.v1.Admin.ListRuns:input_type -> atoll.v1.ListRunsRequest
-	18, // 36: atoll.v1.Admin.GetRunLogs:input_type -> atoll.v1.GetRunLogsRequest
-	6,  // 37: atoll.v1.Admin.CancelRun:input_type -> atoll.v1.CancelRunRequest
-	8,  // 38: atoll.v1.Admin.SetSecret:input_type -> atoll.v1.SetSecretRequest
-	10, // 39: atoll.v1.Admin.ListSecrets:input_type -> atoll.v1.ListSecretsRequest
-	13, // 40: atoll.v1.Admin.DeleteSecret:input_type -> atoll.v1.DeleteSecretRequest
-	30, // 41: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
-	5,  // 42: atoll.v1.Functions.Map:output_type -> atoll.v1.MapEvent
-	26, // 43: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
-	22, // 44: atoll.v1.Admin.Status:output_type -> atoll.v1.StatusResponse
-	17, // 45: atoll.v1.Admin.ListRuns:output_type -> atoll.v1.ListRunsResponse
-	20, // 46: atoll.v1.Admin.GetRunLogs:output_type -> atoll.v1.GetRunLogsResponse
-	7,  // 47: atoll.v1.Admin.CancelRun:output_type -> atoll.v1.CancelRunResponse
-	9,  // 48: atoll.v1.Admin.SetSecret:output_type -> atoll.v1.SetSecretResponse
-	12, // 49: atoll.v1.Admin.ListSecrets:output_type -> atoll.v1.ListSecretsResponse
-	14, // 50: atoll.v1.Admin.DeleteSecret:output_type -> atoll.v1.DeleteSecretResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	28, // 0: atoll.v1.MapRequest.start:type_name -> atoll.v1.RunRequest
+	5,  // 1: atoll.v1.MapRequest.item:type_name -> atoll.v1.MapItem
+	4,  // 2: atoll.v1.MapRequest.items:type_name -> atoll.v1.MapItems
+	5,  // 3: atoll.v1.MapItems.items:type_name -> atoll.v1.MapItem
+	32, // 4: atoll.v1.MapEvent.status:type_name -> atoll.v1.Status
+	33, // 5: atoll.v1.MapEvent.output:type_name -> atoll.v1.Output
+	34, // 6: atoll.v1.MapEvent.result:type_name -> atoll.v1.Result
+	36, // 7: atoll.v1.MapEvent.failure:type_name -> atoll.v1.Failure
+	6,  // 8: atoll.v1.MapEvent.batch:type_name -> atoll.v1.MapEvent
+	41, // 9: atoll.v1.SetSecretRequest.values:type_name -> atoll.v1.SetSecretRequest.ValuesEntry
+	12, // 10: atoll.v1.ListSecretsResponse.secrets:type_name -> atoll.v1.SecretInfo
+	17, // 11: atoll.v1.ListRunsResponse.runs:type_name -> atoll.v1.RunInfo
+	1,  // 12: atoll.v1.LogLine.stream:type_name -> atoll.v1.Stream
+	17, // 13: atoll.v1.GetRunLogsResponse.run:type_name -> atoll.v1.RunInfo
+	20, // 14: atoll.v1.GetRunLogsResponse.lines:type_name -> atoll.v1.LogLine
+	24, // 15: atoll.v1.StatusResponse.machine_types:type_name -> atoll.v1.MachineType
+	26, // 16: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
+	30, // 17: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
+	29, // 18: atoll.v1.RunRequest.retries:type_name -> atoll.v1.RetryPolicy
+	32, // 19: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
+	33, // 20: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
+	34, // 21: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
+	36, // 22: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
+	0,  // 23: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
+	1,  // 24: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
+	35, // 25: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
+	2,  // 26: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
+	42, // 27: atoll.v1.WorkerCall.env:type_name -> atoll.v1.WorkerCall.EnvEntry
+	40, // 28: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
+	33, // 29: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
+	34, // 30: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
+	36, // 31: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
+	39, // 32: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
+	39, // 33: atoll.v1.WorkerEvent.yielded:type_name -> atoll.v1.WorkerValue
+	28, // 34: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
+	3,  // 35: atoll.v1.Functions.Map:input_type -> atoll.v1.MapRequest
+	25, // 36: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
+	22, // 37: atoll.v1.Admin.Status:input_type -> atoll.v1.StatusRequest
+	16, // 38: atoll.v1.Admin.ListRuns:input_type -> atoll.v1.ListRunsRequest
+	19, // 39: atoll.v1.Admin.GetRunLogs:input_type -> atoll.v1.GetRunLogsRequest
+	7,  // 40: atoll.v1.Admin.CancelRun:input_type -> atoll.v1.CancelRunRequest
+	9,  // 41: atoll.v1.Admin.SetSecret:input_type -> atoll.v1.SetSecretRequest
+	11, // 42: atoll.v1.Admin.ListSecrets:input_type -> atoll.v1.ListSecretsRequest
+	14, // 43: atoll.v1.Admin.DeleteSecret:input_type -> atoll.v1.DeleteSecretRequest
+	31, // 44: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
+	6,  // 45: atoll.v1.Functions.Map:output_type -> atoll.v1.MapEvent
+	27, // 46: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
+	23, // 47: atoll.v1.Admin.Status:output_type -> atoll.v1.StatusResponse
+	18, // 48: atoll.v1.Admin.ListRuns:output_type -> atoll.v1.ListRunsResponse
+	21, // 49: atoll.v1.Admin.GetRunLogs:output_type -> atoll.v1.GetRunLogsResponse
+	8,  // 50: atoll.v1.Admin.CancelRun:output_type -> atoll.v1.CancelRunResponse
+	10, // 51: atoll.v1.Admin.SetSecret:output_type -> atoll.v1.SetSecretResponse
+	13, // 52: atoll.v1.Admin.ListSecrets:output_type -> atoll.v1.ListSecretsResponse
+	15, // 53: atoll.v1.Admin.DeleteSecret:output_type -> atoll.v1.DeleteSecretResponse
+	44, // [44:54] is the sub-list for method output_type
+	34, // [34:44] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_atoll_v1_atoll_proto_init() }
@@ -3043,26 +3123,27 @@ func file_atoll_v1_atoll_proto_init() {
 	file_atoll_v1_atoll_proto_msgTypes[0].OneofWrappers = []any{
 		(*MapRequest_Start)(nil),
 		(*MapRequest_Item)(nil),
+		(*MapRequest_Items)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[2].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[3].OneofWrappers = []any{
 		(*MapEvent_Status)(nil),
 		(*MapEvent_Output)(nil),
 		(*MapEvent_Result)(nil),
 		(*MapEvent_Failure)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[13].OneofWrappers = []any{}
-	file_atoll_v1_atoll_proto_msgTypes[27].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[14].OneofWrappers = []any{}
+	file_atoll_v1_atoll_proto_msgTypes[28].OneofWrappers = []any{
 		(*RunEvent_Status)(nil),
 		(*RunEvent_Output)(nil),
 		(*RunEvent_Result)(nil),
 		(*RunEvent_Failure)(nil),
 		(*RunEvent_Yielded)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[30].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[31].OneofWrappers = []any{
 		(*Result_Value)(nil),
 		(*Result_Exception)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[34].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[35].OneofWrappers = []any{
 		(*WorkerEvent_Ready)(nil),
 		(*WorkerEvent_Output)(nil),
 		(*WorkerEvent_Result)(nil),
@@ -3076,7 +3157,7 @@ func file_atoll_v1_atoll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_atoll_v1_atoll_proto_rawDesc), len(file_atoll_v1_atoll_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

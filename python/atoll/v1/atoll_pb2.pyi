@@ -61,12 +61,20 @@ FAILURE_KIND_TIMEOUT: FailureKind
 FAILURE_KIND_SECRET_NOT_FOUND: FailureKind
 
 class MapRequest(_message.Message):
-    __slots__ = ("start", "item")
+    __slots__ = ("start", "item", "items")
     START_FIELD_NUMBER: _ClassVar[int]
     ITEM_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     start: RunRequest
     item: MapItem
-    def __init__(self, start: _Optional[_Union[RunRequest, _Mapping]] = ..., item: _Optional[_Union[MapItem, _Mapping]] = ...) -> None: ...
+    items: MapItems
+    def __init__(self, start: _Optional[_Union[RunRequest, _Mapping]] = ..., item: _Optional[_Union[MapItem, _Mapping]] = ..., items: _Optional[_Union[MapItems, _Mapping]] = ...) -> None: ...
+
+class MapItems(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[MapItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[MapItem, _Mapping]]] = ...) -> None: ...
 
 class MapItem(_message.Message):
     __slots__ = ("index", "arguments")
@@ -77,18 +85,20 @@ class MapItem(_message.Message):
     def __init__(self, index: _Optional[int] = ..., arguments: _Optional[bytes] = ...) -> None: ...
 
 class MapEvent(_message.Message):
-    __slots__ = ("index", "status", "output", "result", "failure")
+    __slots__ = ("index", "status", "output", "result", "failure", "batch")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FAILURE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     index: int
     status: Status
     output: Output
     result: Result
     failure: Failure
-    def __init__(self, index: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ...) -> None: ...
+    batch: _containers.RepeatedCompositeFieldContainer[MapEvent]
+    def __init__(self, index: _Optional[int] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., failure: _Optional[_Union[Failure, _Mapping]] = ..., batch: _Optional[_Iterable[_Union[MapEvent, _Mapping]]] = ...) -> None: ...
 
 class CancelRunRequest(_message.Message):
     __slots__ = ("run_id",)
