@@ -156,3 +156,40 @@ def _runs(server, suffix):
     with grpc.insecure_channel(server.address) as channel:
         runs = pb_grpc.AdminStub(channel).ListRuns(pb.ListRunsRequest(limit=100000), metadata=key_metadata()).runs
     return [r for r in runs if r.function_name.endswith(suffix)]
+
+
+def test_ctrl_c_in_a_map_cancels_its_items(server, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupted_map.py"
+    script.write_text(
+        "import time\n"
+        "from atoll import isolated\n"
+        "@isolated(keep_alive=30)\n"
+        "def stuck_item(x):\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(120)\n"
+        "list(stuck_item.map(range(10), max_concurrency=2))\n"
+    )
+    # Ctrl-C as a terminal delivers it (see test_workers' interrupted caller).
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+    def items_running():
+        return [w for w in live_workers(server) if w.function_name == "__main__.stuck_item" and not w.idle]
+
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        assert wait_until(lambda: len(items_running()) == 2, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in err
+    assert wait_until(lambda: not [w for w in live_workers(server) if w.function_name == "__main__.stuck_item"], timeout=5)
+    assert wait_until(lambda: sorted(r.outcome for r in _runs(server, "__main__.stuck_item")) == ["cancelled"] * 2, timeout=5)
