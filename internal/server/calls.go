@@ -250,7 +250,7 @@ func (f *Functions) attempt(ctx context.Context, spec *callSpec, args []byte, ev
 	defer f.running.remove(runID)
 
 	var out attemptOutcome
-	result, err := f.runOnce(ctx, spec, args, ev, rec, runID, &out.yieldedAny)
+	result, err := f.runOnce(ctx, spec, args, ev, rec, &out.yieldedAny)
 	switch {
 	case err != nil && errors.Is(context.Cause(ctx), errCancelledByRequest):
 		out.failure = &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_CANCELLED,
@@ -269,7 +269,7 @@ func (f *Functions) attempt(ctx context.Context, spec *callSpec, args []byte, ev
 }
 
 // runOnce leases a worker and runs the call on it once.
-func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args []byte, ev callEvents, rec *runRecord, runID string, yieldedAny *bool) (*atollv1.Result, error) {
+func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args []byte, ev callEvents, rec *runRecord, yieldedAny *bool) (*atollv1.Result, error) {
 	w, err := f.acquire(ctx, spec, ev)
 	if err != nil {
 		return nil, err
@@ -277,7 +277,6 @@ func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args []byte, ev
 	if rec != nil {
 		rec.Started(w.WorkerID(), spec.key.EnvKey)
 	}
-	ev.status(&atollv1.Status{Phase: atollv1.Phase_PHASE_RUNNING, RunId: runID, WorkerId: w.WorkerID()})
 	callCtx, cancel := context.WithTimeoutCause(ctx, spec.timeout, errTimedOut)
 	defer cancel()
 	req := workerproto.Request{

@@ -194,7 +194,7 @@ class IsolatedFunction(Generic[R]):
         ):
             raise ValueError(f"max_concurrency must be a positive int or None, got {max_concurrency!r}")
         o = self.options
-        template = self._call_of(b"")
+        template = self._call_of(dumps_function(self.func, o.requirements), b"")
         return _map.run_map(
             o.host.route(), template, ((tuple(a), {}) for a in args_iter),
             requirements=o.requirements, ordered=ordered, return_exceptions=return_exceptions,
@@ -229,13 +229,16 @@ class IsolatedFunction(Generic[R]):
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         """This function called with args and kwargs, as the value hosts run."""
-        return self._call_of(dumps_arguments(self.name, args, kwargs, self.options.requirements))
+        # The function first: pickling it decides which of the caller's
+        # modules travel by value, and so how the arguments pickle.
+        function = dumps_function(self.func, self.options.requirements)
+        return self._call_of(function, dumps_arguments(self.name, args, kwargs, self.options.requirements))
 
-    def _call_of(self, arguments: bytes) -> Call:
+    def _call_of(self, function: bytes, arguments: bytes) -> Call:
         o = self.options
         return Call(
             function_name=self.name,
-            function=dumps_function(self.func, o.requirements),
+            function=function,
             arguments=arguments,
             environment=EnvironmentSpec(o.python_version, o.requirements),
             machine_type=o.machine_type,

@@ -4,6 +4,7 @@ events into output, a return value or an exception."""
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, TextIO
@@ -108,11 +109,20 @@ def stream(
         if start is None:
             raise err.error from None
         start(target)
-        _channel.forget(target)  # its channel may still be backing off from the failed connect
-        try:
-            result = yield from _values(call, _events(target, call, request, metadata))
-        except _NotConnected as err:
-            raise err.error from None
+        # The server answers now, but gRPC may still hold the failed
+        # connection in its reconnect backoff (about a second), even for a
+        # new channel: try again until it lets go. Nothing of the call was
+        # received, so it never runs twice.
+        deadline = time.monotonic() + RECONNECT_AFTER_START
+        while True:
+            _channel.forget(target)
+            try:
+                result = yield from _values(call, _events(target, call, request, metadata))
+                break
+            except _NotConnected as err:
+                if time.monotonic() > deadline:
+                    raise err.error from None
+                time.sleep(0.1)
     return outcome(call.function_name, result)
 
 
@@ -127,6 +137,10 @@ def _values(call: Call, events: Generator[bytes, None, pb.Result]) -> Generator[
             yield loads_value(call.function_name, data)
     finally:
         events.close()
+
+
+# How long a call keeps trying to reach a server it just started.
+RECONNECT_AFTER_START = 10.0
 
 
 class _NotConnected(Exception):

@@ -294,7 +294,10 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd: int)
         _flush_std_streams()
         _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
         return
-    if inspect.isgenerator(value):
+    if inspect.isgeneratorfunction(fn) and inspect.isgenerator(value):
+        # Only a generator function streams (the caller decided so from
+        # the same test); a generator returned by a plain function is a
+        # value, and one that cannot be pickled.
         _stream_generator(value, fn, pickling, result_fd)
         return
     _flush_std_streams()
