@@ -193,3 +193,22 @@ def test_ctrl_c_in_a_map_cancels_its_items(server, tmp_path):
     assert "KeyboardInterrupt" in err
     assert wait_until(lambda: not [w for w in live_workers(server) if w.function_name == "__main__.stuck_item"], timeout=5)
     assert wait_until(lambda: sorted(r.outcome for r in _runs(server, "__main__.stuck_item")) == ["cancelled"] * 2, timeout=5)
+
+
+def test_map_streams_an_endless_input_with_a_few_threads(server):
+    import itertools
+    import threading
+
+    @isolated(keep_alive=5)
+    def half(x):
+        return x // 2
+
+    before = threading.active_count()
+    threads = 0
+    for r in half.map(itertools.count(), max_concurrency=2):
+        threads = max(threads, threading.active_count())
+        if r >= 500:
+            break
+    # An endless input cannot have been read whole, and no thread was
+    # started per item.
+    assert threads - before <= 4, (before, threads)
