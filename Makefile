@@ -11,7 +11,12 @@ build:
 	$(GO) build -o $(BIN) ./cmd/atoll
 
 # Regenerate the Go and Python code for api/ (needs protoc-gen-go and
-# protoc-gen-go-grpc on PATH and grpcio-tools installed).
+# protoc-gen-go-grpc on PATH and grpcio-tools installed), at the versions
+# the committed code was made with, e.g. outside the repository:
+#   python3 -m venv /work/tools/protovenv && /work/tools/protovenv/bin/pip install grpcio-tools==1.85.1
+#   GOBIN=/work/tools/bin go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+#   GOBIN=/work/tools/bin go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+#   PATH=/work/tools/bin:$PATH make proto PYTHON=/work/tools/protovenv/bin/python
 proto:
 	$(PYTHON) -m grpc_tools.protoc -I api \
 		--go_out=. --go_opt=module=github.com/atoll-dev/atoll \

@@ -13,6 +13,10 @@ overload: more callers than worker slots (--overload-callers threads, 12
 by default, calling a trivial XS function for --overload-seconds): calls/s,
 p50/p99 and how many workers were started (on 2 CPUs there are 8 XS slots;
 warm workers handed from call to call, none started beyond the slots).
+
+map: items/s of `f.map` over a trivial function with 8 XS workers, beside
+Ray tasks (`ray.get([f.remote(i) for i in ...])` with 8 CPUs) in the same
+run; Ray is installed into a scratch venv under ~/.cache/atoll-bench.
 """
 
 from __future__ import annotations
@@ -242,7 +246,88 @@ def bench_envs(args: argparse.Namespace, server: Server) -> None:
     print(f"  atoll is {p / a:.1f}x faster")
 
 
-SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "overload": bench_overload}
+RAY_VERSION = "2.60.0"
+
+RAY_SCRIPT = """
+import sys, time
+import ray
+
+n, workers = int(sys.argv[1]), int(sys.argv[2])
+ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+@ray.remote
+def trivial(x):
+    return x
+
+ray.get([trivial.remote(i) for i in range(500)])  # start the workers
+best = 0.0
+for _ in range(3):
+    t = time.perf_counter()
+    out = ray.get([trivial.remote(i) for i in range(n)])
+    best = max(best, n / (time.perf_counter() - t))
+    assert out == list(range(n))
+print(best)
+"""
+
+
+def ray_python() -> Path:
+    """The Python of a scratch venv with Ray, installed on first use with uv
+    (or pip) from the package index."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atoll-bench"
+    venv = cache / "ray-venv"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import ray; print(ray.__version__)"]
+    if python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == RAY_VERSION:
+        return python
+    cache.mkdir(parents=True, exist_ok=True)
+    uv = shutil.which("uv")
+    print(f"installing ray=={RAY_VERSION} into {venv} ...", flush=True)
+    if uv:
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), f"ray=={RAY_VERSION}"], check=True)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}"], check=True)
+    return python
+
+
+def bench_map(args: argparse.Namespace, server: Server) -> None:
+    """items/s of a map over a trivial function on 8 XS workers, atoll
+    beside Ray tasks on 8 CPUs."""
+    from atoll import isolated
+
+    workers, n = 8, args.map_items
+
+    @isolated(machine_type="XS", keep_alive=300)
+    def trivial(x):
+        return x
+
+    assert list(trivial.map(range(500), max_concurrency=workers)) == list(range(500))  # start the workers
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        out = list(trivial.map(range(n), max_concurrency=workers))
+        best = max(best, n / (time.perf_counter() - t))
+        assert out == list(range(n))
+    ray_rate = None
+    try:
+        python = ray_python()
+        done = subprocess.run([str(python), "-c", RAY_SCRIPT, str(n), str(workers)], capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode == 0:
+            ray_rate = float(done.stdout.strip().splitlines()[-1])
+        else:
+            print(f"ray failed:\n{done.stderr[-2000:]}")
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"ray could not run: {exc}")
+    print(f"map of a trivial function, {n} items, {workers} workers (best of 3):")
+    print(f"  atoll f.map, {workers} XS workers        {best:10.0f} items/s")
+    if ray_rate is not None:
+        print(f"  ray tasks, num_cpus={workers}             {ray_rate:10.0f} items/s")
+        print(f"  atoll / ray                         {best / ray_rate:10.2f}x")
+
+
+SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "map": bench_map, "overload": bench_overload}
 
 
 def main() -> None:
@@ -253,6 +338,7 @@ def main() -> None:
     parser.add_argument("--env-runs", type=int, default=5)
     parser.add_argument("--overload-callers", type=int, default=12)
     parser.add_argument("--overload-seconds", type=float, default=10)
+    parser.add_argument("--map-items", type=int, default=5000)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `atoll server` flag")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)

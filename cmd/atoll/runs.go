@@ -42,7 +42,7 @@ func printRuns(cmd *cobra.Command, runs []*atollv1.RunInfo) error {
 			exit = fmt.Sprint(r.GetExitStatus())
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetFunctionName(), r.GetMachineType(),
-			when(msTime(r.GetQueuedUnixMs())), duration(r), firstNonEmpty(r.GetOutcome(), "running"), exit)
+			when(msTime(r.GetQueuedUnixMs())), duration(r), runState(r), exit)
 	}
 	return tw.Flush()
 }
@@ -59,4 +59,16 @@ func duration(r *atollv1.RunInfo) string {
 		return "-"
 	}
 	return (time.Duration(r.GetFinishedUnixMs()-r.GetStartedUnixMs()) * time.Millisecond).String()
+}
+
+// runState is a run's outcome, or where an unfinished run stands: queued
+// (waiting for a worker) or running.
+func runState(r *atollv1.RunInfo) string {
+	switch {
+	case r.GetOutcome() != "":
+		return r.GetOutcome()
+	case r.GetStartedUnixMs() == 0:
+		return "queued"
+	}
+	return "running"
 }

@@ -22,7 +22,17 @@ func newWorkersCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printWorkers(cmd, resp.GetWorkers())
+				if err := printWorkers(cmd, resp.GetWorkers()); err != nil {
+					return err
+				}
+				// Calls waiting for capacity have no worker yet; say so, or
+				// a queue looks like idleness.
+				st, err := admin.Status(ctx, &atollv1.StatusRequest{})
+				if err == nil && st.GetWaiting() > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%d call(s) queued, waiting for capacity (in use: %s of %s)\n",
+						st.GetWaiting(), st.GetUsed(), st.GetCapacity())
+				}
+				return nil
 			})
 		},
 	}

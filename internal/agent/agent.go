@@ -148,7 +148,7 @@ func (a *Agent) startRunner() (*runner, error) {
 				return
 			}
 			r.results <- f
-			if f.kind == frameResult {
+			if f.kind == frameResult || f.kind == frameYield {
 				<-r.valueRead
 			}
 		}
@@ -195,28 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err != nil {
 				return a.runnerDied(r, fmt.Sprintf("could not hand the call to the runner: %v", err))
 			}
-			var f frame
-			select {
-			case f, ok = <-r.results:
-			case _, open := <-calls:
-				if !open {
-					// The server closed the stream mid-call: it died, or
-					// tore this worker down. Nothing would take the
-					// result, so the user's code must not run on: the
-					// deferred kill ends the runner, and this agent's
-					// exit ends its sandbox's every process.
-					a.log.Warn("the server went away during a call; ending the runner")
-					return nil
-				}
-				return errors.New("the server sent a call while one was running")
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			if !ok {
-				return a.runnerDied(r, "the worker process died during the call")
-			}
-			r.flushOutput()
-			if err := a.report(r, f); err != nil {
+			if err := a.answer(ctx, r, calls); err != nil {
 				return err
 			}
 		case _, ok := <-r.results:
@@ -227,9 +206,47 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// answer passes the runner's answer to one call upstream: the values a
+// generator yields, each once the output written before it is forwarded,
+// then the call's end.
+func (a *Agent) answer(ctx context.Context, r *runner, calls <-chan workerproto.Call) error {
+	for {
+		var f frame
+		var ok bool
+		select {
+		case f, ok = <-r.results:
+		case _, open := <-calls:
+			if !open {
+				// The server closed the stream mid-call: it died, or tore
+				// this worker down. Nothing would take the result, so the
+				// user's code must not run on: the deferred kill ends the
+				// runner, and this agent's exit ends its sandbox's every
+				// process.
+				a.log.Warn("the server went away during a call; ending the runner")
+				return nil
+			}
+			return errors.New("the server sent a call while one was running")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if !ok {
+			return a.runnerDied(r, "the worker process died during the call")
+		}
+		r.flushOutput()
+		if err := a.report(r, f); err != nil || f.kind != frameYield {
+			return err
+		}
+	}
+}
+
 // passCall copies a call's function and arguments from the server's stream
 // into the runner's call pipe, without holding them.
 func (a *Agent) passCall(r *runner, call workerproto.Call) error {
+	if len(call.Env) > 0 {
+		if err := writeEnv(r.calls, call.Env); err != nil {
+			return err
+		}
+	}
 	if err := writeCallHeader(r.calls, call.FunctionSize, call.ArgumentsSize); err != nil {
 		return err
 	}
@@ -242,7 +259,7 @@ func (a *Agent) passCall(r *runner, call workerproto.Call) error {
 // report sends a runner's answer upstream; a value's bytes go straight from
 // the runner's pipe to the server's stream.
 func (a *Agent) report(r *runner, f frame) error {
-	if f.kind != frameResult {
+	if f.kind != frameResult && f.kind != frameYield {
 		ev, err := f.event()
 		if err != nil {
 			a.reportFailure(err.Error(), -1, 0)
@@ -251,7 +268,11 @@ func (a *Agent) report(r *runner, f frame) error {
 		a.send(ev)
 		return nil
 	}
-	err := a.conn.SendValue(f.size, func(w io.Writer) error {
+	send := a.conn.SendValue
+	if f.kind == frameYield {
+		send = a.conn.SendYielded
+	}
+	err := send(f.size, func(w io.Writer) error {
 		_, err := io.CopyN(w, r.resultPipe, f.size)
 		return err
 	})

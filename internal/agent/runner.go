@@ -16,6 +16,8 @@ const (
 	frameResult        = 'R'
 	frameException     = 'E'
 	frameUnpicklable   = 'S'
+	frameYield         = 'G'
+	frameEnv           = 'V'
 	frameHeaderLen     = 5
 	maxRunnerFrameSize = 1<<31 - 1
 )
@@ -26,6 +28,26 @@ type frame struct {
 	// size is the payload's length for a value frame, whose payload is not
 	// read into memory but passed on from the pipe.
 	size int64
+}
+
+// writeEnv sends the variables the next call runs with, as u32-length
+// prefixed fields: name, value, name, value...
+func writeEnv(w io.Writer, env map[string]string) error {
+	var payload []byte
+	for k, v := range env {
+		payload = binary.BigEndian.AppendUint32(payload, uint32(len(k)))
+		payload = append(payload, k...)
+		payload = binary.BigEndian.AppendUint32(payload, uint32(len(v)))
+		payload = append(payload, v...)
+	}
+	var head [frameHeaderLen]byte
+	binary.BigEndian.PutUint32(head[0:4], uint32(1+len(payload)))
+	head[4] = frameEnv
+	if _, err := w.Write(head[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
 }
 
 // writeCallHeader starts a call frame; the function's and the arguments'
@@ -62,7 +84,7 @@ func readFrame(r io.Reader) (frame, error) {
 	if err != nil {
 		return frame{}, err
 	}
-	if kind == frameResult {
+	if kind == frameResult || kind == frameYield {
 		return frame{kind: kind, size: size}, nil
 	}
 	payload := make([]byte, size)

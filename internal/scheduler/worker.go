@@ -113,8 +113,8 @@ func logSuffix(s string) string {
 }
 
 // call runs one call on the worker; see Lease.Call.
-func (w *worker) call(ctx context.Context, fn, args []byte, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
-	res, err := w.conn.Call(ctx, fn, args, onOutput)
+func (w *worker) call(ctx context.Context, req workerproto.Request) (*atollv1.Result, error) {
+	res, err := w.conn.CallWith(ctx, req)
 	if err == nil {
 		return res, nil
 	}
@@ -184,10 +184,16 @@ func (l *Lease) WorkerID() string { return l.w.id }
 // protocol, ctx's error when ctx ended (the worker is then killed, since a
 // Python call cannot be interrupted safely).
 func (l *Lease) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
+	return l.CallWith(ctx, workerproto.Request{Function: fn, Arguments: args, OnOutput: onOutput})
+}
+
+// CallWith is Call with everything a call may carry: its environment
+// variables and a receiver for the values a generator yields.
+func (l *Lease) CallWith(ctx context.Context, req workerproto.Request) (*atollv1.Result, error) {
 	if l.w == nil {
 		return nil, ErrLeaseSpent
 	}
-	return l.w.call(ctx, fn, args, onOutput)
+	return l.w.call(ctx, req)
 }
 
 // take spends the lease and returns its worker, or nil if it was spent.

@@ -14,6 +14,7 @@ import (
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/secrets"
 	"github.com/atoll-dev/atoll/internal/state"
 )
 
@@ -33,8 +34,12 @@ type AdminOptions struct {
 	Catalog        machine.Catalog
 	Capacity       *machine.Capacity
 	// Store, if set, serves the run history.
-	Store  *state.Store
-	Logger *slog.Logger
+	Store *state.Store
+	// Running, shared with the Functions service, finds runs to cancel.
+	Running *Running
+	// Secrets, if set, keeps the accounts' secrets.
+	Secrets *secrets.Vault
+	Logger  *slog.Logger
 }
 
 // NewAdmin returns the Admin service.
@@ -170,7 +175,7 @@ func runInfo(r state.Run) *atollv1.RunInfo {
 	info := &atollv1.RunInfo{
 		Id: r.ID, FunctionName: r.Function, MachineType: r.MachineType, EnvironmentKey: r.EnvKey,
 		QueuedUnixMs: unixMs(r.QueuedAt), StartedUnixMs: unixMs(r.StartedAt), FinishedUnixMs: unixMs(r.FinishedAt),
-		Outcome: string(r.Outcome), WorkerId: r.WorkerID,
+		Outcome: string(r.Outcome), WorkerId: r.WorkerID, CallId: r.CallID, Attempt: int32(r.Attempt),
 	}
 	if r.ExitStatus != nil {
 		code := int32(*r.ExitStatus)
@@ -188,4 +193,81 @@ func streamOf(s state.Stream) atollv1.Stream {
 	default:
 		return atollv1.Stream_STREAM_SYSTEM
 	}
+}
+
+// CancelRun stops one of the caller's runs in progress.
+func (a *Admin) CancelRun(ctx context.Context, req *atollv1.CancelRunRequest) (*atollv1.CancelRunResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
+	if a.opts.Running == nil {
+		return nil, status.Error(codes.Unimplemented, "this server cannot cancel runs")
+	}
+	if err := a.opts.Running.Cancel(account, req.GetRunId()); err != nil {
+		return nil, status.Errorf(codes.NotFound, "%v; `atoll runs` lists runs, and only unfinished ones can be cancelled", err)
+	}
+	a.log.Info("run cancelled on request", "run", req.GetRunId(), "account", account)
+	return &atollv1.CancelRunResponse{}, nil
+}
+
+func (a *Admin) vault() (*secrets.Vault, error) {
+	if a.opts.Secrets == nil {
+		return nil, status.Error(codes.Unimplemented, "this server keeps no secrets")
+	}
+	return a.opts.Secrets, nil
+}
+
+// SetSecret creates or replaces one of the caller's secrets. Its values
+// are never logged.
+func (a *Admin) SetSecret(ctx context.Context, req *atollv1.SetSecretRequest) (*atollv1.SetSecretResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
+	v, err := a.vault()
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Set(ctx, account, req.GetName(), req.GetValues()); err != nil {
+		return nil, rpcStatus(a.log, err, "account", account, "secret", req.GetName())
+	}
+	return &atollv1.SetSecretResponse{}, nil
+}
+
+// ListSecrets lists the caller's secrets without their values.
+func (a *Admin) ListSecrets(ctx context.Context, _ *atollv1.ListSecretsRequest) (*atollv1.ListSecretsResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
+	v, err := a.vault()
+	if err != nil {
+		return nil, err
+	}
+	all, err := v.List(ctx, account)
+	if err != nil {
+		return nil, rpcStatus(a.log, err, "account", account)
+	}
+	resp := &atollv1.ListSecretsResponse{}
+	for _, s := range all {
+		resp.Secrets = append(resp.Secrets, &atollv1.SecretInfo{Name: s.Name, Keys: s.Keys, UpdatedUnixMs: unixMs(s.Updated)})
+	}
+	return resp, nil
+}
+
+// DeleteSecret removes one of the caller's secrets.
+func (a *Admin) DeleteSecret(ctx context.Context, req *atollv1.DeleteSecretRequest) (*atollv1.DeleteSecretResponse, error) {
+	account, err := accountOf(ctx)
+	if err != nil {
+		return nil, rpcStatus(a.log, err)
+	}
+	v, err := a.vault()
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Delete(ctx, account, req.GetName()); err != nil {
+		return nil, rpcStatus(a.log, err, "account", account, "secret", req.GetName())
+	}
+	return &atollv1.DeleteSecretResponse{}, nil
 }

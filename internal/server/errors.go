@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,12 +16,33 @@ import (
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/secrets"
 	"github.com/atoll-dev/atoll/internal/state"
 	"github.com/atoll-dev/atoll/internal/storage"
 )
 
 // ErrInvalidRequest marks a request the SDK should never have sent.
 var ErrInvalidRequest = errors.New("invalid request")
+
+// ErrRunNotFound is a cancel of a run that is not in progress.
+var ErrRunNotFound = errors.New("run not found")
+
+// errCancelledByRequest is the cause of a run stopped by CancelRun, and
+// errTimedOut of one that ran past its timeout.
+var (
+	errCancelledByRequest = errors.New("cancelled by request")
+	errTimedOut           = errors.New("the call timed out")
+)
+
+// TimeoutError reports a function that ran past its timeout; its worker
+// was killed.
+type TimeoutError struct {
+	Limit time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("the function ran past its timeout of %s and was stopped (its worker was killed)", e.Limit)
+}
 
 // Error is an error with two texts: Public, written for the caller, and the
 // wrapped error, internal detail (paths, syscalls) that only the server's
@@ -62,7 +84,13 @@ func (f *Functions) failure(err error, req *atollv1.RunRequest) *atollv1.Failure
 	var crash *scheduler.CrashError
 	var ser *scheduler.SerializationError
 	var public *Error
+	var timeout *TimeoutError
 	switch {
+	case errors.As(err, &timeout):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_TIMEOUT, MachineType: mt, Message: timeout.Error() +
+			"; raise the call's timeout= if it needs longer"}
+	case errors.Is(err, secrets.ErrNotFound):
+		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_SECRET_NOT_FOUND, Message: err.Error()}
 	case errors.Is(err, machine.ErrNeverFits):
 		return &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_UNKNOWN_MACHINE_TYPE, MachineType: mt, Message: fmt.Sprintf(
 			"%v; choose a smaller machine_type, or run the server on a host that fits it", err)}
@@ -152,13 +180,14 @@ func rpcStatus(log *slog.Logger, err error, attrs ...any) error {
 		log.Error("request without an authenticated caller", append(attrs, "err", err)...)
 		return status.Error(codes.Unauthenticated, "this request carries no credentials the server accepted")
 	case errors.Is(err, storage.ErrInvalidPath), errors.Is(err, storage.ErrInvalidManifest), errors.Is(err, storage.ErrInvalidAccount),
-		errors.Is(err, ErrInvalidRequest):
+		errors.Is(err, ErrInvalidRequest), errors.Is(err, secrets.ErrInvalid):
 		code = codes.InvalidArgument
 	case errors.Is(err, storage.ErrConflict):
 		code = codes.FailedPrecondition
 	case errors.Is(err, storage.ErrQuotaExceeded):
 		code = codes.ResourceExhausted
-	case errors.Is(err, storage.ErrUnknownSync), errors.Is(err, state.ErrNotFound):
+	case errors.Is(err, storage.ErrUnknownSync), errors.Is(err, state.ErrNotFound), errors.Is(err, ErrRunNotFound),
+		errors.Is(err, secrets.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, storage.ErrContentMismatch):
 		code = codes.Aborted

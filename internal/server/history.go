@@ -181,8 +181,15 @@ func newRunID() string {
 
 // Begin records a run that just arrived.
 func (h *History) Begin(account, function, machineType string) *runRecord {
+	return h.BeginAttempt(account, function, machineType, "", 0)
+}
+
+// BeginAttempt records a run that is attempt n of a call: callID is the
+// first attempt's run id ("" for the first attempt itself).
+func (h *History) BeginAttempt(account, function, machineType, callID string, n int) *runRecord {
 	r := &runRecord{h: h, run: state.Run{
 		ID: newRunID(), Account: account, Function: function, MachineType: machineType, QueuedAt: time.Now(),
+		CallID: callID, Attempt: n,
 	}}
 	h.enqueue(r, false)
 	if h.observer != nil {
@@ -271,6 +278,8 @@ func outcomeOf(result *atollv1.Result, failure *atollv1.Failure) (state.Outcome,
 		return state.OutcomeCancelled, nil
 	case atollv1.FailureKind_FAILURE_KIND_NO_CAPACITY:
 		return state.OutcomeTimeout, nil
+	case atollv1.FailureKind_FAILURE_KIND_TIMEOUT:
+		return state.OutcomeTimedOut, nil
 	default:
 		return state.OutcomeError, nil
 	}

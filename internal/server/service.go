@@ -16,7 +16,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -25,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
-	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
 )
@@ -61,6 +59,15 @@ type Options struct {
 	Scheduler    *scheduler.Scheduler
 	// History, if set, records every run.
 	History *History
+	// Secrets, if set, opens the secrets calls name; without it a call
+	// naming one fails.
+	Secrets Secrets
+	// MaxTimeout bounds every call's timeout and is the timeout of calls
+	// that set none; 0 means DefaultMaxTimeout.
+	MaxTimeout time.Duration
+	// Running, if set, is shared with the Admin service so that runs can
+	// be cancelled by id; NewFunctions makes one otherwise.
+	Running *Running
 	// OnCallersMachine says the service runs on the caller's own machine
 	// (host=local's supervisor): its messages speak of this machine.
 	OnCallersMachine bool
@@ -70,8 +77,9 @@ type Options struct {
 // Functions implements atoll.v1.Functions.
 type Functions struct {
 	atollv1.UnimplementedFunctionsServer
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	running *Running
 }
 
 // NewFunctions returns the Functions service.
@@ -80,7 +88,11 @@ func NewFunctions(opts Options) *Functions {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Functions{opts: opts, log: log}
+	running := opts.Running
+	if running == nil {
+		running = NewRunning()
+	}
+	return &Functions{opts: opts, log: log, running: running}
 }
 
 // Register adds the service to a gRPC server.
@@ -104,108 +116,33 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 	if err != nil {
 		return rpcStatus(f.log, err)
 	}
-	var rec *runRecord
-	if f.opts.History != nil {
-		rec = f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType())
-	}
-	result, err := f.run(ctx, account, req, stream, rec)
-	var failure *atollv1.Failure
-	switch {
-	case err != nil && ctx.Err() != nil:
-		failure = &atollv1.Failure{Kind: atollv1.FailureKind_FAILURE_KIND_CANCELLED, Message: "the caller cancelled the call"}
-	case err != nil:
-		failure = f.failure(err, req)
-	}
-	if rec != nil {
-		rec.Finish(outcomeOf(result, failure))
+	var out callOutcome
+	spec, err := f.prepare(ctx, account, req)
+	if err != nil {
+		out.failure = f.failure(err, req)
+		if f.opts.History != nil {
+			f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType()).Finish(outcomeOf(nil, out.failure))
+		}
+	} else {
+		out = f.call(ctx, spec, req.GetArguments(), callEvents{
+			status: func(st *atollv1.Status) {
+				_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: st}})
+			},
+			output: func(o *atollv1.Output) {
+				_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
+			},
+			yielded: func(b []byte) {
+				_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Yielded{Yielded: b}})
+			},
+		})
 	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
-	case failure != nil:
-		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: failure}})
+	case out.failure != nil:
+		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: out.failure}})
 	}
-	return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Result{Result: result}})
-}
-
-func sendStatus(stream runStream, phase atollv1.Phase, msg string) {
-	_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: &atollv1.Status{Phase: phase, Message: msg}}})
-}
-
-func (f *Functions) run(ctx context.Context, account string, req *atollv1.RunRequest, stream runStream, rec *runRecord) (*atollv1.Result, error) {
-	if err := validate(req); err != nil {
-		return nil, err
-	}
-	mt, err := f.opts.Catalog.Lookup(req.GetMachineType())
-	if err != nil {
-		return nil, err
-	}
-	if f.opts.Capacity != nil {
-		if err := f.opts.Capacity.CheckFits(mt); err != nil {
-			return nil, err
-		}
-	}
-	key := scheduler.PoolKey{Account: account, Function: req.GetFunctionName(), MachineType: mt.Name}
-	w, err := f.acquire(ctx, &key, req, mt, stream)
-	if err != nil {
-		return nil, err
-	}
-	if rec != nil {
-		rec.Started(w.WorkerID(), key.EnvKey)
-	}
-	result, err := w.Call(ctx, req.GetFunction(), req.GetArguments(), func(o *atollv1.Output) {
-		_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: o}})
-		if rec != nil {
-			rec.Output(o)
-		}
-	})
-	var ser *scheduler.SerializationError
-	switch {
-	case err == nil, errors.As(err, &ser):
-		f.opts.Scheduler.Release(w, keepAlive(req))
-	default:
-		f.opts.Scheduler.Discard(w)
-	}
-	return result, err
-}
-
-// acquire leases a worker for the call. A warm call only names its
-// environment (a few microseconds); the environment is resolved, and built
-// if need be, only when no warm worker can take the call. What the worker
-// runs is said in launcher-neutral terms: the launcher decides how.
-func (f *Functions) acquire(ctx context.Context, key *scheduler.PoolKey, req *atollv1.RunRequest, mt machine.Type, stream runStream) (*scheduler.Lease, error) {
-	envKey, err := f.opts.Environments.Key(req.GetEnvironment())
-	if err != nil {
-		return nil, err
-	}
-	key.EnvKey = envKey
-	return f.opts.Scheduler.Acquire(ctx, *key, func(ctx context.Context) (scheduler.WorkerSpec, func(), error) {
-		sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, "building environment")
-		var progress envbuild.Progress
-		resolved, err := f.opts.Environments.Resolve(ctx, req.GetEnvironment(), func(line string) {
-			_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Output{Output: &atollv1.Output{
-				Stream: atollv1.Stream_STREAM_SYSTEM, Data: []byte(line + "\n"),
-			}}})
-			if progress.Update(line) {
-				sendStatus(stream, atollv1.Phase_PHASE_BUILDING_ENVIRONMENT, progress.String())
-			}
-		})
-		if err != nil {
-			return scheduler.WorkerSpec{}, nil, err
-		}
-		sendStatus(stream, atollv1.Phase_PHASE_STARTING_WORKER, "starting worker")
-		return scheduler.WorkerSpec{
-			Machine: mt,
-			Environment: scheduler.Environment{
-				Key:          resolved.Key,
-				Python:       req.GetEnvironment().GetPythonVersion(),
-				Requirements: req.GetEnvironment().GetRequirements(),
-			},
-			Data: true,
-		}, resolved.Release, nil
-	}, func() {
-		sendStatus(stream, atollv1.Phase_PHASE_QUEUED, fmt.Sprintf("waiting for capacity for machine type %s", mt))
-	})
+	return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Result{Result: out.result}})
 }
 
 func keepAlive(req *atollv1.RunRequest) time.Duration {

@@ -35,6 +35,13 @@ const (
 	MaxFilePieceBytes      = 16 << 20
 	MaxFileHashBytes       = 32
 	MaxFilePiecesPerUpload = 1 << 16
+	MaxSecretsPerCall      = 64
+	MaxSecretNameBytes     = 128
+	MaxSecretValues        = 256
+	MaxSecretKeyBytes      = 256
+	MaxSecretValueBytes    = 64 << 10
+	MaxMapConcurrency      = 10_000
+	MaxMapItemsPerMessage  = 1 << 16
 )
 
 // DefaultMaxMessageBytes is the default of the server's payload limit: the
@@ -125,6 +132,45 @@ func validateFields(msg any) error {
 		return validatePlan(m)
 	case *atollv1.UploadRequest:
 		return validateUpload(m)
+	case *atollv1.MapRequest:
+		return validateMap(m)
+	case *atollv1.CancelRunRequest:
+		return maxBytes("run_id", m.GetRunId(), MaxRunIDBytes)
+	case *atollv1.SetSecretRequest:
+		return validateSecret(m)
+	case *atollv1.DeleteSecretRequest:
+		return maxBytes("name", m.GetName(), MaxSecretNameBytes)
+	}
+	return nil
+}
+
+func validateMap(m *atollv1.MapRequest) error {
+	if start := m.GetStart(); start != nil {
+		if err := validateRun(start); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+	}
+	if n := len(m.GetItems().GetItems()); n > MaxMapItemsPerMessage {
+		return fmt.Errorf("items has %d entries; at most %d are allowed in one message", n, MaxMapItemsPerMessage)
+	}
+	return nil
+}
+
+func validateSecret(m *atollv1.SetSecretRequest) error {
+	if err := maxBytes("name", m.GetName(), MaxSecretNameBytes); err != nil {
+		return err
+	}
+	if n := len(m.GetValues()); n > MaxSecretValues {
+		return fmt.Errorf("values has %d entries; at most %d are allowed", n, MaxSecretValues)
+	}
+	for k, v := range m.GetValues() {
+		if err := maxBytes("values key", k, MaxSecretKeyBytes); err != nil {
+			return err
+		}
+		if len(v) > MaxSecretValueBytes {
+			// The value is never echoed: it is a secret.
+			return fmt.Errorf("values[%q] is %d bytes; at most %d are allowed", k, len(v), MaxSecretValueBytes)
+		}
 	}
 	return nil
 }
@@ -138,6 +184,19 @@ func validateRun(m *atollv1.RunRequest) error {
 	}
 	if k := m.GetKeepAliveSeconds(); math.IsNaN(k) || k < 0 || k > MaxKeepAlive {
 		return fmt.Errorf("keep_alive_seconds must be a number of seconds from 0 to %d (24 h), got %v", MaxKeepAlive, k)
+	}
+	// timeout_seconds and retries are checked with the call (calls.go):
+	// their bounds depend on the server's --max-call-timeout.
+	if n := len(m.GetSecrets()); n > MaxSecretsPerCall {
+		return fmt.Errorf("secrets has %d entries; at most %d are allowed", n, MaxSecretsPerCall)
+	}
+	for i, name := range m.GetSecrets() {
+		if err := maxBytes(fmt.Sprintf("secrets[%d]", i), name, MaxSecretNameBytes); err != nil {
+			return err
+		}
+	}
+	if c := m.GetMaxConcurrency(); c < 0 || c > MaxMapConcurrency {
+		return fmt.Errorf("max_concurrency must be between 0 (no limit) and %d, got %d", MaxMapConcurrency, c)
 	}
 	env := m.GetEnvironment()
 	if err := maxBytes("environment.python_version", env.GetPythonVersion(), MaxPythonVersionBytes); err != nil {

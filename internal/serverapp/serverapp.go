@@ -37,6 +37,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/metrics"
 	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/secrets"
 	"github.com/atoll-dev/atoll/internal/server"
 	"github.com/atoll-dev/atoll/internal/state"
 	"github.com/atoll-dev/atoll/internal/storage"
@@ -105,6 +106,8 @@ type Config struct {
 	// is told to stop (0: DefaultShutdownGrace); their workers are killed
 	// after it.
 	ShutdownGrace time.Duration
+	// MaxCallTimeout bounds every call's timeout= (0: server.DefaultMaxTimeout).
+	MaxCallTimeout time.Duration
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
@@ -166,6 +169,7 @@ type app struct {
 	store    *state.Store
 	authn    *auth.Authenticator
 	history  *server.History
+	secrets  *secrets.Vault
 	builder  *envbuild.Builder
 	catalog  machine.Catalog
 	capacity *machine.Capacity
@@ -201,6 +205,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.openState,
 		a.openMetrics,
 		a.startHistory,
+		a.openSecrets,
 		a.openEnvironments,
 		a.loadMachines,
 		a.startLauncher,
@@ -284,6 +289,17 @@ func (a *app) openState(ctx context.Context) error {
 		a.log.Info("marked runs cut short by the last stop as interrupted", "runs", n)
 	}
 	a.authn = auth.New(store, auth.WithLogger(a.log.With("component", "auth")))
+	return nil
+}
+
+// openSecrets opens the accounts' secrets, sealed in the state database
+// with a key kept beside it, in its own 0600 file.
+func (a *app) openSecrets(context.Context) error {
+	v, err := secrets.Open(a.store, filepath.Join(a.dataDir, secrets.KeyFile))
+	if err != nil {
+		return err
+	}
+	a.secrets = v
 	return nil
 }
 
@@ -429,17 +445,22 @@ func (a *app) registerServices(context.Context) error {
 	}
 	a.local.SetServerAddr(workerHost(a.lis.Addr()))
 	a.local.SetDataDirs(accountDataDir)
+	running := server.NewRunning()
 	server.NewFunctions(server.Options{
 		Catalog:      a.catalog,
 		Capacity:     a.capacity,
 		Environments: server.BuiltEnvironments{Builder: a.builder},
 		Scheduler:    a.sched,
 		History:      a.history,
+		Secrets:      a.secrets,
+		MaxTimeout:   a.cfg.MaxCallTimeout,
+		Running:      running,
 		Logger:       a.log.With("component", "server"),
 	}).Register(a.gs)
 	server.NewAdmin(server.AdminOptions{
 		Version: a.cfg.Version, Sandbox: a.launcher.Kind, SandboxWarning: a.launcher.Warning,
 		Scheduler: a.sched, Catalog: a.catalog, Capacity: a.capacity, Store: a.store,
+		Running: running, Secrets: a.secrets,
 		Logger: a.log.With("component", "admin"),
 	}).Register(a.gs)
 	healthpb.RegisterHealthServer(a.gs, health.NewServer())

@@ -20,7 +20,8 @@ const (
 	OutcomeOOM         Outcome = "oom"          // killed for exceeding memory
 	OutcomeCancelled   Outcome = "cancelled"    // the caller went away or cancelled
 	OutcomeBuildFailed Outcome = "build_failed" // the environment could not be built
-	OutcomeTimeout     Outcome = "timeout"      // queued or ran too long
+	OutcomeTimeout     Outcome = "timeout"      // waited too long for capacity
+	OutcomeTimedOut    Outcome = "timed_out"    // ran past its timeout and was stopped
 	// OutcomeInterrupted marks runs the server was still tracking when it
 	// stopped; see InterruptUnfinishedRuns.
 	OutcomeInterrupted Outcome = "interrupted"
@@ -43,6 +44,11 @@ type Run struct {
 	// (still running, or it never started).
 	ExitStatus *int
 	WorkerID   string
+	// CallID is the call this run is an attempt of (its first attempt's
+	// run id; empty for a first attempt), Attempt its number from 1 (0
+	// where the server did not say).
+	CallID  string
+	Attempt int
 }
 
 // Finished reports whether the run has ended.
@@ -82,7 +88,7 @@ func (s *Store) CreateRun(ctx context.Context, r Run) error {
 	}
 	_, err := s.createRun.ExecContext(ctx,
 		r.ID, r.Account, r.Function, r.MachineType, r.EnvKey,
-		toDB(r.QueuedAt), toDB(r.StartedAt), toDB(r.FinishedAt), string(r.Outcome), exit, r.WorkerID)
+		toDB(r.QueuedAt), toDB(r.StartedAt), toDB(r.FinishedAt), string(r.Outcome), exit, r.WorkerID, r.CallID, r.Attempt)
 	switch {
 	case isUniqueViolation(err):
 		return fmt.Errorf("create run %s: %w", r.ID, ErrExists)
@@ -125,7 +131,7 @@ func (s *Store) SaveRuns(ctx context.Context, records []RunRecord) error {
 		}
 		_, err := upsert.ExecContext(ctx,
 			r.ID, r.Account, r.Function, r.MachineType, r.EnvKey,
-			toDB(r.QueuedAt), toDB(r.StartedAt), toDB(r.FinishedAt), string(r.Outcome), exit, r.WorkerID)
+			toDB(r.QueuedAt), toDB(r.StartedAt), toDB(r.FinishedAt), string(r.Outcome), exit, r.WorkerID, r.CallID, r.Attempt)
 		if isForeignKeyViolation(err) {
 			return fmt.Errorf("save run %s: account %q: %w", r.ID, r.Account, ErrNotFound)
 		}
@@ -154,14 +160,14 @@ func (s *Store) InterruptUnfinishedRuns(ctx context.Context) (int64, error) {
 	return res.RowsAffected()
 }
 
-const runColumns = `id, account, function, machine_type, env_key, queued_at, started_at, finished_at, outcome, exit_status, worker_id`
+const runColumns = `id, account, function, machine_type, env_key, queued_at, started_at, finished_at, outcome, exit_status, worker_id, call_id, attempt`
 
 func scanRun(row interface{ Scan(...any) error }) (Run, error) {
 	var r Run
 	var queued, started, finished, exit sql.NullInt64
 	var outcome string
 	err := row.Scan(&r.ID, &r.Account, &r.Function, &r.MachineType, &r.EnvKey,
-		&queued, &started, &finished, &outcome, &exit, &r.WorkerID)
+		&queued, &started, &finished, &outcome, &exit, &r.WorkerID, &r.CallID, &r.Attempt)
 	if err != nil {
 		return Run{}, err
 	}

@@ -46,4 +46,20 @@ CREATE TABLE run_logs (
 	PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 `,
+	// 2: secrets, sealed by the server (the key is never in this file).
+	`
+CREATE TABLE secrets (
+	account TEXT NOT NULL REFERENCES accounts(name),
+	name    TEXT NOT NULL,
+	sealed  BLOB NOT NULL,
+	updated INTEGER NOT NULL,
+	PRIMARY KEY (account, name)
+) WITHOUT ROWID;
+`,
+	// 3: a run is one attempt of a call: the call's id (its first run's)
+	// and the attempt's number.
+	`
+ALTER TABLE runs ADD COLUMN call_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE runs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+`,
 }

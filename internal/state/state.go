@@ -106,8 +106,8 @@ func (s *Store) prepare(ctx context.Context) error {
 	}{
 		{&s.keyByID, `SELECT ` + keyColumns + ` FROM keys WHERE id = ?`},
 		{&s.touchKey, `UPDATE keys SET last_used = ? WHERE id = ?`},
-		{&s.createRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
-		{&s.upsertRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		{&s.createRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&s.upsertRun, `INSERT INTO runs (` + runColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT(id) DO UPDATE SET env_key = excluded.env_key, started_at = excluded.started_at,
 			finished_at = excluded.finished_at, outcome = excluded.outcome, exit_status = excluded.exit_status,
 			worker_id = excluded.worker_id`},

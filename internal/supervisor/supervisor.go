@@ -161,17 +161,19 @@ func newGRPCServer(sched *scheduler.Scheduler, builder *envbuild.Builder, opts O
 		grpc.ChainStreamInterceptor(auth.PeerStreamServerInterceptor()),
 	)
 	catalog := machine.Defaults()
+	running := server.NewRunning()
 	server.NewFunctions(server.Options{
 		Catalog:          catalog,
 		Environments:     server.BuiltEnvironments{Builder: builder},
 		Scheduler:        sched,
+		Running:          running,
 		OnCallersMachine: true,
 		Logger:           log.With("component", "server"),
 	}).Register(gs)
 	server.NewAdmin(server.AdminOptions{
 		Version: opts.Version, Sandbox: sandbox.KindProcess,
 		SandboxWarning: "host=local: workers run as plain processes of this user, not isolated",
-		Scheduler:      sched, Catalog: catalog, Logger: log.With("component", "admin"),
+		Scheduler:      sched, Catalog: catalog, Running: running, Logger: log.With("component", "admin"),
 	}).Register(gs)
 	return gs
 }

@@ -30,6 +30,8 @@ func NewAgentConn(r io.Reader, w io.Writer) *AgentConn {
 // follow it, to be read through Payload before the next ReadCall.
 type Call struct {
 	FunctionSize, ArgumentsSize uint64
+	// Env is set for this call only.
+	Env map[string]string
 }
 
 // Size is the number of raw bytes that follow the header.
@@ -46,7 +48,7 @@ func (c *AgentConn) ReadCall() (Call, error) {
 	if fn > MaxPayloadBytes || args > MaxPayloadBytes || fn+args > MaxPayloadBytes {
 		return Call{}, fmt.Errorf("%w: a call of %d + %d bytes exceeds the %d byte limit", ErrProtocol, fn, args, MaxPayloadBytes)
 	}
-	return Call{FunctionSize: fn, ArgumentsSize: args}, nil
+	return Call{FunctionSize: fn, ArgumentsSize: args, Env: m.GetEnv()}, nil
 }
 
 // Payload reads the raw bytes of the call just read.
@@ -56,7 +58,7 @@ func (c *AgentConn) Payload(call Call) io.Reader {
 
 // Send sends one event; a value goes through SendValue.
 func (c *AgentConn) Send(ev *atollv1.WorkerEvent) error {
-	if ev.GetValue() != nil {
+	if ev.GetValue() != nil || ev.GetYielded() != nil {
 		return errors.New("workerproto: a value event goes through SendValue")
 	}
 	return c.out.write(ev, nil)
@@ -68,5 +70,15 @@ func (c *AgentConn) SendValue(size int64, copy func(io.Writer) error) error {
 		return fmt.Errorf("a %d byte value exceeds the %d byte limit", size, MaxPayloadBytes)
 	}
 	ev := &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Value{Value: &atollv1.WorkerValue{Size: uint64(size)}}}
+	return c.out.write(ev, copy)
+}
+
+// SendYielded sends a value a generator function yielded, of size bytes,
+// which copy writes.
+func (c *AgentConn) SendYielded(size int64, copy func(io.Writer) error) error {
+	if size < 0 || size > MaxPayloadBytes {
+		return fmt.Errorf("a %d byte value exceeds the %d byte limit", size, MaxPayloadBytes)
+	}
+	ev := &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Yielded{Yielded: &atollv1.WorkerValue{Size: uint64(size)}}}
 	return c.out.write(ev, copy)
 }

@@ -20,7 +20,7 @@ const eventQueue = 64
 type Conn struct {
 	rwc    io.ReadWriteCloser
 	out    *frameWriter
-	events chan *atollv1.WorkerEvent
+	events chan inbound
 	// readErr is why the event stream ended; set before events is closed.
 	readErr error
 	busy    atomic.Bool
@@ -32,13 +32,21 @@ type Conn struct {
 
 // NewConn starts reading the agent's events from rwc. Close ends it.
 func NewConn(rwc io.ReadWriteCloser) *Conn {
-	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan *atollv1.WorkerEvent, eventQueue), closed: make(chan struct{})}
+	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan inbound, eventQueue), closed: make(chan struct{})}
 	go c.readEvents()
 	return c
 }
 
+// inbound is one event as read: a yielded value's raw bytes travel beside
+// its header.
+type inbound struct {
+	ev      *atollv1.WorkerEvent
+	yielded []byte
+}
+
 // readEvents reads events until the stream ends or breaks the protocol; a
-// value's raw bytes are read in with it and delivered as a Result.
+// value's raw bytes are read in with it and delivered as a Result, a
+// yielded value's beside its event.
 func (c *Conn) readEvents() {
 	defer close(c.events)
 	in := newFrameReader(c.rwc)
@@ -50,24 +58,36 @@ func (c *Conn) readEvents() {
 			}
 			return
 		}
+		var msg inbound
 		if v := ev.GetValue(); v != nil {
-			if v.GetSize() > MaxPayloadBytes {
-				c.readErr = fmt.Errorf("%w: a %d byte value exceeds the %d byte limit", ErrProtocol, v.GetSize(), MaxPayloadBytes)
-				return
-			}
-			value, err := in.payload(v.GetSize())
+			value, err := c.readValue(in, v)
 			if err != nil {
 				c.readErr = err
 				return
 			}
 			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{Value: value}}}}
+		} else if v := ev.GetYielded(); v != nil {
+			value, err := c.readValue(in, v)
+			if err != nil {
+				c.readErr = err
+				return
+			}
+			msg.yielded = value
 		}
+		msg.ev = ev
 		select {
-		case c.events <- ev:
+		case c.events <- msg:
 		case <-c.closed:
 			return
 		}
 	}
+}
+
+func (c *Conn) readValue(in *frameReader, v *atollv1.WorkerValue) ([]byte, error) {
+	if v.GetSize() > MaxPayloadBytes {
+		return nil, fmt.Errorf("%w: a %d byte value exceeds the %d byte limit", ErrProtocol, v.GetSize(), MaxPayloadBytes)
+	}
+	return in.payload(v.GetSize())
 }
 
 // ended is the error for an event stream that ended early.
@@ -92,10 +112,11 @@ func (c *Conn) AwaitReady(ctx context.Context, onOutput func(*atollv1.Output)) (
 		select {
 		case <-ctx.Done():
 			return Ready{}, ctx.Err()
-		case ev, ok := <-c.events:
+		case msg, ok := <-c.events:
 			if !ok {
 				return Ready{}, c.ended()
 			}
+			ev := msg.ev
 			switch e := ev.Event.(type) {
 			case *atollv1.WorkerEvent_Ready:
 				return Ready{RunnerPID: int(e.Ready.GetRunnerPid())}, nil
@@ -118,6 +139,24 @@ func (c *Conn) AwaitReady(ctx context.Context, onOutput func(*atollv1.Output)) (
 // running: the caller must kill the worker, as a Python call cannot be
 // interrupted safely.
 func (c *Conn) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1.Output)) (*atollv1.Result, error) {
+	return c.CallWith(ctx, Request{Function: fn, Arguments: args, OnOutput: onOutput})
+}
+
+// Request is one call with everything it may carry.
+type Request struct {
+	Function, Arguments []byte
+	// Env is set in the runner for this call only.
+	Env map[string]string
+	// OnOutput receives output events as they arrive.
+	OnOutput func(*atollv1.Output)
+	// OnYield receives each value a generator function yields; a yielded
+	// value with no OnYield breaks the protocol.
+	OnYield func([]byte)
+}
+
+// CallWith is Call with the call's environment and yielded values.
+func (c *Conn) CallWith(ctx context.Context, r Request) (*atollv1.Result, error) {
+	fn, args, onOutput := r.Function, r.Arguments, r.OnOutput
 	if !c.busy.CompareAndSwap(false, true) {
 		return nil, ErrBusy
 	}
@@ -128,7 +167,7 @@ func (c *Conn) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args))}
+	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args)), Env: r.Env}
 	err := c.out.write(head, func(out io.Writer) error {
 		if _, err := out.Write(fn); err != nil {
 			return err
@@ -143,13 +182,19 @@ func (c *Conn) Call(ctx context.Context, fn, args []byte, onOutput func(*atollv1
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case ev, ok := <-c.events:
+		case msg, ok := <-c.events:
 			if !ok {
 				return nil, c.ended()
 			}
+			ev := msg.ev
 			switch e := ev.Event.(type) {
 			case *atollv1.WorkerEvent_Output:
 				onOutput(e.Output)
+			case *atollv1.WorkerEvent_Yielded:
+				if r.OnYield == nil {
+					return nil, fmt.Errorf("%w: a yielded value for a call that takes none", ErrProtocol)
+				}
+				r.OnYield(msg.yielded)
 			case *atollv1.WorkerEvent_Result:
 				return e.Result, nil
 			case *atollv1.WorkerEvent_Failure:

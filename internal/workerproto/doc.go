@@ -25,13 +25,14 @@
 //	agent → server   WorkerEvent.ready       none                          MaxEventBytes
 //	agent → server   WorkerEvent.output      none (data inline)            MaxEventBytes
 //	agent → server   WorkerEvent.value       size (the pickled value)      size ≤ MaxPayloadBytes
+//	agent → server   WorkerEvent.yielded     size (a yielded value)        size ≤ MaxPayloadBytes
 //	agent → server   WorkerEvent.result      none (exception inline)       MaxEventBytes
 //	agent → server   WorkerEvent.failure     none                          MaxEventBytes
 //
 // The sequence: the agent sends ready once its runner is up (output may
 // come before it, failure instead of it). Then, per call, the server sends
-// one WorkerCall; the agent answers with any number of output events and
-// exactly one of value, result or failure. A failure ends the agent. The
+// one WorkerCall; the agent answers with any number of output and yielded
+// events and exactly one of value, result or failure. A failure ends the agent. The
 // server ends the session by closing its side; the agent then exits.
 //
 // # Dial-back handshake

@@ -13,9 +13,9 @@ const (
 	// travels inline (pickled, with its traceback), and it too must fit in
 	// one message to the caller.
 	MaxEventBytes = math.MaxInt32
-	// MaxCallHeaderBytes bounds one WorkerCall message: a call id and two
-	// sizes.
-	MaxCallHeaderBytes = 1 << 10
+	// MaxCallHeaderBytes bounds one WorkerCall message: a call id, two
+	// sizes and the call's environment variables (its secrets).
+	MaxCallHeaderBytes = 256 << 10
 	// MaxTokenBytes bounds the token a dialing worker presents.
 	MaxTokenBytes = 512
 	// HandshakeTimeout bounds a dialing worker's handshake, from accept to

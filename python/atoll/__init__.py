@@ -13,12 +13,14 @@ Example::
 """
 
 from atoll._api import IsolatedFunction, isolated
+from atoll._call import Retries
 from atoll._cached import cached
 from atoll._credentials import CloudKeyCredentials
 from atoll._errors import (
     AtollError,
     AuthenticationError,
     CallTimeoutError,
+    CancelledError,
     EnvironmentBuildError,
     InvalidRequestError,
     MachineTypeError,
@@ -27,8 +29,10 @@ from atoll._errors import (
     PythonVersionError,
     QuotaExceededError,
     RemoteError,
+    SecretNotFoundError,
     SerializationError,
     ServerUnavailableError,
+    TimeoutError,
     VersionMismatchError,
     WorkerCrashedError,
 )
@@ -39,6 +43,7 @@ __all__ = [
     "AtollError",
     "AuthenticationError",
     "CallTimeoutError",
+    "CancelledError",
     "CloudKeyCredentials",
     "EnvironmentBuildError",
     "InvalidRequestError",
@@ -49,10 +54,13 @@ __all__ = [
     "PythonVersionError",
     "QuotaExceededError",
     "RemoteError",
+    "Retries",
+    "SecretNotFoundError",
     "SerializationError",
     "VersionMismatchError",
     "ServerUnavailableError",
     "SyncResult",
+    "TimeoutError",
     "WorkerCrashedError",
     "cached",
     "cloud",

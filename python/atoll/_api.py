@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar, overload
 
-from atoll._call import Call, EnvironmentSpec
+from atoll import _futures, _map
+from atoll._call import Call, EnvironmentSpec, Retries
 from atoll._credentials import CloudKeyCredentials
 from atoll._host import Host, cloud
 from atoll._serialize import dumps_arguments, dumps_function
@@ -29,6 +32,9 @@ class Options:
     keep_alive: float = DEFAULT_KEEP_ALIVE
     host: Host = field(default=cloud)
     credentials: CloudKeyCredentials | None = None
+    timeout: float | None = None
+    retries: Retries | None = None
+    secrets: tuple[str, ...] = ()
 
     @property
     def python_version(self) -> str:
@@ -36,7 +42,7 @@ class Options:
         return "%d.%d" % sys.version_info[:2]
 
 
-_OPTION_NAMES = ("requirements", "machine_type", "keep_alive", "host", "credentials")
+_OPTION_NAMES = ("requirements", "machine_type", "keep_alive", "host", "credentials", "timeout", "retries", "secrets")
 
 
 def _check_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
@@ -83,6 +89,31 @@ def _check_options(opts: dict[str, Any], where: str) -> dict[str, Any]:
         if creds is not None and not isinstance(creds, CloudKeyCredentials):
             raise TypeError(f"credentials must be a CloudKeyCredentials, not {type(creds).__name__}")
         out["credentials"] = creds
+    if "timeout" in opts:
+        t = opts["timeout"]
+        if t is not None:
+            if isinstance(t, bool) or not isinstance(t, (int, float)):
+                raise TypeError(f"timeout must be a number of seconds or None, not {type(t).__name__}")
+            if not math.isfinite(t) or t <= 0:
+                raise ValueError(f"timeout must be more than 0 seconds, got {t!r}")
+        out["timeout"] = t
+    if "retries" in opts:
+        r = opts["retries"]
+        if r is None:
+            r = Retries()
+        elif isinstance(r, int) and not isinstance(r, bool):
+            r = Retries(count=r)
+        elif not isinstance(r, Retries):
+            raise TypeError(f"retries must be an int or atoll.Retries(...), not {type(r).__name__}")
+        out["retries"] = r
+    if "secrets" in opts:
+        names = opts["secrets"] or ()
+        if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+            raise TypeError(f"secrets must be a list of secret names such as ['openai'], not {type(names).__name__}")
+        for n in names:
+            if not isinstance(n, str) or not n:
+                raise TypeError(f"each secret must be a non-empty name, got {n!r}")
+        out["secrets"] = tuple(names)
     return out
 
 
@@ -107,19 +138,115 @@ class IsolatedFunction(Generic[R]):
         return f"{getattr(self.func, '__module__', '?')}.{getattr(self.func, '__qualname__', repr(self.func))}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
+        if inspect.isgeneratorfunction(self.func):
+            # A generator function streams: the caller iterates over its
+            # values as the worker yields them.
+            return self.options.host.stream(self._call(args, kwargs))  # type: ignore[return-value]
         return self.options.host.run(self._call(args, kwargs))
+
+    def map(
+        self,
+        iterable: Iterable[Any],
+        *more_iterables: Iterable[Any],
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        max_concurrency: int | None = None,
+    ) -> Iterator[R]:
+        """Calls the function on each item (zipped with more_iterables, as
+        the builtin ``map``) and yields the results as they arrive: in input
+        order, or in completion order with ``ordered=False``.
+
+        Items stream to the server, which spreads them over warm workers up
+        to its capacity (or ``max_concurrency`` workers), each worker
+        serving many items. A failed item raises its exception, naming the
+        item's index, and the rest are cancelled; with
+        ``return_exceptions=True`` it yields the exception in its place and
+        the rest go on. Leaving the loop early cancels what still runs.
+
+        Example::
+
+            for square in f.map(range(1000)):
+                print(square)
+        """
+        return self._map(zip(iterable, *more_iterables), ordered, return_exceptions, max_concurrency)
+
+    def starmap(
+        self,
+        iterable: Iterable[Iterable[Any]],
+        *,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        max_concurrency: int | None = None,
+    ) -> Iterator[R]:
+        """Like ``map``, each item being the arguments of one call.
+
+        Example::
+
+            sums = list(add.starmap([(1, 2), (3, 4)]))   # [3, 7]
+        """
+        return self._map(iterable, ordered, return_exceptions, max_concurrency)
+
+    def _map(self, args_iter: Iterable[Iterable[Any]], ordered: bool, return_exceptions: bool,
+             max_concurrency: int | None) -> Iterator[R]:
+        _map.check_not_generator(self.func, "map")
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be a positive int or None, got {max_concurrency!r}")
+        o = self.options
+        template = self._call_of(dumps_function(self.func, o.requirements), b"")
+        return _map.run_map(
+            o.host.route(), template, ((tuple(a), {}) for a in args_iter),
+            requirements=o.requirements, ordered=ordered, return_exceptions=return_exceptions,
+            max_concurrency=max_concurrency,
+        )
+
+    def submit(self, *args: Any, **kwargs: Any) -> Future[R]:
+        """Starts a call in the background and returns its
+        ``concurrent.futures.Future`` (works with ``as_completed``,
+        ``wait`` and ``result(timeout)``). ``cancel()`` stops the call even
+        while it runs: the worker is killed.
+
+        Example::
+
+            futures = [f.submit(x) for x in range(10)]
+            for done in concurrent.futures.as_completed(futures):
+                print(done.result())
+        """
+        _map.check_not_generator(self.func, "submit")
+        return _futures.submit(self.options.host.run, self._call(args, kwargs))
+
+    def call_async(self, *args: Any, **kwargs: Any) -> Awaitable[R]:
+        """The call as an awaitable, for asyncio: the event loop goes on
+        while it runs; cancelling the task cancels the call.
+
+        Example::
+
+            a, b = await asyncio.gather(f.call_async(1), f.call_async(2))
+        """
+        _map.check_not_generator(self.func, "call_async")
+        return _futures.call_async(self.options.host.run, self._call(args, kwargs))
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         """This function called with args and kwargs, as the value hosts run."""
+        # The function first: pickling it decides which of the caller's
+        # modules travel by value, and so how the arguments pickle.
+        function = dumps_function(self.func, self.options.requirements)
+        return self._call_of(function, dumps_arguments(self.name, args, kwargs, self.options.requirements))
+
+    def _call_of(self, function: bytes, arguments: bytes) -> Call:
         o = self.options
         return Call(
             function_name=self.name,
-            function=dumps_function(self.func, o.requirements),
-            arguments=dumps_arguments(self.name, args, kwargs, o.requirements),
+            function=function,
+            arguments=arguments,
             environment=EnvironmentSpec(o.python_version, o.requirements),
             machine_type=o.machine_type,
             keep_alive=o.keep_alive,
             credentials=o.credentials,
+            timeout=o.timeout,
+            retries=o.retries,
+            secrets=o.secrets,
         )
 
     def on(self, host: Host | None = None, **options: Any) -> IsolatedFunction[R]:
@@ -163,6 +290,9 @@ def isolated(
     keep_alive: float = DEFAULT_KEEP_ALIVE,
     host: Host = cloud,
     credentials: CloudKeyCredentials | None = None,
+    timeout: float | None = None,
+    retries: int | Retries | None = None,
+    secrets: list[str] | None = None,
 ) -> Callable[[Callable[..., R]], IsolatedFunction[R]]: ...
 
 
@@ -175,6 +305,12 @@ def isolated(func: Callable[..., R] | None = None, /, **options: Any) -> Any:
       keep_alive: seconds the worker stays warm after a call (default 10).
       host: ``cloud`` (an atoll server, the default) or ``local``.
       credentials: a ``CloudKeyCredentials``; else taken from the environment.
+      timeout: seconds a call may run; past it the worker is killed and
+        the call raises ``atoll.TimeoutError``. None: the server's maximum.
+      retries: attempts after a failed one (an int, or ``atoll.Retries``);
+        by default only infrastructure failures (a crashed worker) retry.
+      secrets: names of secrets (``atoll secrets set``) whose variables the
+        function sees in ``os.environ``.
 
     Example::
 

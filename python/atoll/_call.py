@@ -4,10 +4,77 @@ and never reach back into the function."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from atoll._credentials import CloudKeyCredentials
 from atoll.v1 import atoll_pb2 as pb
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How a call is retried when an attempt fails.
+
+    ``count`` attempts after the first; ``backoff`` seconds before the
+    first retry, doubled for each later one. By default only
+    infrastructure failures are retried (the worker crashed or was lost);
+    ``exceptions=True`` retries the function's own exceptions too, and
+    ``out_of_memory=True`` a worker killed for exceeding its memory. Every
+    attempt is a run of its own in ``atoll runs``, linked to the call.
+    Retried functions should be idempotent: an attempt may have done part
+    of its work before it failed.
+
+    Example::
+
+        @isolated(retries=Retries(count=3, backoff=0.5))
+        def fetch(url): ...
+    """
+
+    count: int = 0
+    backoff: float = 1.0
+    exceptions: bool = False
+    out_of_memory: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or not 0 <= self.count <= 10:
+            raise ValueError(f"retries count must be an int from 0 to 10, got {self.count!r}")
+        if isinstance(self.backoff, bool) or not isinstance(self.backoff, (int, float)) or not 0 <= self.backoff <= 300:
+            raise ValueError(f"retries backoff must be 0 to 300 seconds, got {self.backoff!r}")
+
+    def proto(self) -> pb.RetryPolicy:
+        return pb.RetryPolicy(
+            max_retries=self.count,
+            backoff_seconds=float(self.backoff),
+            retry_exceptions=self.exceptions,
+            retry_out_of_memory=self.out_of_memory,
+        )
+
+
+class CallControl:
+    """Cancels a call in flight from another thread: its RPC is cancelled,
+    so the server kills the worker and records the run as cancelled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rpc: Any = None
+        self.cancelled = False
+
+    def attach(self, rpc: Any) -> None:
+        with self._lock:
+            self._rpc = rpc
+            if self.cancelled:
+                rpc.cancel()
+
+    def detach(self) -> None:
+        with self._lock:
+            self._rpc = None
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            if self._rpc is not None:
+                self._rpc.cancel()
 
 
 @dataclass(frozen=True)
@@ -40,14 +107,24 @@ class Call:
     machine_type: str
     keep_alive: float
     credentials: CloudKeyCredentials | None = None
+    timeout: float | None = None
+    retries: Retries | None = None
+    secrets: tuple[str, ...] = ()
+    # Set by submit(): lets another thread cancel the call.
+    control: CallControl | None = field(default=None, compare=False, repr=False)
 
     def request(self) -> pb.RunRequest:
         """The call as the Functions API's Run request."""
-        return pb.RunRequest(
+        req = pb.RunRequest(
             function_name=self.function_name,
             function=self.function,
             arguments=self.arguments,
             environment=self.environment.proto(),
             machine_type=self.machine_type,
             keep_alive_seconds=float(self.keep_alive),
+            timeout_seconds=float(self.timeout or 0),
+            secrets=list(self.secrets),
         )
+        if self.retries is not None and self.retries.count:
+            req.retries.CopyFrom(self.retries.proto())
+        return req

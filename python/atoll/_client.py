@@ -4,14 +4,16 @@ events into output, a return value or an exception."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+import time
+from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, TextIO
 
 import grpc
 
 from atoll import _autostart, _channel, _credentials, _progress
 from atoll._call import Call
-from atoll._errors import ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
+from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
 from atoll.v1 import atoll_pb2_grpc as pb_grpc
@@ -26,6 +28,23 @@ def _write(stream: TextIO, data: bytes) -> None:
     else:
         stream.write(data.decode("utf-8", "replace"))
         stream.flush()
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a host's calls go: the target, the metadata to send (None: the
+    credentials for target), and how to start what serves it when it does
+    not answer (``start``, or the local server with ``autostart``)."""
+
+    target: str
+    metadata: tuple[tuple[str, str], ...] | None = None
+    start: Callable[[str], None] | None = None
+    autostart: bool = False
+
+    def starter(self) -> Callable[[str], None] | None:
+        if self.start is None and self.autostart:
+            return _autostart.ensure
+        return self.start
 
 
 def write_output(out: pb.Output) -> None:
@@ -61,20 +80,67 @@ def run(
     With autostart, a local server is started if none answers; start, if
     given, is called instead to start what serves target (only before
     anything was sent, so a call is never run twice)."""
+    gen = stream(target, call, autostart, metadata=metadata, start=start)
+    try:
+        next(gen)
+    except StopIteration as stop:
+        return stop.value
+    gen.close()
+    raise ProtocolError(f"the server sent values as if {call.function_name} were a generator function")
+
+
+def stream(
+    target: str,
+    call: Call,
+    autostart: bool = False,
+    *,
+    metadata: tuple[tuple[str, str], ...] | None = None,
+    start: Callable[[str], None] | None = None,
+) -> Iterator[Any]:
+    """Like run, for a generator function: yields each value the function
+    yields as it arrives, then returns (or raises its exception). Closing
+    the iterator early cancels the call, which stops the worker."""
     request = call.request()
     if start is None and autostart:
         start = _autostart.ensure
     try:
-        return _run(target, call, request, metadata)
+        result = yield from _values(call, _events(target, call, request, metadata))
     except _NotConnected as err:
         if start is None:
             raise err.error from None
-    start(target)
-    _channel.forget(target)  # its channel may still be backing off from the failed connect
+        start(target)
+        # The server answers now, but gRPC may still hold the failed
+        # connection in its reconnect backoff (about a second), even for a
+        # new channel: try again until it lets go. Nothing of the call was
+        # received, so it never runs twice.
+        deadline = time.monotonic() + RECONNECT_AFTER_START
+        while True:
+            _channel.forget(target)
+            try:
+                result = yield from _values(call, _events(target, call, request, metadata))
+                break
+            except _NotConnected as err:
+                if time.monotonic() > deadline:
+                    raise err.error from None
+                time.sleep(0.1)
+    return outcome(call.function_name, result)
+
+
+def _values(call: Call, events: Generator[bytes, None, pb.Result]) -> Generator[Any, None, pb.Result]:
+    """Unpickles the values a generator yields; returns the call's result."""
     try:
-        return _run(target, call, request, metadata)
-    except _NotConnected as err:
-        raise err.error from None
+        while True:
+            try:
+                data = next(events)
+            except StopIteration as stop:
+                return stop.value
+            yield loads_value(call.function_name, data)
+    finally:
+        events.close()
+
+
+# How long a call keeps trying to reach a server it just started.
+RECONNECT_AFTER_START = 10.0
 
 
 class _NotConnected(Exception):
@@ -84,10 +150,17 @@ class _NotConnected(Exception):
         self.error = error
 
 
-def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
+def _events(
+    target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None
+) -> Generator[bytes, None, pb.Result]:
+    """Runs the call: output is written as it arrives, yielded values are
+    yielded, and the result is returned."""
     if metadata is None:  # resolved per attempt: starting a local server saves a key
         metadata = _credentials.resolve(call.credentials, target)
     events = _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
+    control = call.control
+    if control is not None:
+        control.attach(events)
     result: pb.Result | None = None
     received = False
     queued_shown = False
@@ -115,6 +188,8 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
                     progress.redraw()
                 else:
                     write_output(event.output)
+            elif kind == "yielded":
+                yield event.yielded
             elif kind == "result":
                 result = event.result
             elif kind == "failure":
@@ -123,10 +198,10 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
                 # The other phases pass unseen: a call that waits for
                 # capacity is the one a caller cannot tell from a hang.
                 queued_shown = True
-                write_output(_system_line(
-                    event.status.message or f"waiting for capacity for machine type {call.machine_type}"
-                ))
+                write_output(queued_line(event.status, call.machine_type))
     except grpc.RpcError as err:
+        if control is not None and control.cancelled:
+            raise CancelledError(f"the call of {call.function_name} was cancelled") from None
         error = from_rpc_error(err, target)
         if not received and isinstance(error, ServerUnavailableError):
             raise _NotConnected(error) from None
@@ -144,9 +219,20 @@ def _run(target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[
     finally:
         if progress is not None and building:
             progress.done()
+        if control is not None:
+            control.detach()
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
-    return outcome(call.function_name, result)
+    return result
+
+
+def queued_line(status: pb.Status, machine_type: str) -> pb.Output:
+    """The one line a caller waiting for capacity sees."""
+    text = status.message or f"waiting for capacity for machine type {machine_type}"
+    if status.queue_position:
+        text += (f"\nplace {status.queue_position} in line: the host's capacity for this machine type is in use; "
+                 "the call starts when a worker ends")
+    return _system_line(text)
 
 
 # How the server's build progress messages begin (envbuild.Progress).

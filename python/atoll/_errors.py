@@ -3,6 +3,8 @@ server reports to them."""
 
 from __future__ import annotations
 
+import builtins
+
 import grpc
 
 from atoll.v1 import atoll_pb2 as pb
@@ -128,8 +130,24 @@ class ServerUnavailableError(AtollError):
     """The atoll server could not be reached."""
 
 
-class CallTimeoutError(AtollError):
-    """The call did not finish in time."""
+class CallTimeoutError(AtollError, builtins.TimeoutError):
+    """The call did not finish in time: the function ran past its
+    ``timeout=`` (its worker was killed), or the server did not answer in
+    time. Also a builtin ``TimeoutError``; ``atoll.TimeoutError`` is the
+    same class."""
+
+
+TimeoutError = CallTimeoutError  # noqa: A001 - atoll.TimeoutError, as the API names it
+
+
+class CancelledError(AtollError):
+    """The call was cancelled: ``atoll cancel RUN_ID``, or ``cancel()`` on
+    its future."""
+
+
+class SecretNotFoundError(AtollError):
+    """The function names a secret its account does not have; nothing ran.
+    Create it with ``atoll secrets set NAME KEY=VALUE``."""
 
 
 class QuotaExceededError(AtollError):
@@ -147,7 +165,9 @@ _FAILURES: dict[int, type[AtollError]] = {
     pb.FAILURE_KIND_PYTHON_UNAVAILABLE: PythonVersionError,
     pb.FAILURE_KIND_NO_CAPACITY: NoCapacityError,
     pb.FAILURE_KIND_SERIALIZATION: SerializationError,
-    pb.FAILURE_KIND_CANCELLED: AtollError,
+    pb.FAILURE_KIND_CANCELLED: CancelledError,
+    pb.FAILURE_KIND_TIMEOUT: CallTimeoutError,
+    pb.FAILURE_KIND_SECRET_NOT_FOUND: SecretNotFoundError,
     pb.FAILURE_KIND_INTERNAL: AtollError,
 }
 

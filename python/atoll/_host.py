@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 from atoll import _autostart, _client, _credentials, _local
@@ -20,6 +21,15 @@ class Host(ABC):
     @abstractmethod
     def run(self, call: Call) -> Any:
         """Runs one call and returns its value, or raises its exception."""
+
+    @abstractmethod
+    def route(self) -> _client.Route:
+        """Where this host's calls go and how they get there."""
+
+    def stream(self, call: Call) -> Iterator[Any]:
+        """Runs one call of a generator function, yielding its values."""
+        r = self.route()
+        return _client.stream(r.target, call, r.autostart, metadata=r.metadata, start=r.start)
 
 
 class CloudHost(Host):
@@ -50,6 +60,10 @@ class CloudHost(Host):
         target = self.target()
         return _client.run(target, call, autostart=_autostart.enabled(target))
 
+    def route(self) -> _client.Route:
+        target = self.target()
+        return _client.Route(target, autostart=_autostart.enabled(target))
+
     def __repr__(self) -> str:
         return f"CloudHost({self.address!r})" if self.address else "cloud"
 
@@ -73,6 +87,9 @@ class LocalHost(Host):
     def run(self, call: Call) -> Any:
         """Runs call in a warm local worker, or a new one."""
         return _local.run(call)
+
+    def route(self) -> _client.Route:
+        return _local.route()
 
     def __repr__(self) -> str:
         return "local"

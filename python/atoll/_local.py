@@ -97,3 +97,8 @@ def run(call: Call) -> Any:
     """Runs call through the supervisor and returns its value (or raises its
     exception); workers start in this process's working directory."""
     return _client.run(target(), call, metadata=(("x-atoll-working-dir", os.getcwd()),), start=ensure)
+
+
+def route() -> _client.Route:
+    """The supervisor, for calls other than run's: streams and maps."""
+    return _client.Route(target(), metadata=(("x-atoll-working-dir", os.getcwd()),), start=ensure)

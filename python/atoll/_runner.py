@@ -8,10 +8,14 @@ channel on fd 3 (agent -> runner) and the result channel on fd 4
 
 Frames on both channels: a 4-byte big-endian length, then one type byte,
 then the payload (length counts the type byte and the payload).
-  agent -> runner  b"C": u32 len(function) + function + arguments, each a
+  agent -> runner  b"V": environment variables for the next call only, as
+                         u32-length-prefixed fields: name, value, ...
+                   b"C": u32 len(function) + function + arguments, each a
                          payload of _pickling (manifest, then pickle)
   runner -> agent  b"Y": ready (empty payload)
                    b"R": the pickled return value (manifest, then pickle)
+                   b"G": a value a generator function yielded (as b"R");
+                         the call's b"R" (None) or b"E" follows the last
                    b"E": the exception, as four u32-length-prefixed fields:
                          pickled exception (may be empty; manifest, then
                          pickle; a plain dict {"atoll_error": ...} for
@@ -23,6 +27,7 @@ then the payload (length counts the type byte and the payload).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import struct
 import sys
@@ -165,6 +170,65 @@ class _Loader:
             p.warn_loaded(found, what, to_worker=True)
 
 
+def _parse_env(payload: bytearray) -> dict[str, str]:
+    env: dict[str, str] = {}
+    view = memoryview(payload)
+    fields = []
+    while view:
+        (n,) = _U32.unpack_from(view)
+        fields.append(bytes(view[_U32.size : _U32.size + n]).decode("utf-8", "surrogateescape"))
+        view = view[_U32.size + n :]
+    for name, value in zip(fields[::2], fields[1::2]):
+        env[name] = value
+    return env
+
+
+class _CallEnv:
+    """Sets a call's environment variables for that call only."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        for name, value in self.env.items():
+            self.saved[name] = os.environ.get(name)
+            os.environ[name] = value
+
+    def __exit__(self, *_exc):
+        for name, old in self.saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def _stream_generator(gen, fn, pickling, result_fd: int) -> None:
+    """Sends each value gen yields as it is produced; the call's end
+    (a None result, or the exception raised mid-stream) follows."""
+    name = getattr(fn, "__qualname__", "the function")
+    try:
+        for value in gen:
+            _flush_std_streams()
+            try:
+                data, _ = pickling.dumps(value)
+            except Exception as exc:  # noqa: BLE001
+                message = (
+                    f"a value {name} yielded (a {type(value).__qualname__}) "
+                    f"could not be pickled: {type(exc).__name__}: {exc}"
+                )
+                _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
+                return
+            del value
+            _write_frame(result_fd, b"G", data)
+    except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
+        _flush_std_streams()
+        _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
+        return
+    _flush_std_streams()
+    _write_frame(result_fd, b"R", pickling.dumps(None)[0])
+
+
 def _flush_std_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -180,11 +244,15 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
     loader = _Loader(pickling, cloudpickle)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
+    env: dict[str, str] = {}
     while True:
         frame = _read_frame(call_fd)
         if frame is None:
             return 0
         kind, payload = frame
+        if kind == b"V":
+            env = _parse_env(payload)
+            continue
         if kind != b"C":
             print(f"atoll runner: unexpected frame {kind!r}", file=sys.stderr)
             return 2
@@ -194,45 +262,57 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         # copy: a call's memory is bounded by its machine type.
         arg_view = memoryview(payload)[_U32.size + fn_len :]
         del payload
-        fn = None
-        try:
-            # The same function bytes map to the same function object, so
-            # module globals set by one call are seen by the next.
-            fn = functions.get(fn_bytes)
-            if fn is None:
-                fn = loader.load(fn_bytes, "the function")
-                functions[fn_bytes] = fn
-                if len(functions) > FUNCTION_CACHE_SIZE:
-                    functions.popitem(last=False)
-            else:
-                functions.move_to_end(fn_bytes)
-            name = getattr(fn, "__qualname__", "the function")
-            args, kwargs = loader.load(arg_view, f"the arguments of {name}")
-            arg_view.release()
-            value = fn(*args, **kwargs)
-        except _AtollError as err:
-            arg_view.release()
-            _flush_std_streams()
-            _write_frame(result_fd, b"E", *_atoll_error_frame(err, pickling))
-            continue
-        except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
-            arg_view.release()
-            _flush_std_streams()
-            _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
-            continue
+        with _CallEnv(env):
+            env = {}
+            _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd)
+
+
+def _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd: int) -> None:
+    fn = None
+    try:
+        # The same function bytes map to the same function object, so
+        # module globals set by one call are seen by the next.
+        fn = functions.get(fn_bytes)
+        if fn is None:
+            fn = loader.load(fn_bytes, "the function")
+            functions[fn_bytes] = fn
+            if len(functions) > FUNCTION_CACHE_SIZE:
+                functions.popitem(last=False)
+        else:
+            functions.move_to_end(fn_bytes)
+        name = getattr(fn, "__qualname__", "the function")
+        args, kwargs = loader.load(arg_view, f"the arguments of {name}")
+        arg_view.release()
+        value = fn(*args, **kwargs)
+    except _AtollError as err:
+        arg_view.release()
         _flush_std_streams()
-        try:
-            result, _ = pickling.dumps(value)
-        except Exception as exc:  # noqa: BLE001
-            name = getattr(fn, "__qualname__", "the function")
-            message = (
-                f"the return value of {name} (a {type(value).__qualname__}) "
-                f"could not be pickled: {type(exc).__name__}: {exc}"
-            )
-            _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
-            continue
-        del value
-        _write_frame(result_fd, b"R", result)
+        _write_frame(result_fd, b"E", *_atoll_error_frame(err, pickling))
+        return
+    except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
+        arg_view.release()
+        _flush_std_streams()
+        _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
+        return
+    if inspect.isgeneratorfunction(fn) and inspect.isgenerator(value):
+        # Only a generator function streams (the caller decided so from
+        # the same test); a generator returned by a plain function is a
+        # value, and one that cannot be pickled.
+        _stream_generator(value, fn, pickling, result_fd)
+        return
+    _flush_std_streams()
+    try:
+        result, _ = pickling.dumps(value)
+    except Exception as exc:  # noqa: BLE001
+        name = getattr(fn, "__qualname__", "the function")
+        message = (
+            f"the return value of {name} (a {type(value).__qualname__}) "
+            f"could not be pickled: {type(exc).__name__}: {exc}"
+        )
+        _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
+        return
+    del value
+    _write_frame(result_fd, b"R", result)
 
 
 def main() -> None:

@@ -147,6 +147,10 @@ const (
 	FailureKind_FAILURE_KIND_NO_CAPACITY          FailureKind = 8
 	FailureKind_FAILURE_KIND_SERIALIZATION        FailureKind = 9
 	FailureKind_FAILURE_KIND_CANCELLED            FailureKind = 10
+	// The function ran past its timeout and was stopped.
+	FailureKind_FAILURE_KIND_TIMEOUT FailureKind = 11
+	// A secret the call names does not exist.
+	FailureKind_FAILURE_KIND_SECRET_NOT_FOUND FailureKind = 12
 )
 
 // Enum value maps for FailureKind.
@@ -163,6 +167,8 @@ var (
 		8:  "FAILURE_KIND_NO_CAPACITY",
 		9:  "FAILURE_KIND_SERIALIZATION",
 		10: "FAILURE_KIND_CANCELLED",
+		11: "FAILURE_KIND_TIMEOUT",
+		12: "FAILURE_KIND_SECRET_NOT_FOUND",
 	}
 	FailureKind_value = map[string]int32{
 		"FAILURE_KIND_UNSPECIFIED":          0,
@@ -176,6 +182,8 @@ var (
 		"FAILURE_KIND_NO_CAPACITY":          8,
 		"FAILURE_KIND_SERIALIZATION":        9,
 		"FAILURE_KIND_CANCELLED":            10,
+		"FAILURE_KIND_TIMEOUT":              11,
+		"FAILURE_KIND_SECRET_NOT_FOUND":     12,
 	}
 )
 
@@ -206,6 +214,726 @@ func (FailureKind) EnumDescriptor() ([]byte, []int) {
 	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
 }
 
+type MapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Request:
+	//
+	//	*MapRequest_Start
+	//	*MapRequest_Item
+	//	*MapRequest_Items
+	Request       isMapRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapRequest) Reset() {
+	*x = MapRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapRequest) ProtoMessage() {}
+
+func (x *MapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapRequest.ProtoReflect.Descriptor instead.
+func (*MapRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MapRequest) GetRequest() isMapRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *MapRequest) GetStart() *RunRequest {
+	if x != nil {
+		if x, ok := x.Request.(*MapRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *MapRequest) GetItem() *MapItem {
+	if x != nil {
+		if x, ok := x.Request.(*MapRequest_Item); ok {
+			return x.Item
+		}
+	}
+	return nil
+}
+
+func (x *MapRequest) GetItems() *MapItems {
+	if x != nil {
+		if x, ok := x.Request.(*MapRequest_Items); ok {
+			return x.Items
+		}
+	}
+	return nil
+}
+
+type isMapRequest_Request interface {
+	isMapRequest_Request()
+}
+
+type MapRequest_Start struct {
+	Start *RunRequest `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type MapRequest_Item struct {
+	Item *MapItem `protobuf:"bytes,2,opt,name=item,proto3,oneof"`
+}
+
+type MapRequest_Items struct {
+	// Several items in one message: a map of small items pays gRPC's
+	// per-message cost once per batch.
+	Items *MapItems `protobuf:"bytes,3,opt,name=items,proto3,oneof"`
+}
+
+func (*MapRequest_Start) isMapRequest_Request() {}
+
+func (*MapRequest_Item) isMapRequest_Request() {}
+
+func (*MapRequest_Items) isMapRequest_Request() {}
+
+type MapItems struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*MapItem             `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapItems) Reset() {
+	*x = MapItems{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapItems) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapItems) ProtoMessage() {}
+
+func (x *MapItems) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapItems.ProtoReflect.Descriptor instead.
+func (*MapItems) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MapItems) GetItems() []*MapItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type MapItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's index of the item, echoed on its events.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// (args, kwargs), serialized with cloudpickle.
+	Arguments     []byte `protobuf:"bytes,2,opt,name=arguments,proto3" json:"arguments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapItem) Reset() {
+	*x = MapItem{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapItem) ProtoMessage() {}
+
+func (x *MapItem) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapItem.ProtoReflect.Descriptor instead.
+func (*MapItem) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MapItem) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *MapItem) GetArguments() []byte {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
+type MapEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*MapEvent_Status
+	//	*MapEvent_Output
+	//	*MapEvent_Result
+	//	*MapEvent_Failure
+	Event isMapEvent_Event `protobuf_oneof:"event"`
+	// Several events in one message (the server batches what is ready at
+	// once); the outer event's own index and event are then unset.
+	Batch         []*MapEvent `protobuf:"bytes,6,rep,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MapEvent) Reset() {
+	*x = MapEvent{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MapEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MapEvent) ProtoMessage() {}
+
+func (x *MapEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MapEvent.ProtoReflect.Descriptor instead.
+func (*MapEvent) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MapEvent) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *MapEvent) GetEvent() isMapEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *MapEvent) GetStatus() *Status {
+	if x != nil {
+		if x, ok := x.Event.(*MapEvent_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
+func (x *MapEvent) GetOutput() *Output {
+	if x != nil {
+		if x, ok := x.Event.(*MapEvent_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+func (x *MapEvent) GetResult() *Result {
+	if x != nil {
+		if x, ok := x.Event.(*MapEvent_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+func (x *MapEvent) GetFailure() *Failure {
+	if x != nil {
+		if x, ok := x.Event.(*MapEvent_Failure); ok {
+			return x.Failure
+		}
+	}
+	return nil
+}
+
+func (x *MapEvent) GetBatch() []*MapEvent {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+type isMapEvent_Event interface {
+	isMapEvent_Event()
+}
+
+type MapEvent_Status struct {
+	Status *Status `protobuf:"bytes,2,opt,name=status,proto3,oneof"`
+}
+
+type MapEvent_Output struct {
+	Output *Output `protobuf:"bytes,3,opt,name=output,proto3,oneof"`
+}
+
+type MapEvent_Result struct {
+	Result *Result `protobuf:"bytes,4,opt,name=result,proto3,oneof"`
+}
+
+type MapEvent_Failure struct {
+	Failure *Failure `protobuf:"bytes,5,opt,name=failure,proto3,oneof"`
+}
+
+func (*MapEvent_Status) isMapEvent_Event() {}
+
+func (*MapEvent_Output) isMapEvent_Event() {}
+
+func (*MapEvent_Result) isMapEvent_Event() {}
+
+func (*MapEvent_Failure) isMapEvent_Event() {}
+
+type CancelRunRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunRequest) Reset() {
+	*x = CancelRunRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunRequest) ProtoMessage() {}
+
+func (x *CancelRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelRunRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CancelRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+type CancelRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRunResponse) Reset() {
+	*x = CancelRunResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRunResponse) ProtoMessage() {}
+
+func (x *CancelRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelRunResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
+}
+
+type SetSecretRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Environment variables the secret sets in a worker.
+	Values        map[string]string `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretRequest) Reset() {
+	*x = SetSecretRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretRequest) ProtoMessage() {}
+
+func (x *SetSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretRequest.ProtoReflect.Descriptor instead.
+func (*SetSecretRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SetSecretRequest) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type SetSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSecretResponse) Reset() {
+	*x = SetSecretResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSecretResponse) ProtoMessage() {}
+
+func (x *SetSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSecretResponse.ProtoReflect.Descriptor instead.
+func (*SetSecretResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
+}
+
+type ListSecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsRequest) Reset() {
+	*x = ListSecretsRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsRequest) ProtoMessage() {}
+
+func (x *ListSecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsRequest.ProtoReflect.Descriptor instead.
+func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
+}
+
+type SecretInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The variable names the secret sets, sorted.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	UpdatedUnixMs int64    `protobuf:"varint,3,opt,name=updated_unix_ms,json=updatedUnixMs,proto3" json:"updated_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretInfo) Reset() {
+	*x = SecretInfo{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretInfo) ProtoMessage() {}
+
+func (x *SecretInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretInfo.ProtoReflect.Descriptor instead.
+func (*SecretInfo) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SecretInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretInfo) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *SecretInfo) GetUpdatedUnixMs() int64 {
+	if x != nil {
+		return x.UpdatedUnixMs
+	}
+	return 0
+}
+
+type ListSecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*SecretInfo          `protobuf:"bytes,1,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSecretsResponse) Reset() {
+	*x = ListSecretsResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSecretsResponse) ProtoMessage() {}
+
+func (x *ListSecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSecretsResponse.ProtoReflect.Descriptor instead.
+func (*ListSecretsResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListSecretsResponse) GetSecrets() []*SecretInfo {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+type DeleteSecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretRequest) Reset() {
+	*x = DeleteSecretRequest{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretRequest) ProtoMessage() {}
+
+func (x *DeleteSecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSecretRequest) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeleteSecretRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteSecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSecretResponse) Reset() {
+	*x = DeleteSecretResponse{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSecretResponse) ProtoMessage() {}
+
+func (x *DeleteSecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSecretResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
+}
+
 type ListRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most this many runs; 0 means the server's default.
@@ -216,7 +944,7 @@ type ListRunsRequest struct {
 
 func (x *ListRunsRequest) Reset() {
 	*x = ListRunsRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +956,7 @@ func (x *ListRunsRequest) String() string {
 func (*ListRunsRequest) ProtoMessage() {}
 
 func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[0]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +969,7 @@ func (x *ListRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListRunsRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{0}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListRunsRequest) GetLimit() int32 {
@@ -260,18 +988,22 @@ type RunInfo struct {
 	QueuedUnixMs   int64                  `protobuf:"varint,5,opt,name=queued_unix_ms,json=queuedUnixMs,proto3" json:"queued_unix_ms,omitempty"`
 	StartedUnixMs  int64                  `protobuf:"varint,6,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	FinishedUnixMs int64                  `protobuf:"varint,7,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
-	// ok, error, crashed, oom, cancelled, build_failed, timeout, interrupted;
-	// empty while the run goes on.
-	Outcome       string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	ExitStatus    *int32 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3,oneof" json:"exit_status,omitempty"`
-	WorkerId      string `protobuf:"bytes,10,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// ok, error, crashed, oom, cancelled, build_failed, timeout, timed_out,
+	// interrupted; empty while the run goes on.
+	Outcome    string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	ExitStatus *int32 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3,oneof" json:"exit_status,omitempty"`
+	WorkerId   string `protobuf:"bytes,10,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// The call the run is an attempt of (the first attempt's run id), and
+	// which attempt it is, from 1.
+	CallId        string `protobuf:"bytes,11,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Attempt       int32  `protobuf:"varint,12,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunInfo) Reset() {
 	*x = RunInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +1015,7 @@ func (x *RunInfo) String() string {
 func (*RunInfo) ProtoMessage() {}
 
 func (x *RunInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[1]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +1028,7 @@ func (x *RunInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunInfo.ProtoReflect.Descriptor instead.
 func (*RunInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{1}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunInfo) GetId() string {
@@ -369,6 +1101,20 @@ func (x *RunInfo) GetWorkerId() string {
 	return ""
 }
 
+func (x *RunInfo) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *RunInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 type ListRunsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Runs          []*RunInfo             `protobuf:"bytes,1,rep,name=runs,proto3" json:"runs,omitempty"`
@@ -378,7 +1124,7 @@ type ListRunsResponse struct {
 
 func (x *ListRunsResponse) Reset() {
 	*x = ListRunsResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +1136,7 @@ func (x *ListRunsResponse) String() string {
 func (*ListRunsResponse) ProtoMessage() {}
 
 func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[2]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +1149,7 @@ func (x *ListRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListRunsResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{2}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListRunsResponse) GetRuns() []*RunInfo {
@@ -422,7 +1168,7 @@ type GetRunLogsRequest struct {
 
 func (x *GetRunLogsRequest) Reset() {
 	*x = GetRunLogsRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +1180,7 @@ func (x *GetRunLogsRequest) String() string {
 func (*GetRunLogsRequest) ProtoMessage() {}
 
 func (x *GetRunLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[3]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +1193,7 @@ func (x *GetRunLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetRunLogsRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{3}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRunLogsRequest) GetRunId() string {
@@ -468,7 +1214,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +1226,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[4]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +1239,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{4}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LogLine) GetStream() Stream {
@@ -527,7 +1273,7 @@ type GetRunLogsResponse struct {
 
 func (x *GetRunLogsResponse) Reset() {
 	*x = GetRunLogsResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +1285,7 @@ func (x *GetRunLogsResponse) String() string {
 func (*GetRunLogsResponse) ProtoMessage() {}
 
 func (x *GetRunLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[5]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +1298,7 @@ func (x *GetRunLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRunLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetRunLogsResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{5}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetRunLogsResponse) GetRun() *RunInfo {
@@ -577,7 +1323,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +1335,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[6]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +1348,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{6}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{19}
 }
 
 type StatusResponse struct {
@@ -624,7 +1370,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +1382,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[7]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +1395,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{7}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusResponse) GetVersion() string {
@@ -721,7 +1467,7 @@ type MachineType struct {
 
 func (x *MachineType) Reset() {
 	*x = MachineType{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +1479,7 @@ func (x *MachineType) String() string {
 func (*MachineType) ProtoMessage() {}
 
 func (x *MachineType) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[8]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +1492,7 @@ func (x *MachineType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MachineType.ProtoReflect.Descriptor instead.
 func (*MachineType) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{8}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MachineType) GetName() string {
@@ -792,7 +1538,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1550,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[9]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1563,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{9}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{22}
 }
 
 type WorkerInfo struct {
@@ -836,7 +1582,7 @@ type WorkerInfo struct {
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1594,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[10]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1607,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{10}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WorkerInfo) GetId() string {
@@ -929,7 +1675,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1687,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[11]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1700,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{11}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -978,13 +1724,24 @@ type RunRequest struct {
 	MachineType string `protobuf:"bytes,5,opt,name=machine_type,json=machineType,proto3" json:"machine_type,omitempty"`
 	// Seconds the worker stays warm after this call. 0 tears it down at once.
 	KeepAliveSeconds float64 `protobuf:"fixed64,6,opt,name=keep_alive_seconds,json=keepAliveSeconds,proto3" json:"keep_alive_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Seconds the function may run; 0 means the server's maximum. When it
+	// passes the worker is killed and the call fails with FAILURE_KIND_TIMEOUT.
+	TimeoutSeconds float64 `protobuf:"fixed64,7,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	// How failed attempts are retried; unset means never.
+	Retries *RetryPolicy `protobuf:"bytes,8,opt,name=retries,proto3" json:"retries,omitempty"`
+	// Names of the caller's secrets to expose to the function as
+	// environment variables.
+	Secrets []string `protobuf:"bytes,9,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// Map only: at most this many workers serve the items; 0 means as many
+	// as capacity allows.
+	MaxConcurrency int32 `protobuf:"varint,10,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1753,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[12]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1766,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{12}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RunRequest) GetFunctionName() string {
@@ -1054,6 +1811,107 @@ func (x *RunRequest) GetKeepAliveSeconds() float64 {
 	return 0
 }
 
+func (x *RunRequest) GetTimeoutSeconds() float64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *RunRequest) GetRetries() *RetryPolicy {
+	if x != nil {
+		return x.Retries
+	}
+	return nil
+}
+
+func (x *RunRequest) GetSecrets() []string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *RunRequest) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+type RetryPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Attempts after the first.
+	MaxRetries int32 `protobuf:"varint,1,opt,name=max_retries,json=maxRetries,proto3" json:"max_retries,omitempty"`
+	// Seconds before the first retry, doubled for each later one.
+	BackoffSeconds float64 `protobuf:"fixed64,2,opt,name=backoff_seconds,json=backoffSeconds,proto3" json:"backoff_seconds,omitempty"`
+	// Retry when the function raised, too (by default only when the worker
+	// crashed or was lost).
+	RetryExceptions bool `protobuf:"varint,3,opt,name=retry_exceptions,json=retryExceptions,proto3" json:"retry_exceptions,omitempty"`
+	// Retry when the worker ran out of memory.
+	RetryOutOfMemory bool `protobuf:"varint,4,opt,name=retry_out_of_memory,json=retryOutOfMemory,proto3" json:"retry_out_of_memory,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_atoll_v1_atoll_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RetryPolicy) GetMaxRetries() int32 {
+	if x != nil {
+		return x.MaxRetries
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetBackoffSeconds() float64 {
+	if x != nil {
+		return x.BackoffSeconds
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetRetryExceptions() bool {
+	if x != nil {
+		return x.RetryExceptions
+	}
+	return false
+}
+
+func (x *RetryPolicy) GetRetryOutOfMemory() bool {
+	if x != nil {
+		return x.RetryOutOfMemory
+	}
+	return false
+}
+
 type Environment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The caller's Python major.minor ("3.11"); the worker runs the same.
@@ -1066,7 +1924,7 @@ type Environment struct {
 
 func (x *Environment) Reset() {
 	*x = Environment{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1936,7 @@ func (x *Environment) String() string {
 func (*Environment) ProtoMessage() {}
 
 func (x *Environment) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[13]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1949,7 @@ func (x *Environment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Environment.ProtoReflect.Descriptor instead.
 func (*Environment) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{13}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Environment) GetPythonVersion() string {
@@ -1116,6 +1974,7 @@ type RunEvent struct {
 	//	*RunEvent_Output
 	//	*RunEvent_Result
 	//	*RunEvent_Failure
+	//	*RunEvent_Yielded
 	Event         isRunEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1123,7 +1982,7 @@ type RunEvent struct {
 
 func (x *RunEvent) Reset() {
 	*x = RunEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1994,7 @@ func (x *RunEvent) String() string {
 func (*RunEvent) ProtoMessage() {}
 
 func (x *RunEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[14]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +2007,7 @@ func (x *RunEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunEvent.ProtoReflect.Descriptor instead.
 func (*RunEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{14}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RunEvent) GetEvent() isRunEvent_Event {
@@ -1194,6 +2053,15 @@ func (x *RunEvent) GetFailure() *Failure {
 	return nil
 }
 
+func (x *RunEvent) GetYielded() []byte {
+	if x != nil {
+		if x, ok := x.Event.(*RunEvent_Yielded); ok {
+			return x.Yielded
+		}
+	}
+	return nil
+}
+
 type isRunEvent_Event interface {
 	isRunEvent_Event()
 }
@@ -1214,6 +2082,12 @@ type RunEvent_Failure struct {
 	Failure *Failure `protobuf:"bytes,4,opt,name=failure,proto3,oneof"`
 }
 
+type RunEvent_Yielded struct {
+	// A value a generator function yielded, serialized with cloudpickle;
+	// the stream's Result (None) follows the last one.
+	Yielded []byte `protobuf:"bytes,5,opt,name=yielded,proto3,oneof"`
+}
+
 func (*RunEvent_Status) isRunEvent_Event() {}
 
 func (*RunEvent_Output) isRunEvent_Event() {}
@@ -1222,19 +2096,23 @@ func (*RunEvent_Result) isRunEvent_Event() {}
 
 func (*RunEvent_Failure) isRunEvent_Event() {}
 
+func (*RunEvent_Yielded) isRunEvent_Event() {}
+
 type Status struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Phase         Phase                  `protobuf:"varint,1,opt,name=phase,proto3,enum=atoll.v1.Phase" json:"phase,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	RunId         string                 `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	WorkerId      string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Phase    Phase                  `protobuf:"varint,1,opt,name=phase,proto3,enum=atoll.v1.Phase" json:"phase,omitempty"`
+	Message  string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	RunId    string                 `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	WorkerId string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// PHASE_QUEUED: the call's place in the line for capacity, from 1.
+	QueuePosition int32 `protobuf:"varint,5,opt,name=queue_position,json=queuePosition,proto3" json:"queue_position,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +2124,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[15]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +2137,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{15}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Status) GetPhase() Phase {
@@ -1290,6 +2168,13 @@ func (x *Status) GetWorkerId() string {
 	return ""
 }
 
+func (x *Status) GetQueuePosition() int32 {
+	if x != nil {
+		return x.QueuePosition
+	}
+	return 0
+}
+
 type Output struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Stream        Stream                 `protobuf:"varint,1,opt,name=stream,proto3,enum=atoll.v1.Stream" json:"stream,omitempty"`
@@ -1300,7 +2185,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +2197,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[16]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +2210,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{16}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Output) GetStream() Stream {
@@ -1355,7 +2240,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +2252,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[17]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +2265,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{17}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Result) GetOutcome() isResult_Outcome {
@@ -1441,7 +2326,7 @@ type RemoteException struct {
 
 func (x *RemoteException) Reset() {
 	*x = RemoteException{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +2338,7 @@ func (x *RemoteException) String() string {
 func (*RemoteException) ProtoMessage() {}
 
 func (x *RemoteException) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[18]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +2351,7 @@ func (x *RemoteException) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteException.ProtoReflect.Descriptor instead.
 func (*RemoteException) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{18}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoteException) GetPickled() []byte {
@@ -1513,7 +2398,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +2410,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[19]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +2423,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{19}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Failure) GetKind() FailureKind {
@@ -1585,13 +2470,15 @@ type WorkerCall struct {
 	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	FunctionSize  uint64                 `protobuf:"varint,2,opt,name=function_size,json=functionSize,proto3" json:"function_size,omitempty"`
 	ArgumentsSize uint64                 `protobuf:"varint,3,opt,name=arguments_size,json=argumentsSize,proto3" json:"arguments_size,omitempty"`
+	// Environment variables set for this call only (the call's secrets).
+	Env           map[string]string `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerCall) Reset() {
 	*x = WorkerCall{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +2490,7 @@ func (x *WorkerCall) String() string {
 func (*WorkerCall) ProtoMessage() {}
 
 func (x *WorkerCall) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[20]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +2503,7 @@ func (x *WorkerCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerCall.ProtoReflect.Descriptor instead.
 func (*WorkerCall) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{20}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WorkerCall) GetCallId() string {
@@ -1640,6 +2527,13 @@ func (x *WorkerCall) GetArgumentsSize() uint64 {
 	return 0
 }
 
+func (x *WorkerCall) GetEnv() map[string]string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
 // WorkerEvent is what a worker agent reports.
 type WorkerEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1650,6 +2544,7 @@ type WorkerEvent struct {
 	//	*WorkerEvent_Result
 	//	*WorkerEvent_Failure
 	//	*WorkerEvent_Value
+	//	*WorkerEvent_Yielded
 	Event         isWorkerEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1657,7 +2552,7 @@ type WorkerEvent struct {
 
 func (x *WorkerEvent) Reset() {
 	*x = WorkerEvent{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +2564,7 @@ func (x *WorkerEvent) String() string {
 func (*WorkerEvent) ProtoMessage() {}
 
 func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[21]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +2577,7 @@ func (x *WorkerEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerEvent.ProtoReflect.Descriptor instead.
 func (*WorkerEvent) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{21}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WorkerEvent) GetEvent() isWorkerEvent_Event {
@@ -1737,6 +2632,15 @@ func (x *WorkerEvent) GetValue() *WorkerValue {
 	return nil
 }
 
+func (x *WorkerEvent) GetYielded() *WorkerValue {
+	if x != nil {
+		if x, ok := x.Event.(*WorkerEvent_Yielded); ok {
+			return x.Yielded
+		}
+	}
+	return nil
+}
+
 type isWorkerEvent_Event interface {
 	isWorkerEvent_Event()
 }
@@ -1765,6 +2669,12 @@ type WorkerEvent_Value struct {
 	Value *WorkerValue `protobuf:"bytes,5,opt,name=value,proto3,oneof"`
 }
 
+type WorkerEvent_Yielded struct {
+	// A generator function yielded: the serialized value (size bytes)
+	// follows as raw bytes; more events of the call follow it.
+	Yielded *WorkerValue `protobuf:"bytes,6,opt,name=yielded,proto3,oneof"`
+}
+
 func (*WorkerEvent_Ready) isWorkerEvent_Event() {}
 
 func (*WorkerEvent_Output) isWorkerEvent_Event() {}
@@ -1775,6 +2685,8 @@ func (*WorkerEvent_Failure) isWorkerEvent_Event() {}
 
 func (*WorkerEvent_Value) isWorkerEvent_Event() {}
 
+func (*WorkerEvent_Yielded) isWorkerEvent_Event() {}
+
 type WorkerValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
@@ -1784,7 +2696,7 @@ type WorkerValue struct {
 
 func (x *WorkerValue) Reset() {
 	*x = WorkerValue{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +2708,7 @@ func (x *WorkerValue) String() string {
 func (*WorkerValue) ProtoMessage() {}
 
 func (x *WorkerValue) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[22]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2721,7 @@ func (x *WorkerValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerValue.ProtoReflect.Descriptor instead.
 func (*WorkerValue) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{22}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WorkerValue) GetSize() uint64 {
@@ -1828,7 +2740,7 @@ type WorkerReady struct {
 
 func (x *WorkerReady) Reset() {
 	*x = WorkerReady{}
-	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2752,7 @@ func (x *WorkerReady) String() string {
 func (*WorkerReady) ProtoMessage() {}
 
 func (x *WorkerReady) ProtoReflect() protoreflect.Message {
-	mi := &file_atoll_v1_atoll_proto_msgTypes[23]
+	mi := &file_atoll_v1_atoll_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2765,7 @@ func (x *WorkerReady) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerReady.ProtoReflect.Descriptor instead.
 func (*WorkerReady) Descriptor() ([]byte, []int) {
-	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{23}
+	return file_atoll_v1_atoll_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WorkerReady) GetRunnerPid() int32 {
@@ -1867,9 +2779,49 @@ var File_atoll_v1_atoll_proto protoreflect.FileDescriptor
 
 const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\n" +
-	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"'\n" +
+	"\x14atoll/v1/atoll.proto\x12\batoll.v1\"\x9a\x01\n" +
+	"\n" +
+	"MapRequest\x12,\n" +
+	"\x05start\x18\x01 \x01(\v2\x14.atoll.v1.RunRequestH\x00R\x05start\x12'\n" +
+	"\x04item\x18\x02 \x01(\v2\x11.atoll.v1.MapItemH\x00R\x04item\x12*\n" +
+	"\x05items\x18\x03 \x01(\v2\x12.atoll.v1.MapItemsH\x00R\x05itemsB\t\n" +
+	"\arequest\"3\n" +
+	"\bMapItems\x12'\n" +
+	"\x05items\x18\x01 \x03(\v2\x11.atoll.v1.MapItemR\x05items\"=\n" +
+	"\aMapItem\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
+	"\targuments\x18\x02 \x01(\fR\targuments\"\x86\x02\n" +
+	"\bMapEvent\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12*\n" +
+	"\x06status\x18\x02 \x01(\v2\x10.atoll.v1.StatusH\x00R\x06status\x12*\n" +
+	"\x06output\x18\x03 \x01(\v2\x10.atoll.v1.OutputH\x00R\x06output\x12*\n" +
+	"\x06result\x18\x04 \x01(\v2\x10.atoll.v1.ResultH\x00R\x06result\x12-\n" +
+	"\afailure\x18\x05 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailure\x12(\n" +
+	"\x05batch\x18\x06 \x03(\v2\x12.atoll.v1.MapEventR\x05batchB\a\n" +
+	"\x05event\")\n" +
+	"\x10CancelRunRequest\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\"\x13\n" +
+	"\x11CancelRunResponse\"\xa1\x01\n" +
+	"\x10SetSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\x06values\x18\x02 \x03(\v2&.atoll.v1.SetSecretRequest.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
+	"\x11SetSecretResponse\"\x14\n" +
+	"\x12ListSecretsRequest\"\\\n" +
+	"\n" +
+	"SecretInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12&\n" +
+	"\x0fupdated_unix_ms\x18\x03 \x01(\x03R\rupdatedUnixMs\"E\n" +
+	"\x13ListSecretsResponse\x12.\n" +
+	"\asecrets\x18\x01 \x03(\v2\x14.atoll.v1.SecretInfoR\asecrets\")\n" +
+	"\x13DeleteSecretRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
+	"\x14DeleteSecretResponse\"'\n" +
 	"\x0fListRunsRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xef\x02\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xa2\x03\n" +
 	"\aRunInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rfunction_name\x18\x02 \x01(\tR\ffunctionName\x12!\n" +
@@ -1882,7 +2834,9 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\vexit_status\x18\t \x01(\x05H\x00R\n" +
 	"exitStatus\x88\x01\x01\x12\x1b\n" +
 	"\tworker_id\x18\n" +
-	" \x01(\tR\bworkerIdB\x0e\n" +
+	" \x01(\tR\bworkerId\x12\x17\n" +
+	"\acall_id\x18\v \x01(\tR\x06callId\x12\x18\n" +
+	"\aattempt\x18\f \x01(\x05R\aattemptB\x0e\n" +
 	"\f_exit_status\"9\n" +
 	"\x10ListRunsResponse\x12%\n" +
 	"\x04runs\x18\x01 \x03(\v2\x11.atoll.v1.RunInfoR\x04runs\"*\n" +
@@ -1924,7 +2878,7 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\a \x01(\x03R\rstartedUnixMs\x12)\n" +
 	"\x11last_used_unix_ms\x18\b \x01(\x03R\x0elastUsedUnixMs\"E\n" +
 	"\x13ListWorkersResponse\x12.\n" +
-	"\aworkers\x18\x01 \x03(\v2\x14.atoll.v1.WorkerInfoR\aworkers\"\xf5\x01\n" +
+	"\aworkers\x18\x01 \x03(\v2\x14.atoll.v1.WorkerInfoR\aworkers\"\x92\x03\n" +
 	"\n" +
 	"RunRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x1a\n" +
@@ -1932,21 +2886,34 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\targuments\x18\x03 \x01(\fR\targuments\x127\n" +
 	"\venvironment\x18\x04 \x01(\v2\x15.atoll.v1.EnvironmentR\venvironment\x12!\n" +
 	"\fmachine_type\x18\x05 \x01(\tR\vmachineType\x12,\n" +
-	"\x12keep_alive_seconds\x18\x06 \x01(\x01R\x10keepAliveSeconds\"X\n" +
+	"\x12keep_alive_seconds\x18\x06 \x01(\x01R\x10keepAliveSeconds\x12'\n" +
+	"\x0ftimeout_seconds\x18\a \x01(\x01R\x0etimeoutSeconds\x12/\n" +
+	"\aretries\x18\b \x01(\v2\x15.atoll.v1.RetryPolicyR\aretries\x12\x18\n" +
+	"\asecrets\x18\t \x03(\tR\asecrets\x12'\n" +
+	"\x0fmax_concurrency\x18\n" +
+	" \x01(\x05R\x0emaxConcurrency\"\xb1\x01\n" +
+	"\vRetryPolicy\x12\x1f\n" +
+	"\vmax_retries\x18\x01 \x01(\x05R\n" +
+	"maxRetries\x12'\n" +
+	"\x0fbackoff_seconds\x18\x02 \x01(\x01R\x0ebackoffSeconds\x12)\n" +
+	"\x10retry_exceptions\x18\x03 \x01(\bR\x0fretryExceptions\x12-\n" +
+	"\x13retry_out_of_memory\x18\x04 \x01(\bR\x10retryOutOfMemory\"X\n" +
 	"\vEnvironment\x12%\n" +
 	"\x0epython_version\x18\x01 \x01(\tR\rpythonVersion\x12\"\n" +
-	"\frequirements\x18\x02 \x03(\tR\frequirements\"\xc6\x01\n" +
+	"\frequirements\x18\x02 \x03(\tR\frequirements\"\xe2\x01\n" +
 	"\bRunEvent\x12*\n" +
 	"\x06status\x18\x01 \x01(\v2\x10.atoll.v1.StatusH\x00R\x06status\x12*\n" +
 	"\x06output\x18\x02 \x01(\v2\x10.atoll.v1.OutputH\x00R\x06output\x12*\n" +
 	"\x06result\x18\x03 \x01(\v2\x10.atoll.v1.ResultH\x00R\x06result\x12-\n" +
-	"\afailure\x18\x04 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailureB\a\n" +
-	"\x05event\"}\n" +
+	"\afailure\x18\x04 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailure\x12\x1a\n" +
+	"\ayielded\x18\x05 \x01(\fH\x00R\ayieldedB\a\n" +
+	"\x05event\"\xa4\x01\n" +
 	"\x06Status\x12%\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x0f.atoll.v1.PhaseR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x15\n" +
 	"\x06run_id\x18\x03 \x01(\tR\x05runId\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"F\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12%\n" +
+	"\x0equeue_position\x18\x05 \x01(\x05R\rqueuePosition\"F\n" +
 	"\x06Output\x12(\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x10.atoll.v1.StreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"f\n" +
@@ -1964,18 +2931,23 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
 	"\texit_code\x18\x03 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06signal\x18\x04 \x01(\x05R\x06signal\x12!\n" +
-	"\fmachine_type\x18\x05 \x01(\tR\vmachineType\"q\n" +
+	"\fmachine_type\x18\x05 \x01(\tR\vmachineType\"\xda\x01\n" +
 	"\n" +
 	"WorkerCall\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12#\n" +
 	"\rfunction_size\x18\x02 \x01(\x04R\ffunctionSize\x12%\n" +
-	"\x0earguments_size\x18\x03 \x01(\x04R\rargumentsSize\"\xfb\x01\n" +
+	"\x0earguments_size\x18\x03 \x01(\x04R\rargumentsSize\x12/\n" +
+	"\x03env\x18\x04 \x03(\v2\x1d.atoll.v1.WorkerCall.EnvEntryR\x03env\x1a6\n" +
+	"\bEnvEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
 	"\vWorkerEvent\x12-\n" +
 	"\x05ready\x18\x01 \x01(\v2\x15.atoll.v1.WorkerReadyH\x00R\x05ready\x12*\n" +
 	"\x06output\x18\x02 \x01(\v2\x10.atoll.v1.OutputH\x00R\x06output\x12*\n" +
 	"\x06result\x18\x03 \x01(\v2\x10.atoll.v1.ResultH\x00R\x06result\x12-\n" +
 	"\afailure\x18\x04 \x01(\v2\x11.atoll.v1.FailureH\x00R\afailure\x12-\n" +
-	"\x05value\x18\x05 \x01(\v2\x15.atoll.v1.WorkerValueH\x00R\x05valueB\a\n" +
+	"\x05value\x18\x05 \x01(\v2\x15.atoll.v1.WorkerValueH\x00R\x05value\x121\n" +
+	"\ayielded\x18\x06 \x01(\v2\x15.atoll.v1.WorkerValueH\x00R\ayieldedB\a\n" +
 	"\x05event\"!\n" +
 	"\vWorkerValue\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x04R\x04size\",\n" +
@@ -1992,7 +2964,7 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTREAM_STDOUT\x10\x01\x12\x11\n" +
 	"\rSTREAM_STDERR\x10\x02\x12\x11\n" +
-	"\rSTREAM_SYSTEM\x10\x03*\xf3\x02\n" +
+	"\rSTREAM_SYSTEM\x10\x03*\xb0\x03\n" +
 	"\vFailureKind\x12\x1c\n" +
 	"\x18FAILURE_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15FAILURE_KIND_INTERNAL\x10\x01\x12 \n" +
@@ -2005,15 +2977,22 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\x18FAILURE_KIND_NO_CAPACITY\x10\b\x12\x1e\n" +
 	"\x1aFAILURE_KIND_SERIALIZATION\x10\t\x12\x1a\n" +
 	"\x16FAILURE_KIND_CANCELLED\x10\n" +
-	"2>\n" +
+	"\x12\x18\n" +
+	"\x14FAILURE_KIND_TIMEOUT\x10\v\x12!\n" +
+	"\x1dFAILURE_KIND_SECRET_NOT_FOUND\x10\f2s\n" +
 	"\tFunctions\x121\n" +
-	"\x03Run\x12\x14.atoll.v1.RunRequest\x1a\x12.atoll.v1.RunEvent0\x012\x9c\x02\n" +
+	"\x03Run\x12\x14.atoll.v1.RunRequest\x1a\x12.atoll.v1.RunEvent0\x01\x123\n" +
+	"\x03Map\x12\x14.atoll.v1.MapRequest\x1a\x12.atoll.v1.MapEvent(\x010\x012\xc3\x04\n" +
 	"\x05Admin\x12J\n" +
 	"\vListWorkers\x12\x1c.atoll.v1.ListWorkersRequest\x1a\x1d.atoll.v1.ListWorkersResponse\x12;\n" +
 	"\x06Status\x12\x17.atoll.v1.StatusRequest\x1a\x18.atoll.v1.StatusResponse\x12A\n" +
 	"\bListRuns\x12\x19.atoll.v1.ListRunsRequest\x1a\x1a.atoll.v1.ListRunsResponse\x12G\n" +
 	"\n" +
-	"GetRunLogs\x12\x1b.atoll.v1.GetRunLogsRequest\x1a\x1c.atoll.v1.GetRunLogsResponseB1Z/github.com/atoll-dev/atoll/api/atoll/v1;atollv1b\x06proto3"
+	"GetRunLogs\x12\x1b.atoll.v1.GetRunLogsRequest\x1a\x1c.atoll.v1.GetRunLogsResponse\x12D\n" +
+	"\tCancelRun\x12\x1a.atoll.v1.CancelRunRequest\x1a\x1b.atoll.v1.CancelRunResponse\x12D\n" +
+	"\tSetSecret\x12\x1a.atoll.v1.SetSecretRequest\x1a\x1b.atoll.v1.SetSecretResponse\x12J\n" +
+	"\vListSecrets\x12\x1c.atoll.v1.ListSecretsRequest\x1a\x1d.atoll.v1.ListSecretsResponse\x12M\n" +
+	"\fDeleteSecret\x12\x1d.atoll.v1.DeleteSecretRequest\x1a\x1e.atoll.v1.DeleteSecretResponseB1Z/github.com/atoll-dev/atoll/api/atoll/v1;atollv1b\x06proto3"
 
 var (
 	file_atoll_v1_atoll_proto_rawDescOnce sync.Once
@@ -2028,72 +3007,112 @@ func file_atoll_v1_atoll_proto_rawDescGZIP() []byte {
 }
 
 var file_atoll_v1_atoll_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_atoll_v1_atoll_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_atoll_v1_atoll_proto_goTypes = []any{
-	(Phase)(0),                  // 0: atoll.v1.Phase
-	(Stream)(0),                 // 1: atoll.v1.Stream
-	(FailureKind)(0),            // 2: atoll.v1.FailureKind
-	(*ListRunsRequest)(nil),     // 3: atoll.v1.ListRunsRequest
-	(*RunInfo)(nil),             // 4: atoll.v1.RunInfo
-	(*ListRunsResponse)(nil),    // 5: atoll.v1.ListRunsResponse
-	(*GetRunLogsRequest)(nil),   // 6: atoll.v1.GetRunLogsRequest
-	(*LogLine)(nil),             // 7: atoll.v1.LogLine
-	(*GetRunLogsResponse)(nil),  // 8: atoll.v1.GetRunLogsResponse
-	(*StatusRequest)(nil),       // 9: atoll.v1.StatusRequest
-	(*StatusResponse)(nil),      // 10: atoll.v1.StatusResponse
-	(*MachineType)(nil),         // 11: atoll.v1.MachineType
-	(*ListWorkersRequest)(nil),  // 12: atoll.v1.ListWorkersRequest
-	(*WorkerInfo)(nil),          // 13: atoll.v1.WorkerInfo
-	(*ListWorkersResponse)(nil), // 14: atoll.v1.ListWorkersResponse
-	(*RunRequest)(nil),          // 15: atoll.v1.RunRequest
-	(*Environment)(nil),         // 16: atoll.v1.Environment
-	(*RunEvent)(nil),            // 17: atoll.v1.RunEvent
-	(*Status)(nil),              // 18: atoll.v1.Status
-	(*Output)(nil),              // 19: atoll.v1.Output
-	(*Result)(nil),              // 20: atoll.v1.Result
-	(*RemoteException)(nil),     // 21: atoll.v1.RemoteException
-	(*Failure)(nil),             // 22: atoll.v1.Failure
-	(*WorkerCall)(nil),          // 23: atoll.v1.WorkerCall
-	(*WorkerEvent)(nil),         // 24: atoll.v1.WorkerEvent
-	(*WorkerValue)(nil),         // 25: atoll.v1.WorkerValue
-	(*WorkerReady)(nil),         // 26: atoll.v1.WorkerReady
+	(Phase)(0),                   // 0: atoll.v1.Phase
+	(Stream)(0),                  // 1: atoll.v1.Stream
+	(FailureKind)(0),             // 2: atoll.v1.FailureKind
+	(*MapRequest)(nil),           // 3: atoll.v1.MapRequest
+	(*MapItems)(nil),             // 4: atoll.v1.MapItems
+	(*MapItem)(nil),              // 5: atoll.v1.MapItem
+	(*MapEvent)(nil),             // 6: atoll.v1.MapEvent
+	(*CancelRunRequest)(nil),     // 7: atoll.v1.CancelRunRequest
+	(*CancelRunResponse)(nil),    // 8: atoll.v1.CancelRunResponse
+	(*SetSecretRequest)(nil),     // 9: atoll.v1.SetSecretRequest
+	(*SetSecretResponse)(nil),    // 10: atoll.v1.SetSecretResponse
+	(*ListSecretsRequest)(nil),   // 11: atoll.v1.ListSecretsRequest
+	(*SecretInfo)(nil),           // 12: atoll.v1.SecretInfo
+	(*ListSecretsResponse)(nil),  // 13: atoll.v1.ListSecretsResponse
+	(*DeleteSecretRequest)(nil),  // 14: atoll.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil), // 15: atoll.v1.DeleteSecretResponse
+	(*ListRunsRequest)(nil),      // 16: atoll.v1.ListRunsRequest
+	(*RunInfo)(nil),              // 17: atoll.v1.RunInfo
+	(*ListRunsResponse)(nil),     // 18: atoll.v1.ListRunsResponse
+	(*GetRunLogsRequest)(nil),    // 19: atoll.v1.GetRunLogsRequest
+	(*LogLine)(nil),              // 20: atoll.v1.LogLine
+	(*GetRunLogsResponse)(nil),   // 21: atoll.v1.GetRunLogsResponse
+	(*StatusRequest)(nil),        // 22: atoll.v1.StatusRequest
+	(*StatusResponse)(nil),       // 23: atoll.v1.StatusResponse
+	(*MachineType)(nil),          // 24: atoll.v1.MachineType
+	(*ListWorkersRequest)(nil),   // 25: atoll.v1.ListWorkersRequest
+	(*WorkerInfo)(nil),           // 26: atoll.v1.WorkerInfo
+	(*ListWorkersResponse)(nil),  // 27: atoll.v1.ListWorkersResponse
+	(*RunRequest)(nil),           // 28: atoll.v1.RunRequest
+	(*RetryPolicy)(nil),          // 29: atoll.v1.RetryPolicy
+	(*Environment)(nil),          // 30: atoll.v1.Environment
+	(*RunEvent)(nil),             // 31: atoll.v1.RunEvent
+	(*Status)(nil),               // 32: atoll.v1.Status
+	(*Output)(nil),               // 33: atoll.v1.Output
+	(*Result)(nil),               // 34: atoll.v1.Result
+	(*RemoteException)(nil),      // 35: atoll.v1.RemoteException
+	(*Failure)(nil),              // 36: atoll.v1.Failure
+	(*WorkerCall)(nil),           // 37: atoll.v1.WorkerCall
+	(*WorkerEvent)(nil),          // 38: atoll.v1.WorkerEvent
+	(*WorkerValue)(nil),          // 39: atoll.v1.WorkerValue
+	(*WorkerReady)(nil),          // 40: atoll.v1.WorkerReady
+	nil,                          // 41: atoll.v1.SetSecretRequest.ValuesEntry
+	nil,                          // 42: atoll.v1.WorkerCall.EnvEntry
 }
 var file_atoll_v1_atoll_proto_depIdxs = []int32{
-	4,  // 0: atoll.v1.ListRunsResponse.runs:type_name -> atoll.v1.RunInfo
-	1,  // 1: atoll.v1.LogLine.stream:type_name -> atoll.v1.Stream
-	4,  // 2: atoll.v1.GetRunLogsResponse.run:type_name -> atoll.v1.RunInfo
-	7,  // 3: atoll.v1.GetRunLogsResponse.lines:type_name -> atoll.v1.LogLine
-	11, // 4: atoll.v1.StatusResponse.machine_types:type_name -> atoll.v1.MachineType
-	13, // 5: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
-	16, // 6: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
-	18, // 7: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
-	19, // 8: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
-	20, // 9: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
-	22, // 10: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
-	0,  // 11: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
-	1,  // 12: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
-	21, // 13: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
-	2,  // 14: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
-	26, // 15: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
-	19, // 16: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
-	20, // 17: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
-	22, // 18: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
-	25, // 19: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
-	15, // 20: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
-	12, // 21: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
-	9,  // 22: atoll.v1.Admin.Status:input_type -> atoll.v1.StatusRequest
-	3,  // 23: atoll.v1.Admin.ListRuns:input_type -> atoll.v1.ListRunsRequest
-	6,  // 24: atoll.v1.Admin.GetRunLogs:input_type -> atoll.v1.GetRunLogsRequest
-	17, // 25: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
-	14, // 26: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
-	10, // 27: atoll.v1.Admin.Status:output_type -> atoll.v1.StatusResponse
-	5,  // 28: atoll.v1.Admin.ListRuns:output_type -> atoll.v1.ListRunsResponse
-	8,  // 29: atoll.v1.Admin.GetRunLogs:output_type -> atoll.v1.GetRunLogsResponse
-	25, // [25:30] is the sub-list for method output_type
-	20, // [20:25] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	28, // 0: atoll.v1.MapRequest.start:type_name -> atoll.v1.RunRequest
+	5,  // 1: atoll.v1.MapRequest.item:type_name -> atoll.v1.MapItem
+	4,  // 2: atoll.v1.MapRequest.items:type_name -> atoll.v1.MapItems
+	5,  // 3: atoll.v1.MapItems.items:type_name -> atoll.v1.MapItem
+	32, // 4: atoll.v1.MapEvent.status:type_name -> atoll.v1.Status
+	33, // 5: atoll.v1.MapEvent.output:type_name -> atoll.v1.Output
+	34, // 6: atoll.v1.MapEvent.result:type_name -> atoll.v1.Result
+	36, // 7: atoll.v1.MapEvent.failure:type_name -> atoll.v1.Failure
+	6,  // 8: atoll.v1.MapEvent.batch:type_name -> atoll.v1.MapEvent
+	41, // 9: atoll.v1.SetSecretRequest.values:type_name -> atoll.v1.SetSecretRequest.ValuesEntry
+	12, // 10: atoll.v1.ListSecretsResponse.secrets:type_name -> atoll.v1.SecretInfo
+	17, // 11: atoll.v1.ListRunsResponse.runs:type_name -> atoll.v1.RunInfo
+	1,  // 12: atoll.v1.LogLine.stream:type_name -> atoll.v1.Stream
+	17, // 13: atoll.v1.GetRunLogsResponse.run:type_name -> atoll.v1.RunInfo
+	20, // 14: atoll.v1.GetRunLogsResponse.lines:type_name -> atoll.v1.LogLine
+	24, // 15: atoll.v1.StatusResponse.machine_types:type_name -> atoll.v1.MachineType
+	26, // 16: atoll.v1.ListWorkersResponse.workers:type_name -> atoll.v1.WorkerInfo
+	30, // 17: atoll.v1.RunRequest.environment:type_name -> atoll.v1.Environment
+	29, // 18: atoll.v1.RunRequest.retries:type_name -> atoll.v1.RetryPolicy
+	32, // 19: atoll.v1.RunEvent.status:type_name -> atoll.v1.Status
+	33, // 20: atoll.v1.RunEvent.output:type_name -> atoll.v1.Output
+	34, // 21: atoll.v1.RunEvent.result:type_name -> atoll.v1.Result
+	36, // 22: atoll.v1.RunEvent.failure:type_name -> atoll.v1.Failure
+	0,  // 23: atoll.v1.Status.phase:type_name -> atoll.v1.Phase
+	1,  // 24: atoll.v1.Output.stream:type_name -> atoll.v1.Stream
+	35, // 25: atoll.v1.Result.exception:type_name -> atoll.v1.RemoteException
+	2,  // 26: atoll.v1.Failure.kind:type_name -> atoll.v1.FailureKind
+	42, // 27: atoll.v1.WorkerCall.env:type_name -> atoll.v1.WorkerCall.EnvEntry
+	40, // 28: atoll.v1.WorkerEvent.ready:type_name -> atoll.v1.WorkerReady
+	33, // 29: atoll.v1.WorkerEvent.output:type_name -> atoll.v1.Output
+	34, // 30: atoll.v1.WorkerEvent.result:type_name -> atoll.v1.Result
+	36, // 31: atoll.v1.WorkerEvent.failure:type_name -> atoll.v1.Failure
+	39, // 32: atoll.v1.WorkerEvent.value:type_name -> atoll.v1.WorkerValue
+	39, // 33: atoll.v1.WorkerEvent.yielded:type_name -> atoll.v1.WorkerValue
+	28, // 34: atoll.v1.Functions.Run:input_type -> atoll.v1.RunRequest
+	3,  // 35: atoll.v1.Functions.Map:input_type -> atoll.v1.MapRequest
+	25, // 36: atoll.v1.Admin.ListWorkers:input_type -> atoll.v1.ListWorkersRequest
+	22, // 37: atoll.v1.Admin.Status:input_type -> atoll.v1.StatusRequest
+	16, // 38: atoll.v1.Admin.ListRuns:input_type -> atoll.v1.ListRunsRequest
+	19, // 39: atoll.v1.Admin.GetRunLogs:input_type -> atoll.v1.GetRunLogsRequest
+	7,  // 40: atoll.v1.Admin.CancelRun:input_type -> atoll.v1.CancelRunRequest
+	9,  // 41: atoll.v1.Admin.SetSecret:input_type -> atoll.v1.SetSecretRequest
+	11, // 42: atoll.v1.Admin.ListSecrets:input_type -> atoll.v1.ListSecretsRequest
+	14, // 43: atoll.v1.Admin.DeleteSecret:input_type -> atoll.v1.DeleteSecretRequest
+	31, // 44: atoll.v1.Functions.Run:output_type -> atoll.v1.RunEvent
+	6,  // 45: atoll.v1.Functions.Map:output_type -> atoll.v1.MapEvent
+	27, // 46: atoll.v1.Admin.ListWorkers:output_type -> atoll.v1.ListWorkersResponse
+	23, // 47: atoll.v1.Admin.Status:output_type -> atoll.v1.StatusResponse
+	18, // 48: atoll.v1.Admin.ListRuns:output_type -> atoll.v1.ListRunsResponse
+	21, // 49: atoll.v1.Admin.GetRunLogs:output_type -> atoll.v1.GetRunLogsResponse
+	8,  // 50: atoll.v1.Admin.CancelRun:output_type -> atoll.v1.CancelRunResponse
+	10, // 51: atoll.v1.Admin.SetSecret:output_type -> atoll.v1.SetSecretResponse
+	13, // 52: atoll.v1.Admin.ListSecrets:output_type -> atoll.v1.ListSecretsResponse
+	15, // 53: atoll.v1.Admin.DeleteSecret:output_type -> atoll.v1.DeleteSecretResponse
+	44, // [44:54] is the sub-list for method output_type
+	34, // [34:44] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_atoll_v1_atoll_proto_init() }
@@ -2101,23 +3120,36 @@ func file_atoll_v1_atoll_proto_init() {
 	if File_atoll_v1_atoll_proto != nil {
 		return
 	}
-	file_atoll_v1_atoll_proto_msgTypes[1].OneofWrappers = []any{}
-	file_atoll_v1_atoll_proto_msgTypes[14].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[0].OneofWrappers = []any{
+		(*MapRequest_Start)(nil),
+		(*MapRequest_Item)(nil),
+		(*MapRequest_Items)(nil),
+	}
+	file_atoll_v1_atoll_proto_msgTypes[3].OneofWrappers = []any{
+		(*MapEvent_Status)(nil),
+		(*MapEvent_Output)(nil),
+		(*MapEvent_Result)(nil),
+		(*MapEvent_Failure)(nil),
+	}
+	file_atoll_v1_atoll_proto_msgTypes[14].OneofWrappers = []any{}
+	file_atoll_v1_atoll_proto_msgTypes[28].OneofWrappers = []any{
 		(*RunEvent_Status)(nil),
 		(*RunEvent_Output)(nil),
 		(*RunEvent_Result)(nil),
 		(*RunEvent_Failure)(nil),
+		(*RunEvent_Yielded)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[17].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[31].OneofWrappers = []any{
 		(*Result_Value)(nil),
 		(*Result_Exception)(nil),
 	}
-	file_atoll_v1_atoll_proto_msgTypes[21].OneofWrappers = []any{
+	file_atoll_v1_atoll_proto_msgTypes[35].OneofWrappers = []any{
 		(*WorkerEvent_Ready)(nil),
 		(*WorkerEvent_Output)(nil),
 		(*WorkerEvent_Result)(nil),
 		(*WorkerEvent_Failure)(nil),
 		(*WorkerEvent_Value)(nil),
+		(*WorkerEvent_Yielded)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2125,7 +3157,7 @@ func file_atoll_v1_atoll_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_atoll_v1_atoll_proto_rawDesc), len(file_atoll_v1_atoll_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   24,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

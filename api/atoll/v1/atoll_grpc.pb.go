@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Functions_Run_FullMethodName = "/atoll.v1.Functions/Run"
+	Functions_Map_FullMethodName = "/atoll.v1.Functions/Map"
 )
 
 // FunctionsClient is the client API for Functions service.
@@ -35,6 +36,15 @@ type FunctionsClient interface {
 	// Run executes one call and streams its progress, output and outcome.
 	// The stream always ends with exactly one Result or Failure event.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RunEvent], error)
+	// Map runs one function over a stream of inputs. The first request is a
+	// RunRequest naming the function and its options (its arguments are
+	// ignored); every later one is an item. Items are spread over warm workers
+	// of the function's pool, up to capacity or max_concurrency, each worker
+	// serving many items. Every item ends with exactly one Result or Failure
+	// event carrying its index; closing the request side ends the inputs, and
+	// the stream ends once every item has ended. Cancelling the call cancels
+	// the items still running.
+	Map(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MapRequest, MapEvent], error)
 }
 
 type functionsClient struct {
@@ -64,6 +74,19 @@ func (c *functionsClient) Run(ctx context.Context, in *RunRequest, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Functions_RunClient = grpc.ServerStreamingClient[RunEvent]
 
+func (c *functionsClient) Map(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[MapRequest, MapEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Functions_ServiceDesc.Streams[1], Functions_Map_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MapRequest, MapEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Functions_MapClient = grpc.BidiStreamingClient[MapRequest, MapEvent]
+
 // FunctionsServer is the server API for Functions service.
 // All implementations must embed UnimplementedFunctionsServer
 // for forward compatibility.
@@ -73,6 +96,15 @@ type FunctionsServer interface {
 	// Run executes one call and streams its progress, output and outcome.
 	// The stream always ends with exactly one Result or Failure event.
 	Run(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error
+	// Map runs one function over a stream of inputs. The first request is a
+	// RunRequest naming the function and its options (its arguments are
+	// ignored); every later one is an item. Items are spread over warm workers
+	// of the function's pool, up to capacity or max_concurrency, each worker
+	// serving many items. Every item ends with exactly one Result or Failure
+	// event carrying its index; closing the request side ends the inputs, and
+	// the stream ends once every item has ended. Cancelling the call cancels
+	// the items still running.
+	Map(grpc.BidiStreamingServer[MapRequest, MapEvent]) error
 	mustEmbedUnimplementedFunctionsServer()
 }
 
@@ -85,6 +117,9 @@ type UnimplementedFunctionsServer struct{}
 
 func (UnimplementedFunctionsServer) Run(*RunRequest, grpc.ServerStreamingServer[RunEvent]) error {
 	return status.Error(codes.Unimplemented, "method Run not implemented")
+}
+func (UnimplementedFunctionsServer) Map(grpc.BidiStreamingServer[MapRequest, MapEvent]) error {
+	return status.Error(codes.Unimplemented, "method Map not implemented")
 }
 func (UnimplementedFunctionsServer) mustEmbedUnimplementedFunctionsServer() {}
 func (UnimplementedFunctionsServer) testEmbeddedByValue()                   {}
@@ -118,6 +153,13 @@ func _Functions_Run_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Functions_RunServer = grpc.ServerStreamingServer[RunEvent]
 
+func _Functions_Map_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FunctionsServer).Map(&grpc.GenericServerStream[MapRequest, MapEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Functions_MapServer = grpc.BidiStreamingServer[MapRequest, MapEvent]
+
 // Functions_ServiceDesc is the grpc.ServiceDesc for Functions service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -131,15 +173,25 @@ var Functions_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Functions_Run_Handler,
 			ServerStreams: true,
 		},
+		{
+			StreamName:    "Map",
+			Handler:       _Functions_Map_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 	},
 	Metadata: "atoll/v1/atoll.proto",
 }
 
 const (
-	Admin_ListWorkers_FullMethodName = "/atoll.v1.Admin/ListWorkers"
-	Admin_Status_FullMethodName      = "/atoll.v1.Admin/Status"
-	Admin_ListRuns_FullMethodName    = "/atoll.v1.Admin/ListRuns"
-	Admin_GetRunLogs_FullMethodName  = "/atoll.v1.Admin/GetRunLogs"
+	Admin_ListWorkers_FullMethodName  = "/atoll.v1.Admin/ListWorkers"
+	Admin_Status_FullMethodName       = "/atoll.v1.Admin/Status"
+	Admin_ListRuns_FullMethodName     = "/atoll.v1.Admin/ListRuns"
+	Admin_GetRunLogs_FullMethodName   = "/atoll.v1.Admin/GetRunLogs"
+	Admin_CancelRun_FullMethodName    = "/atoll.v1.Admin/CancelRun"
+	Admin_SetSecret_FullMethodName    = "/atoll.v1.Admin/SetSecret"
+	Admin_ListSecrets_FullMethodName  = "/atoll.v1.Admin/ListSecrets"
+	Admin_DeleteSecret_FullMethodName = "/atoll.v1.Admin/DeleteSecret"
 )
 
 // AdminClient is the client API for Admin service.
@@ -156,6 +208,16 @@ type AdminClient interface {
 	ListRuns(ctx context.Context, in *ListRunsRequest, opts ...grpc.CallOption) (*ListRunsResponse, error)
 	// GetRunLogs returns one of the caller's runs with its output.
 	GetRunLogs(ctx context.Context, in *GetRunLogsRequest, opts ...grpc.CallOption) (*GetRunLogsResponse, error)
+	// CancelRun stops one of the caller's running or queued runs: its worker
+	// is killed and the run recorded as cancelled.
+	CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error)
+	// SetSecret creates or replaces one of the caller's secrets.
+	SetSecret(ctx context.Context, in *SetSecretRequest, opts ...grpc.CallOption) (*SetSecretResponse, error)
+	// ListSecrets lists the caller's secrets: names and variable names only,
+	// never values.
+	ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error)
+	// DeleteSecret removes one of the caller's secrets.
+	DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error)
 }
 
 type adminClient struct {
@@ -206,6 +268,46 @@ func (c *adminClient) GetRunLogs(ctx context.Context, in *GetRunLogsRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) CancelRun(ctx context.Context, in *CancelRunRequest, opts ...grpc.CallOption) (*CancelRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelRunResponse)
+	err := c.cc.Invoke(ctx, Admin_CancelRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetSecret(ctx context.Context, in *SetSecretRequest, opts ...grpc.CallOption) (*SetSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSecretResponse)
+	err := c.cc.Invoke(ctx, Admin_SetSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSecretsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListSecrets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSecretResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteSecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -220,6 +322,16 @@ type AdminServer interface {
 	ListRuns(context.Context, *ListRunsRequest) (*ListRunsResponse, error)
 	// GetRunLogs returns one of the caller's runs with its output.
 	GetRunLogs(context.Context, *GetRunLogsRequest) (*GetRunLogsResponse, error)
+	// CancelRun stops one of the caller's running or queued runs: its worker
+	// is killed and the run recorded as cancelled.
+	CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error)
+	// SetSecret creates or replaces one of the caller's secrets.
+	SetSecret(context.Context, *SetSecretRequest) (*SetSecretResponse, error)
+	// ListSecrets lists the caller's secrets: names and variable names only,
+	// never values.
+	ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error)
+	// DeleteSecret removes one of the caller's secrets.
+	DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -241,6 +353,18 @@ func (UnimplementedAdminServer) ListRuns(context.Context, *ListRunsRequest) (*Li
 }
 func (UnimplementedAdminServer) GetRunLogs(context.Context, *GetRunLogsRequest) (*GetRunLogsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRunLogs not implemented")
+}
+func (UnimplementedAdminServer) CancelRun(context.Context, *CancelRunRequest) (*CancelRunResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelRun not implemented")
+}
+func (UnimplementedAdminServer) SetSecret(context.Context, *SetSecretRequest) (*SetSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSecret not implemented")
+}
+func (UnimplementedAdminServer) ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSecrets not implemented")
+}
+func (UnimplementedAdminServer) DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSecret not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -335,6 +459,78 @@ func _Admin_GetRunLogs_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CancelRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CancelRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CancelRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CancelRun(ctx, req.(*CancelRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetSecret(ctx, req.(*SetSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListSecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSecretsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListSecrets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListSecrets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListSecrets(ctx, req.(*ListSecretsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteSecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteSecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteSecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteSecret(ctx, req.(*DeleteSecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -357,6 +553,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRunLogs",
 			Handler:    _Admin_GetRunLogs_Handler,
+		},
+		{
+			MethodName: "CancelRun",
+			Handler:    _Admin_CancelRun_Handler,
+		},
+		{
+			MethodName: "SetSecret",
+			Handler:    _Admin_SetSecret_Handler,
+		},
+		{
+			MethodName: "ListSecrets",
+			Handler:    _Admin_ListSecrets_Handler,
+		},
+		{
+			MethodName: "DeleteSecret",
+			Handler:    _Admin_DeleteSecret_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

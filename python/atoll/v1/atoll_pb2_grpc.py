@@ -40,6 +40,11 @@ class FunctionsStub:
                 request_serializer=atoll_dot_v1_dot_atoll__pb2.RunRequest.SerializeToString,
                 response_deserializer=atoll_dot_v1_dot_atoll__pb2.RunEvent.FromString,
                 _registered_method=True)
+        self.Map = channel.stream_stream(
+                '/atoll.v1.Functions/Map',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.MapRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.MapEvent.FromString,
+                _registered_method=True)
 
 
 class FunctionsServicer:
@@ -54,6 +59,20 @@ class FunctionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Map(self, request_iterator, context):
+        """Map runs one function over a stream of inputs. The first request is a
+        RunRequest naming the function and its options (its arguments are
+        ignored); every later one is an item. Items are spread over warm workers
+        of the function's pool, up to capacity or max_concurrency, each worker
+        serving many items. Every item ends with exactly one Result or Failure
+        event carrying its index; closing the request side ends the inputs, and
+        the stream ends once every item has ended. Cancelling the call cancels
+        the items still running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FunctionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +80,11 @@ def add_FunctionsServicer_to_server(servicer, server):
                     servicer.Run,
                     request_deserializer=atoll_dot_v1_dot_atoll__pb2.RunRequest.FromString,
                     response_serializer=atoll_dot_v1_dot_atoll__pb2.RunEvent.SerializeToString,
+            ),
+            'Map': grpc.stream_stream_rpc_method_handler(
+                    servicer.Map,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.MapRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.MapEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +115,33 @@ class Functions:
             '/atoll.v1.Functions/Run',
             atoll_dot_v1_dot_atoll__pb2.RunRequest.SerializeToString,
             atoll_dot_v1_dot_atoll__pb2.RunEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Map(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/atoll.v1.Functions/Map',
+            atoll_dot_v1_dot_atoll__pb2.MapRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.MapEvent.FromString,
             options,
             channel_credentials,
             insecure,
@@ -132,6 +183,26 @@ class AdminStub:
                 request_serializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.SerializeToString,
                 response_deserializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.FromString,
                 _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/atoll.v1.Admin/CancelRun',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.SetSecret = channel.unary_unary(
+                '/atoll.v1.Admin/SetSecret',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.SetSecretRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.SetSecretResponse.FromString,
+                _registered_method=True)
+        self.ListSecrets = channel.unary_unary(
+                '/atoll.v1.Admin/ListSecrets',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.ListSecretsRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.ListSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSecret = channel.unary_unary(
+                '/atoll.v1.Admin/DeleteSecret',
+                request_serializer=atoll_dot_v1_dot_atoll__pb2.DeleteSecretRequest.SerializeToString,
+                response_deserializer=atoll_dot_v1_dot_atoll__pb2.DeleteSecretResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -166,6 +237,36 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRun(self, request, context):
+        """CancelRun stops one of the caller's running or queued runs: its worker
+        is killed and the run recorded as cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSecret(self, request, context):
+        """SetSecret creates or replaces one of the caller's secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSecrets(self, request, context):
+        """ListSecrets lists the caller's secrets: names and variable names only,
+        never values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSecret(self, request, context):
+        """DeleteSecret removes one of the caller's secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +289,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetRunLogs,
                     request_deserializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.FromString,
                     response_serializer=atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.CancelRunRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'SetSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSecret,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.SetSecretRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.SetSecretResponse.SerializeToString,
+            ),
+            'ListSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSecrets,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.ListSecretsRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.ListSecretsResponse.SerializeToString,
+            ),
+            'DeleteSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSecret,
+                    request_deserializer=atoll_dot_v1_dot_atoll__pb2.DeleteSecretRequest.FromString,
+                    response_serializer=atoll_dot_v1_dot_atoll__pb2.DeleteSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -299,6 +420,114 @@ class Admin:
             '/atoll.v1.Admin/GetRunLogs',
             atoll_dot_v1_dot_atoll__pb2.GetRunLogsRequest.SerializeToString,
             atoll_dot_v1_dot_atoll__pb2.GetRunLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/CancelRun',
+            atoll_dot_v1_dot_atoll__pb2.CancelRunRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/SetSecret',
+            atoll_dot_v1_dot_atoll__pb2.SetSecretRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.SetSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/ListSecrets',
+            atoll_dot_v1_dot_atoll__pb2.ListSecretsRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.ListSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/atoll.v1.Admin/DeleteSecret',
+            atoll_dot_v1_dot_atoll__pb2.DeleteSecretRequest.SerializeToString,
+            atoll_dot_v1_dot_atoll__pb2.DeleteSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,
