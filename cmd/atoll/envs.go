@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/serverapp"
 )
 
@@ -29,6 +32,14 @@ func newEnvsCommand() *cobra.Command {
 		opts := serverapp.BuilderOptions(dataDir, lock, nil)
 		// The operator, on the host itself, may name its paths.
 		opts.AllowLocalRequirements = true
+		// Built as the server would: in its sandbox, where there is one.
+		kind, _, err := sandbox.Detect("auto")
+		if err != nil {
+			return nil, err
+		}
+		if opts.Sandbox, _, err = serverapp.BuildSandbox(context.Background(), dataDir, kind, slog.New(slog.DiscardHandler)); err != nil {
+			return nil, err
+		}
 		return envbuild.New(opts)
 	}
 

@@ -47,6 +47,7 @@ func newRootCommand() *cobra.Command {
 		newServerCommand(), newWorkerCommand(), newLocalCommand(),
 		newKeysCommand(), newLoginCommand(), newEnvsCommand(), newDataCommand(),
 		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
+		newBuildInitCommand(),
 	)
 	return root
 }

@@ -89,6 +89,12 @@ type Options struct {
 	// source distribution runs the package's own build code on this host,
 	// outside any sandbox, with the server's privileges.
 	NoBuild bool
+	// Sandbox runs the builds' uv steps. Nil runs them as plain children
+	// of this process, with its privileges and its view of the host. With
+	// one, a build is made in two phases that keep one account's build
+	// code from changing what another's environment holds (see
+	// sandboxed.go).
+	Sandbox Sandbox
 }
 
 // Spec describes an environment.
@@ -143,6 +149,7 @@ type Builder struct {
 	allowLocal      bool
 	resolveOnline   bool
 	noBuild         bool
+	sandbox         Sandbox
 
 	mu      sync.Mutex
 	closed  bool
@@ -211,15 +218,17 @@ func New(opts Options) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{
-		root:            root,
-		envsDir:         filepath.Join(root, "envs"),
-		runtimeDir:      filepath.Join(root, "runtime"),
-		tmpDir:          filepath.Join(root, "tmp"),
-		trashDir:        filepath.Join(root, "trash"),
-		locksDir:        filepath.Join(root, "locks"),
-		cacheDir:        cacheDir,
-		uv:              uv,
-		uvEnv:           uvEnviron(cacheDir),
+		root:       root,
+		envsDir:    filepath.Join(root, "envs"),
+		runtimeDir: filepath.Join(root, "runtime"),
+		tmpDir:     filepath.Join(root, "tmp"),
+		trashDir:   filepath.Join(root, "trash"),
+		locksDir:   filepath.Join(root, "locks"),
+		cacheDir:   cacheDir,
+		uv:         uv,
+		// Cache and venvs live under one Root, so files are hard-linked
+		// from the cache; uv falls back to copying across filesystems.
+		uvEnv:           uvEnviron(cacheDir, "hardlink"),
 		log:             log,
 		maxTotalBytes:   opts.MaxTotalBytes,
 		runtimeLock:     opts.RuntimeLock,
@@ -229,6 +238,7 @@ func New(opts Options) (*Builder, error) {
 		allowLocal:      opts.AllowLocalRequirements,
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
+		sandbox:         opts.Sandbox,
 		flights:         map[string]*flight{},
 		uses:            map[string]*use{},
 		pythons:         map[string]interpreter{},

@@ -120,9 +120,9 @@ func Run(ctx context.Context, cfg Config) error {
 		a.openDataDir,
 		a.openState,
 		a.startHistory,
-		a.openEnvironments,
 		a.loadMachines,
 		a.startLauncher,
+		a.openEnvironments, // builds run in the sandbox startLauncher proved
 		a.startLocalLauncher,
 		a.startScheduler,
 		a.listen,
@@ -214,12 +214,15 @@ func (a *app) startHistory(ctx context.Context) error {
 	return nil
 }
 
-func (a *app) openEnvironments(context.Context) error {
+func (a *app) openEnvironments(ctx context.Context) error {
 	opts := BuilderOptions(a.dataDir, a.cfg.RuntimeLock, a.log.With("component", "envbuild"))
 	opts.MaxTotalBytes = a.cfg.EnvMaxBytes
 	opts.NoBuild = a.cfg.WheelsOnly
 	opts.UV = a.cfg.UV
 	opts.AllowLocalRequirements = a.cfg.AllowLocalRequirements
+	if err := a.openBuildSandbox(ctx, &opts); err != nil {
+		return err
+	}
 	builder, err := envbuild.New(opts)
 	if err != nil {
 		return err
