@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -123,16 +124,59 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 		}
 	}
 	if b.compileBytecode && len(spec.Requirements) > 0 {
-		// pip is left uncompiled: compiling it would double a build's time.
-		argv := []string{py.Executable, "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-x", "/site-packages/pip/", filepath.Join(name, "lib")}
-		if out, err := runStep(ctx, s, b.tmpDir, nil, argv); err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("envbuild: compile bytecode: %w", context.Cause(ctx))
-			}
-			// Packages ship files that do not compile (templates, other
-			// Pythons' code); uv's own compiling ignores them too.
-			b.log.Debug("some files did not compile", "env", name, "output", out)
+		if err := b.compile(ctx, s, name, py); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// parallelCompileFiles is how many .py files make compiling them in
+// parallel worth its worker processes' start.
+const parallelCompileFiles = 300
+
+// compile writes the bytecode of the venv tmp/name's packages, pip's
+// excepted (compiling it would double a build's time), with the base
+// interpreter isolated and without site, so that no .pth file runs.
+func (b *Builder) compile(ctx context.Context, s BuildSession, name string, py interpreter) error {
+	sites, _ := filepath.Glob(filepath.Join(b.tmpDir, name, "lib", "python*", "site-packages"))
+	var targets []string
+	files := 0
+	for _, site := range sites {
+		entries, err := os.ReadDir(site)
+		if err != nil {
+			return fmt.Errorf("envbuild: %w", err)
+		}
+		for _, e := range entries {
+			if n := e.Name(); n == "pip" || strings.HasPrefix(n, "pip-") || strings.HasSuffix(n, ".dist-info") || n == "__pycache__" {
+				continue
+			}
+			p := filepath.Join(site, e.Name())
+			filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".py") {
+					files++
+				}
+				return nil
+			})
+			rel, _ := filepath.Rel(b.tmpDir, p)
+			targets = append(targets, rel)
+		}
+	}
+	if files == 0 {
+		return nil
+	}
+	jobs := "1"
+	if files >= parallelCompileFiles {
+		jobs = "0" // one worker per CPU
+	}
+	argv := append([]string{py.Executable, "-I", "-S", "-m", "compileall", "-q", "-j", jobs}, targets...)
+	if out, err := runStep(ctx, s, b.tmpDir, nil, argv); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("envbuild: compile bytecode: %w", context.Cause(ctx))
+		}
+		// Packages ship files that do not compile (templates, other
+		// Pythons' code); uv's own compiling ignores them too.
+		b.log.Debug("some files did not compile", "env", name, "output", out)
 	}
 	return nil
 }

@@ -514,8 +514,12 @@ func (b *buildSession) readLine() (string, error) {
 func (b *buildSession) Close() error {
 	b.closeOnce.Do(func() {
 		b.end()
+		exited := false
 		select {
 		case <-b.done:
+			// The runtime ran the container in its foreground and removed
+			// it as its init exited, unless the runtime itself failed.
+			exited = b.runErr == nil
 		case <-time.After(runtimeCmdTimeout):
 			b.s.opts.Logger.Warn("build container did not end; deleting it", "build", b.id)
 		}
@@ -523,9 +527,11 @@ func (b *buildSession) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), runtimeCmdTimeout)
 		defer cancel()
 		var errs []error
-		if err := b.s.rt.Delete(ctx, b.id, &runc.DeleteOpts{Force: true}); err != nil {
-			if _, serr := b.s.rt.State(ctx, b.id); serr == nil {
-				errs = append(errs, fmt.Errorf("delete build container %s: %w", b.id, err))
+		if !exited {
+			if err := b.s.rt.Delete(ctx, b.id, &runc.DeleteOpts{Force: true}); err != nil {
+				if _, serr := b.s.rt.State(ctx, b.id); serr == nil {
+					errs = append(errs, fmt.Errorf("delete build container %s: %w", b.id, err))
+				}
 			}
 		}
 		if err := removeBundle(b.bundle); err != nil {
