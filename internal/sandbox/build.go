@@ -27,6 +27,12 @@ import (
 	"github.com/atoll-dev/atoll/internal/envbuild"
 )
 
+// BuildUserID is the default user and group of builds: a user of their
+// own, neither root nor the workers' nobody. The files builds write (the
+// shared uv cache, whose files venvs link) are then not a worker's to
+// write, even through a mount that would let it.
+const BuildUserID = NobodyID - 1
+
 // BuildOptions configures NewBuildSandbox.
 type BuildOptions struct {
 	// Runtime is KindRunc (the default) or KindCrun; RuntimePath its
@@ -41,7 +47,7 @@ type BuildOptions struct {
 	// one (the server's data directory); directories inside one (the
 	// environment being built) may be mounted.
 	Protected []string
-	// UID and GID run the builds; 0 means NobodyID. Root is never used.
+	// UID and GID run the builds; 0 means BuildUserID. Root is never used.
 	UID, GID uint32
 	// InitPath is the atoll binary, which each build container runs as
 	// `atoll build-init` (BuildInit). Required, absolute.
@@ -100,10 +106,10 @@ func NewBuildSandbox(opts BuildOptions) (*BuildSandbox, error) {
 		}
 	}
 	if opts.UID == 0 {
-		opts.UID = NobodyID
+		opts.UID = BuildUserID
 	}
 	if opts.GID == 0 {
-		opts.GID = NobodyID
+		opts.GID = BuildUserID
 	}
 	if opts.CgroupParent == "" {
 		opts.CgroupParent = "/atoll-builds"
@@ -297,6 +303,7 @@ func (s *BuildSandbox) spec(id string, v envbuild.BuildView) (*specs.Spec, error
 	}
 
 	pids := s.opts.Pids
+	umask := uint32(0o022)
 	oomScoreAdj := 500
 	noCaps := &specs.LinuxCapabilities{
 		Bounding: []string{}, Effective: []string{}, Inheritable: []string{},
@@ -310,7 +317,9 @@ func (s *BuildSandbox) spec(id string, v envbuild.BuildView) (*specs.Spec, error
 	return &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
-			User:            specs.User{UID: s.opts.UID, GID: s.opts.GID},
+			// Workers run as another user: what a build writes must be
+			// readable by all.
+			User:            specs.User{UID: s.opts.UID, GID: s.opts.GID, Umask: &umask},
 			Args:            []string{s.opts.InitPath, "build-init"},
 			Env:             env,
 			Cwd:             "/",
