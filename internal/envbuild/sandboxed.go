@@ -41,18 +41,18 @@ import (
 // and returns its name there; on failure nothing of it is left.
 func (b *Builder) installSandboxed(ctx context.Context, key string, spec Spec, py interpreter, logf func(string)) (string, error) {
 	name := tmpName(key)
-	var lines []string
-	err := b.installWheels(ctx, name, spec, py, func(l string) { lines = append(lines, l) })
+	err := b.installWheels(ctx, name, spec, py, logf)
 	if err == nil {
-		flush(logf, lines)
 		return name, nil
 	}
 	os.RemoveAll(filepath.Join(b.tmpDir, name))
 	if ctx.Err() != nil || b.noBuild || !errors.Is(err, ErrBuildFailed) {
-		flush(logf, lines)
 		return "", err
 	}
 	b.log.Debug("wheels alone cannot satisfy the requirements; building from source in isolation", "env", key, "err", err)
+	if logf != nil {
+		logf(sourceBuildNotice)
+	}
 	name = tmpName(key)
 	if err := b.installFromSource(ctx, name, spec, py, logf); err != nil {
 		os.RemoveAll(filepath.Join(b.tmpDir, name))
@@ -63,14 +63,9 @@ func (b *Builder) installSandboxed(ctx context.Context, key string, spec Spec, p
 	return name, nil
 }
 
-func flush(logf func(string), lines []string) {
-	if logf == nil {
-		return
-	}
-	for _, l := range lines {
-		logf(l)
-	}
-}
+// sourceBuildNotice tells the caller, after uv's complaint that building is
+// disabled, why the build starts again.
+const sourceBuildNotice = "Wheels alone cannot satisfy the requirements: building again, from source, in a sandbox of its own"
 
 // scratchSuffix names a source build's scratch directory beside its venv
 // in tmp/: its private uv cache and temporary files.
