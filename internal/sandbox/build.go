@@ -311,6 +311,11 @@ func (s *BuildSandbox) spec(id string, v envbuild.BuildView) (*specs.Spec, error
 	}
 	env := slices.Clone(v.Env)
 	env = setEnv(env, "HOME", "/tmp")
+	// Local repositories a build may clone (allowed git+file: requirements)
+	// belong to the server's user, not the build's; git refuses those
+	// unless a global configuration says they are safe, which everything
+	// the build sees may be.
+	env = setEnv(env, "GIT_CONFIG_GLOBAL", "/"+buildGitConfig)
 	if !hasEnv(env, "PATH") {
 		env = append(env, "PATH="+defaultPath)
 	}
@@ -365,12 +370,19 @@ func (s *BuildSandbox) writeBundle(bundle string, spec *specs.Spec) error {
 			}
 		}
 	}
+	if err := os.WriteFile(filepath.Join(rootfs, buildGitConfig), []byte("[safe]\n\tdirectory = *\n"), 0o644); err != nil {
+		return err
+	}
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
 }
+
+// buildGitConfig is git's global configuration in a build container's
+// root.
+const buildGitConfig = "gitconfig"
 
 // buildIO gives the runtime process the session's pipes as its stdio,
 // which the container's init inherits.
