@@ -2,7 +2,20 @@ package sandbox
 
 import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
+)
+
+// Linux's ABI, whatever this binary is built for: the profile is a
+// container's, written on any host.
+const (
+	linuxEPERM        = 1
+	linuxENOSYS       = 38
+	linuxCloneNewNS   = 0x00020000
+	linuxCloneNewCgrp = 0x02000000
+	linuxCloneNewUTS  = 0x04000000
+	linuxCloneNewIPC  = 0x08000000
+	linuxCloneNewUser = 0x10000000
+	linuxCloneNewPID  = 0x20000000
+	linuxCloneNewNet  = 0x40000000
 )
 
 // buildSeccompProfile is the seccomp filter of build containers, the one
@@ -25,8 +38,8 @@ func buildSeccompProfile() *specs.LinuxSeccomp {
 		"open_by_handle_at", "name_to_handle_at",
 		"swapon", "swapoff", "reboot", "acct", "quotactl", "lookup_dcookie",
 	}
-	eperm := uint(unix.EPERM)
-	enosys := uint(unix.ENOSYS)
+	eperm := uint(linuxEPERM)
+	enosys := uint(linuxENOSYS)
 	sc := &specs.LinuxSeccomp{
 		DefaultAction: specs.ActAllow,
 		Architectures: []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32, specs.ArchAARCH64, specs.ArchARM},
@@ -39,8 +52,8 @@ func buildSeccompProfile() *specs.LinuxSeccomp {
 		},
 	}
 	for _, flag := range []uint64{
-		unix.CLONE_NEWUSER, unix.CLONE_NEWNS, unix.CLONE_NEWNET, unix.CLONE_NEWPID,
-		unix.CLONE_NEWIPC, unix.CLONE_NEWUTS, unix.CLONE_NEWCGROUP,
+		linuxCloneNewUser, linuxCloneNewNS, linuxCloneNewNet, linuxCloneNewPID,
+		linuxCloneNewIPC, linuxCloneNewUTS, linuxCloneNewCgrp,
 	} {
 		sc.Syscalls = append(sc.Syscalls, specs.LinuxSyscall{
 			Names: []string{"clone"}, Action: specs.ActErrno, ErrnoRet: &eperm,
