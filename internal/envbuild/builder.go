@@ -8,9 +8,14 @@
 // with the PEP 508 grammar (requirement.go); those naming this host's paths
 // are refused unless Options.AllowLocalRequirements.
 //
-// It must not know about calls, accounts, workers or sandboxes, must never
-// install into a base interpreter, and must never download an interpreter:
-// the package index is its only network traffic.
+// With a Sandbox (Options.Sandbox), its uv steps run in build sessions
+// that see only what a BuildView names, in two phases that keep package
+// build code away from the shared cache (sandboxed.go). It says what a
+// build may see; how that is enforced is the Sandbox's (package sandbox).
+//
+// It must not know about calls, accounts, workers or containers, must
+// never install into a base interpreter, and must never download an
+// interpreter: the package index is its only network traffic.
 //
 // Layout under Root:
 //
