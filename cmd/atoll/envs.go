@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os/exec"
@@ -37,8 +36,12 @@ func newEnvsCommand() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		if opts.Sandbox, _, err = serverapp.BuildSandbox(context.Background(), dataDir, kind, slog.New(slog.DiscardHandler)); err != nil {
+		sb, _, err := serverapp.BuildSandbox(dataDir, kind, slog.New(slog.DiscardHandler))
+		if err != nil {
 			return nil, err
+		}
+		if sb != nil {
+			opts.Sandbox = sb
 		}
 		return envbuild.New(opts)
 	}

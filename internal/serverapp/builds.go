@@ -22,7 +22,7 @@ const BuildSandboxDir = "build-sandbox"
 // little from gVisor and lose its network), or, with no runtime, as plain
 // processes, which it returns as nil with a warning for the log: those
 // run package build code with the server's privileges.
-func BuildSandbox(ctx context.Context, dataDir, kind string, log *slog.Logger) (envbuild.Sandbox, string, error) {
+func BuildSandbox(dataDir, kind string, log *slog.Logger) (*sandbox.BuildSandbox, string, error) {
 	const weak = "environment builds run as plain processes with the server's privileges: a package's build code (setup.py) can read and change the server's state and other environments"
 	runtime := kind
 	if kind == sandbox.KindRunsc {
@@ -52,22 +52,26 @@ func BuildSandbox(ctx context.Context, dataDir, kind string, log *slog.Logger) (
 	if err != nil {
 		return nil, "", err
 	}
-	if err := sb.RemoveStale(ctx); err != nil {
-		log.Warn("removing stale build containers failed", "err", err)
-	}
 	return sb, "", nil
 }
 
 // openBuildSandbox gives the environment builder the sandbox of the
 // workers' kind, once startLauncher has proven it.
 func (a *app) openBuildSandbox(ctx context.Context, opts *envbuild.Options) error {
-	sb, warning, err := BuildSandbox(ctx, a.dataDir, a.launcher.Kind, a.log.With("component", "build-sandbox"))
+	sb, warning, err := BuildSandbox(a.dataDir, a.launcher.Kind, a.log.With("component", "build-sandbox"))
 	if err != nil {
 		return fmt.Errorf("build sandbox: %w", err)
 	}
 	if warning != "" {
 		a.log.Warn(warning, "sandbox", a.launcher.Kind)
 	}
-	opts.Sandbox = sb
+	if sb != nil {
+		// What builds of a killed server left; the server's start, not
+		// every `atoll envs` run, pays for the look.
+		if err := sb.RemoveStale(ctx); err != nil {
+			a.log.Warn("removing stale build containers failed", "err", err)
+		}
+		opts.Sandbox = sb
+	}
 	return nil
 }
