@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"text/tabwriter"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
+	"github.com/atoll-dev/atoll/internal/sandbox"
 	"github.com/atoll-dev/atoll/internal/serverapp"
 )
 
@@ -29,6 +31,18 @@ func newEnvsCommand() *cobra.Command {
 		opts := serverapp.BuilderOptions(dataDir, lock, nil)
 		// The operator, on the host itself, may name its paths.
 		opts.AllowLocalRequirements = true
+		// Built as the server would: in its sandbox, where there is one.
+		kind, _, err := sandbox.Detect("auto")
+		if err != nil {
+			return nil, err
+		}
+		sb, _, err := serverapp.BuildSandbox(dataDir, kind, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, err
+		}
+		if sb != nil {
+			opts.Sandbox = sb
+		}
 		return envbuild.New(opts)
 	}
 

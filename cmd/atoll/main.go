@@ -47,7 +47,7 @@ func newRootCommand() *cobra.Command {
 		newServerCommand(), newWorkerCommand(), newLocalCommand(),
 		newKeysCommand(), newLoginCommand(), newEnvsCommand(), newDataCommand(),
 		newRunsCommand(), newLogsCommand(), newWorkersCommand(), newStatusCommand(),
-		newCancelCommand(), newSecretsCommand(),
+		newCancelCommand(), newSecretsCommand(), newBuildInitCommand(),
 	)
 	return root
 }

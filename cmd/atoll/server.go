@@ -59,7 +59,7 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&cfg.UV, "uv", "", "the uv binary that builds environments (default: uv on PATH)")
-	f.BoolVar(&cfg.WheelsOnly, "wheels-only", false, "install pre-built wheels only: building a source distribution runs its code on this host, outside the sandbox")
+	f.BoolVar(&cfg.WheelsOnly, "wheels-only", false, "install pre-built wheels only: building a source distribution runs its code on this host (in the build sandbox, where there is one)")
 	f.BoolVar(&cfg.AllowLocalRequirements, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&dataQuotaFlag, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&cfg.RunRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")

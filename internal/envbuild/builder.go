@@ -8,9 +8,14 @@
 // with the PEP 508 grammar (requirement.go); those naming this host's paths
 // are refused unless Options.AllowLocalRequirements.
 //
-// It must not know about calls, accounts, workers or sandboxes, must never
-// install into a base interpreter, and must never download an interpreter:
-// the package index is its only network traffic.
+// With a Sandbox (Options.Sandbox), its uv steps run in build sessions
+// that see only what a BuildView names, in two phases that keep package
+// build code away from the shared cache (sandboxed.go). It says what a
+// build may see; how that is enforced is the Sandbox's (package sandbox).
+//
+// It must not know about calls, accounts, workers or containers, must
+// never install into a base interpreter, and must never download an
+// interpreter: the package index is its only network traffic.
 //
 // Layout under Root:
 //
@@ -93,6 +98,12 @@ type Options struct {
 	// those found ready): how long the build took and how it failed, if it
 	// did. Metrics count builds with it.
 	OnBuild func(took time.Duration, err error)
+	// Sandbox runs the builds' uv steps. Nil runs them as plain children
+	// of this process, with its privileges and its view of the host. With
+	// one, a build is made in two phases that keep one account's build
+	// code from changing what another's environment holds (see
+	// sandboxed.go).
+	Sandbox Sandbox
 }
 
 // Spec describes an environment.
@@ -148,6 +159,7 @@ type Builder struct {
 	resolveOnline   bool
 	noBuild         bool
 	onBuild         func(time.Duration, error)
+	sandbox         Sandbox
 
 	mu      sync.Mutex
 	closed  bool
@@ -216,15 +228,17 @@ func New(opts Options) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{
-		root:            root,
-		envsDir:         filepath.Join(root, "envs"),
-		runtimeDir:      filepath.Join(root, "runtime"),
-		tmpDir:          filepath.Join(root, "tmp"),
-		trashDir:        filepath.Join(root, "trash"),
-		locksDir:        filepath.Join(root, "locks"),
-		cacheDir:        cacheDir,
-		uv:              uv,
-		uvEnv:           uvEnviron(cacheDir),
+		root:       root,
+		envsDir:    filepath.Join(root, "envs"),
+		runtimeDir: filepath.Join(root, "runtime"),
+		tmpDir:     filepath.Join(root, "tmp"),
+		trashDir:   filepath.Join(root, "trash"),
+		locksDir:   filepath.Join(root, "locks"),
+		cacheDir:   cacheDir,
+		uv:         uv,
+		// Cache and venvs live under one Root, so files are hard-linked
+		// from the cache; uv falls back to copying across filesystems.
+		uvEnv:           uvEnviron(cacheDir, "hardlink"),
 		log:             log,
 		maxTotalBytes:   opts.MaxTotalBytes,
 		runtimeLock:     opts.RuntimeLock,
@@ -235,6 +249,7 @@ func New(opts Options) (*Builder, error) {
 		resolveOnline:   opts.ResolveOnline,
 		noBuild:         opts.NoBuild,
 		onBuild:         opts.OnBuild,
+		sandbox:         opts.Sandbox,
 		flights:         map[string]*flight{},
 		uses:            map[string]*use{},
 		pythons:         map[string]interpreter{},

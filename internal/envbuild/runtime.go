@@ -93,7 +93,17 @@ func (b *Builder) buildRuntime(ctx context.Context, key, python string, logf fun
 			// beyond it, and every file is checked against its hash.
 			args = append(args, "--require-hashes", "--no-deps")
 		}
-		if err := b.install(ctx, logf, args, nil); err != nil {
+		// The lock is the server's own, so the session may write the
+		// shared cache; it reads only the lock of all of tmp/.
+		var s BuildSession = plainSession{env: b.uvEnv}
+		if b.sandbox != nil {
+			s, err = b.sandbox.Open(ctx, b.trustedView(name, []string{tmp}, b.buildReadOnly(py, Spec{})))
+			if err != nil {
+				return fmt.Errorf("envbuild: open build sandbox: %w", err)
+			}
+			defer s.Close()
+		}
+		if err := b.install(ctx, s, logf, args, nil); err != nil {
 			return err
 		}
 	}

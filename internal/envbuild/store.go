@@ -86,51 +86,28 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 
 	start := time.Now()
 	log := b.log.With("env", key)
-	log.Info("building environment", "python", py.Version, "requirements", spec.Requirements)
-	name := tmpName(key)
+	log.Info("building environment", "python", py.Version, "requirements", spec.Requirements, "sandboxed", b.sandbox != nil)
+	var name string
+	if b.sandbox == nil {
+		name = tmpName(key)
+		err = b.installPlain(ctx, name, spec, py, logf)
+	} else {
+		name, err = b.installSandboxed(ctx, key, spec, py, logf)
+	}
 	tmp := filepath.Join(b.tmpDir, name)
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			if name != "" {
+				os.RemoveAll(tmp)
+			}
 			log.Info("environment build failed", "err", err, "took", time.Since(start))
 		}
 		if b.onBuild != nil {
 			b.onBuild(time.Since(start), err)
 		}
 	}()
-
-	// Relative paths, run from tmp/, keep Root out of what the user sees.
-	// uv's "Activate with: source <tmp path>" hint would be wrong once the
-	// venv is moved.
-	venvLog := func(l string) {
-		if logf != nil && !strings.HasPrefix(l, "Activate with:") {
-			logf(l)
-		}
-	}
-	if out, err := b.runUV(ctx, b.tmpDir, venvLog, "venv", "--relocatable", "--no-project", "--no-config", "--python", py.Executable, name); err != nil {
-		b.forgetInterpreter(spec.Python)
-		return stepError(ctx, "uv venv", out, err)
-	}
-	python := filepath.Join(name, "bin", "python")
-	if len(spec.Requirements) > 0 {
-		args := []string{"pip", "install", "--python", python}
-		if b.compileBytecode {
-			args = append(args, "--compile-bytecode")
-		}
-		if b.noBuild {
-			args = append(args, "--no-build")
-		}
-		if err := b.install(ctx, logf, args, spec.Requirements); err != nil {
-			return err
-		}
-	}
-	if b.seedPip && !slices.ContainsFunc(spec.Requirements, func(r string) bool { return requirementName(r) == "pip" }) {
-		// pip alone (it vendors its own needs), not uv's seed set, which
-		// brings packages such as packaging that `pip freeze` would list;
-		// and uncompiled, since compiling it would double a build's time.
-		if err := b.install(ctx, logf, []string{"pip", "install", "--python", python}, []string{"pip"}); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
 
 	size, err := dirSize(tmp)
@@ -158,15 +135,62 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	return nil
 }
 
+// venvLogf passes uv venv's output on, without its "Activate with: source
+// <tmp path>" hint, which would be wrong once the venv is moved.
+func venvLogf(logf func(string)) func(string) {
+	return func(l string) {
+		if logf != nil && !strings.HasPrefix(l, "Activate with:") {
+			logf(l)
+		}
+	}
+}
+
+// installPlain builds the venv tmp/name as plain child processes.
+// Relative paths, run from tmp/, keep Root out of what the user sees.
+func (b *Builder) installPlain(ctx context.Context, name string, spec Spec, py interpreter, logf func(string)) error {
+	s := plainSession{env: b.uvEnv}
+	if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--python", py.Executable, name); err != nil {
+		b.forgetInterpreter(spec.Python)
+		return stepError(ctx, "uv venv", out, err)
+	}
+	python := filepath.Join(name, "bin", "python")
+	if len(spec.Requirements) > 0 {
+		args := []string{"pip", "install", "--python", python}
+		if b.compileBytecode {
+			args = append(args, "--compile-bytecode")
+		}
+		if b.noBuild {
+			args = append(args, "--no-build")
+		}
+		if err := b.install(ctx, s, logf, args, spec.Requirements); err != nil {
+			return err
+		}
+	}
+	if b.wantsPip(spec) {
+		// pip alone (it vendors its own needs), not uv's seed set, which
+		// brings packages such as packaging that `pip freeze` would list;
+		// and uncompiled, since compiling it would double a build's time.
+		if err := b.install(ctx, s, logf, []string{"pip", "install", "--python", python}, []string{"pip"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wantsPip reports whether pip is to be added to spec's venv.
+func (b *Builder) wantsPip(spec Spec) bool {
+	return b.seedPip && !slices.ContainsFunc(spec.Requirements, func(r string) bool { return requirementName(r) == "pip" })
+}
+
 // install runs `uv pip install ARGS -- REQS`. Unless ResolveOnline is set it
 // first tries the uv cache alone: with a warm cache that skips the index
 // round trips, most of a build's time. The offline attempt's output is shown
 // only if it succeeds.
-func (b *Builder) install(ctx context.Context, logf func(string), args, reqs []string) error {
+func (b *Builder) install(ctx context.Context, s BuildSession, logf func(string), args, reqs []string) error {
 	if !b.resolveOnline {
 		var lines []string
 		offline := withRequirements(append(append([]string{}, args...), "--offline"), reqs)
-		_, err := b.runUV(ctx, b.tmpDir, func(l string) { lines = append(lines, l) }, offline...)
+		_, err := b.runUV(ctx, s, b.tmpDir, func(l string) { lines = append(lines, l) }, offline...)
 		if err == nil {
 			if logf != nil {
 				for _, l := range lines {
@@ -181,7 +205,7 @@ func (b *Builder) install(ctx context.Context, logf func(string), args, reqs []s
 		b.log.Debug("cache cannot satisfy requirements; asking the index", "requirements", reqs)
 	}
 	online := withRequirements(append([]string{}, args...), reqs)
-	if out, err := b.runUV(ctx, b.tmpDir, logf, online...); err != nil {
+	if out, err := b.runUV(ctx, s, b.tmpDir, logf, online...); err != nil {
 		return stepError(ctx, "uv pip install", out, err)
 	}
 	return nil

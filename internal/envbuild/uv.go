@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"strings"
@@ -54,23 +55,30 @@ var uvEnvOverrides = map[string]bool{
 	"UV_WORKING_DIR": true, "UV_NO_PROJECT": true,
 }
 
-func uvEnviron(cacheDir string) []string {
+// uvEnviron is uv's environment with cache cacheDir and link mode
+// linkMode; extra ("KEY=value") replaces what the server's environment
+// has of the same names.
+func uvEnviron(cacheDir, linkMode string, extra ...string) []string {
+	skip := maps.Clone(uvEnvOverrides)
+	for _, kv := range extra {
+		k, _, _ := strings.Cut(kv, "=")
+		skip[k] = true
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if !uvEnvOverrides[k] {
+		if !skip[k] {
 			env = append(env, kv)
 		}
 	}
+	env = append(env, extra...)
 	return append(env,
 		"UV_CACHE_DIR="+cacheDir,
 		// Never fetch interpreters: only what the host has (system
 		// interpreters first). Packages are the only network traffic.
 		"UV_PYTHON_DOWNLOADS=never",
 		"UV_PYTHON_PREFERENCE=system",
-		// Cache and venvs live under one Root, so files are hard-linked
-		// from the cache; uv falls back to copying across filesystems.
-		"UV_LINK_MODE=hardlink",
+		"UV_LINK_MODE="+linkMode,
 		"UV_NO_PROGRESS=1",
 		"NO_COLOR=1",
 	)
@@ -117,37 +125,18 @@ func (b *Builder) countUV(args []string) {
 // maxOutputLines bounds how much of a uv run is kept for an error message.
 const maxOutputLines = 200
 
-// runUV runs uv in dir, handing each line of its merged stdout and stderr
-// to logf as it appears, and returns the last lines of that output.
-func (b *Builder) runUV(ctx context.Context, dir string, logf func(string), args ...string) (string, error) {
+// runUV runs uv in dir in session s, handing each line of its merged
+// stdout and stderr to logf as it appears, and returns the last lines of
+// that output.
+func (b *Builder) runUV(ctx context.Context, s BuildSession, dir string, logf func(string), args ...string) (string, error) {
 	b.countUV(args)
-	cmd := exec.CommandContext(ctx, b.uv, args...)
-	cmd.Dir = dir
-	cmd.Env = b.uvEnv
-	cmd.WaitDelay = 5 * time.Second
-	configureProcess(cmd)
+	return runStep(ctx, s, dir, logf, append([]string{b.uv}, args...))
+}
 
-	// One pipe for both streams keeps uv's lines in the order it wrote them.
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		return "", err
-	}
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return "", err
-	}
-	pw.Close()
-	// A grandchild that escaped the process group could hold the pipe open
-	// after uv is killed; give up reading a little after cancellation.
-	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now().Add(5 * time.Second)) })
-
+// runStep runs argv in session s and returns the last lines of its output.
+func runStep(ctx context.Context, s BuildSession, dir string, logf func(string), argv []string) (string, error) {
 	var tail []string
-	sc := bufio.NewScanner(pr)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
+	err := s.Run(ctx, dir, argv, func(line string) {
 		if logf != nil {
 			logf(line)
 		}
@@ -155,17 +144,53 @@ func (b *Builder) runUV(ctx context.Context, dir string, logf func(string), args
 		if len(tail) > 2*maxOutputLines {
 			tail = append(tail[:0], tail[len(tail)-maxOutputLines:]...)
 		}
+	})
+	if len(tail) > maxOutputLines {
+		tail = tail[len(tail)-maxOutputLines:]
+	}
+	return strings.Join(tail, "\n"), err
+}
+
+// plainSession runs steps as plain children of this process, with its
+// privileges: what a Builder without a Sandbox does.
+type plainSession struct{ env []string }
+
+func (p plainSession) Close() error { return nil }
+
+func (p plainSession) Run(ctx context.Context, dir string, argv []string, out func(string)) error {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = p.env
+	cmd.WaitDelay = 5 * time.Second
+	configureProcess(cmd)
+
+	// One pipe for both streams keeps uv's lines in the order it wrote them.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return err
+	}
+	pw.Close()
+	// A grandchild that escaped the process group could hold the pipe open
+	// after uv is killed; give up reading a little after cancellation.
+	stop := context.AfterFunc(ctx, func() { pr.SetReadDeadline(time.Now().Add(5 * time.Second)) })
+
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		out(strings.TrimRight(sc.Text(), "\r"))
 	}
 	if sc.Err() != nil {
 		io.Copy(io.Discard, pr)
 	}
 	stop()
 	pr.Close()
-	err = cmd.Wait()
-	if len(tail) > maxOutputLines {
-		tail = tail[len(tail)-maxOutputLines:]
-	}
-	return strings.Join(tail, "\n"), err
+	return cmd.Wait()
 }
 
 // stepError turns a failed uv step into the caller's error: cancellation
@@ -174,8 +199,8 @@ func stepError(ctx context.Context, step, output string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("envbuild: %s: %w", step, context.Cause(ctx))
 	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
+	var exit interface{ ExitCode() int }
+	if !errors.As(err, &exit) {
 		// uv did not run at all: not the user's requirements' fault.
 		return fmt.Errorf("envbuild: %s: %w", step, err)
 	}

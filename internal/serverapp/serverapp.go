@@ -206,9 +206,9 @@ func Run(ctx context.Context, cfg Config) error {
 		a.openMetrics,
 		a.startHistory,
 		a.openSecrets,
-		a.openEnvironments,
 		a.loadMachines,
 		a.startLauncher,
+		a.openEnvironments, // builds run in the sandbox startLauncher proved
 		a.startLocalLauncher,
 		a.startScheduler,
 		a.listen,
@@ -314,7 +314,7 @@ func (a *app) startHistory(ctx context.Context) error {
 	return nil
 }
 
-func (a *app) openEnvironments(context.Context) error {
+func (a *app) openEnvironments(ctx context.Context) error {
 	opts := BuilderOptions(a.dataDir, a.cfg.RuntimeLock, a.log.With("component", "envbuild"))
 	opts.MaxTotalBytes = a.cfg.EnvMaxBytes
 	opts.NoBuild = a.cfg.WheelsOnly
@@ -322,6 +322,9 @@ func (a *app) openEnvironments(context.Context) error {
 	opts.AllowLocalRequirements = a.cfg.AllowLocalRequirements
 	if a.metrics != nil {
 		opts.OnBuild = a.metrics.OnBuild
+	}
+	if err := a.openBuildSandbox(ctx, &opts); err != nil {
+		return err
 	}
 	builder, err := envbuild.New(opts)
 	if err != nil {
