@@ -100,6 +100,38 @@ def test_kill_9_of_the_server_mid_call_leaves_nothing_running_and_loses_nothing(
     print(f"worker processes gone {gone_after * 1000:.0f} ms after kill -9 of the server")
 
 
+BUILDING = """
+from atoll import isolated
+
+@isolated(requirements=["six==1.16.0"], keep_alive=0)
+def built():
+    import six
+    return six.__version__
+
+print("built:", built(), flush=True)
+"""
+
+
+def test_kill_9_of_the_server_mid_build_leaves_a_usable_environment(chaos_server, tmp_path):
+    """The server dies while a call's environment builds; restarted on the
+    same directory, the environment is there or is built again, and
+    works."""
+    srv = chaos_server()
+    caller = Caller(srv, BUILDING, tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = caller.proc.stderr.readline()
+        assert line, "the caller ended before its environment was built"
+        if "Creating virtual environment" in line or "Resolved" in line:
+            break
+    srv.kill9()
+    _, err = caller.finish(timeout=30)
+    assert "ServerUnavailableError" in err, err
+    srv.restart()
+    out, err = Caller(srv, BUILDING, tmp_path, "again").finish(timeout=300)
+    assert "built: 1.16.0" in out, err
+
+
 @pytest.mark.parametrize("process", ["runtime", "agent", "runner"])
 def test_killing_each_worker_process_fails_the_call_and_the_server_serves_on(chaos_server, tmp_path, process):
     srv = chaos_server()
