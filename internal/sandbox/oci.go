@@ -54,8 +54,14 @@ type OCIOptions struct {
 	// contains one, is refused; mounting a directory inside one (a venv
 	// under the data directory) is allowed.
 	Protected []string
-	// UID and GID run the agent; 0 means NobodyID. Root is never used.
+	// UID and GID run the user's code (the runner); 0 means NobodyID.
 	UID, GID uint32
+	// AgentUID and AgentGID run the agent; 0 means AgentID. They must
+	// differ from UID (see splitUsers). The container starts as uid 0
+	// with CAP_SETUID, CAP_SETGID and CAP_SETPCAP alone, for the agent to
+	// start the runner as UID before it drops to AgentUID; user code never
+	// runs as root.
+	AgentUID, AgentGID uint32
 	// Network is "host" (the default: functions fetch URLs) or "none"
 	// (a private network namespace with loopback only).
 	Network string
@@ -63,8 +69,10 @@ type OCIOptions struct {
 	// default "/atoll".
 	CgroupParent string
 	// Stderr receives the agents' standard error and the runtime's own
-	// error messages. It must be safe for concurrent use. When nil, each
-	// line is logged through Logger with the worker's ID.
+	// error messages, as they come: for tests and tools. It must be safe
+	// for concurrent use. When nil (what a server wants), the agent's
+	// records are logged through Logger with the worker and its account,
+	// bounded, and nothing else written there is (see agentLog).
 	Stderr io.Writer
 	// Logger receives the launcher's diagnostics. Default: discard.
 	Logger *slog.Logger
@@ -138,6 +146,15 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	}
 	if opts.GID == 0 {
 		opts.GID = NobodyID
+	}
+	if opts.AgentUID == 0 {
+		opts.AgentUID = AgentID
+	}
+	if opts.AgentGID == 0 {
+		opts.AgentGID = AgentID
+	}
+	if opts.AgentUID == opts.UID {
+		return nil, fmt.Errorf("oci sandbox: the agent's uid %d must differ from the runner's", opts.AgentUID)
 	}
 	switch opts.Network {
 	case "":
@@ -271,6 +288,8 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	spec, err := buildSpec(w, specInputs{
 		uid:         l.opts.UID,
 		gid:         l.opts.GID,
+		agentUID:    l.opts.AgentUID,
+		agentGID:    l.opts.AgentGID,
 		networkNone: l.opts.Network == "none",
 		cgroupsPath: cgroupsPath,
 		swapLimit:   l.cg.SwapLimit(),
@@ -292,6 +311,7 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	p := &ociProcess{
 		l:         l,
 		id:        w.ID,
+		account:   w.Account,
 		bundle:    bundle,
 		memCgroup: l.cg.MemoryDir(counted),
 		cpuCgroup: l.cg.CPUDir(cgroupsPath),
@@ -398,6 +418,7 @@ var _ scheduler.Settler = (*ociProcess)(nil)
 type ociProcess struct {
 	l            *OCILauncher
 	id           string
+	account      string
 	bundle       string
 	memCgroup    string // host path of the cgroup whose OOM count is the worker's
 	cpuCgroup    string // host path of the container's cpu cgroup
@@ -432,7 +453,7 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 		p.cleanup()
 		return err
 	}
-	pump, err := startStderrPump(p.l.opts.Stderr, p.l.opts.Logger, p.id)
+	pump, err := startStderrPump(p.l.opts.Stderr, p.l.opts.Logger, p.id, p.account)
 	if err != nil {
 		pipes.closeAll()
 		p.cleanup()
