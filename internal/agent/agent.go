@@ -25,24 +25,19 @@ import (
 )
 
 // bootstrap starts the runner: the SDK directory goes first on sys.path so
-// the atoll package is always this server's, the runtime directory last so
-// that packages the user pinned win over the runner's own. cloudpickle is
-// the exception: the runner imports its own first, since the caller's
-// payloads need it, whatever version the user's environment holds. The
+// the atoll package is always this server's. The runtime directory (the
+// runner's own packages) is not put on the path: the runner imports its
+// cloudpickle from there and keeps the directory out of the user's view
+// until the user's code imports atoll (see python/atoll/_runner.py). The
 // runner is loaded from its file, so that importing it does not import the
 // whole SDK (and gRPC) into every worker.
 const bootstrap = `import sys, importlib.util
 sdk, runtime = sys.argv[1], sys.argv[2]
 sys.path.insert(1, sdk)
-if runtime:
-    sys.path.insert(1, runtime)
-    import cloudpickle
-    sys.path.remove(runtime)
-    sys.path.append(runtime)
 spec = importlib.util.spec_from_file_location("atoll_runner", sdk + "/atoll/_runner.py")
 runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
-runner.main()
+runner.main(runtime)
 `
 
 // flushTimeout bounds how long a result waits for output still in flight.

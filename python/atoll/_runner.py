@@ -2,7 +2,17 @@
 
 It imports only the standard library, cloudpickle and its sibling
 _pickling.py (loaded by path, not through the atoll package), so user
-environments never need atoll's own dependencies. The agent starts it with the call
+environments never need atoll's own dependencies.
+
+The runner's own packages (the runtime directory: cloudpickle, and for
+nested calls grpcio, protobuf and their dependencies) stay out of the
+user's view: the directory is not on sys.path, so importlib.metadata,
+pip and `import grpc` see the environment's packages alone. The runner
+imports its cloudpickle from there at start and keeps it in sys.modules
+only while it pickles or unpickles (see _OwnModules), so a user's own
+cloudpickle, of any version, is the one the function imports. Importing
+atoll (a nested call) asks for the rest: then the runtime directory is
+appended to sys.path, behind the environment's packages. The agent starts it with the call
 channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
@@ -125,22 +135,95 @@ def _atoll_error_frame(err: _AtollError, pickling) -> tuple[bytes, ...]:
     )
 
 
+def _is_cloudpickle(name: str) -> bool:
+    return name == "cloudpickle" or name.startswith("cloudpickle.")
+
+
+class _OwnModules:
+    """The runner's own cloudpickle, imported from the runtime directory:
+    in sys.modules only inside `with own_modules:`, where the runner
+    unpickles calls and pickles results (a pickle names the cloudpickle
+    functions that rebuild its objects by module name); outside, the
+    user's code finds its own cloudpickle, or none."""
+
+    def __init__(self, runtime: str):
+        self.own: dict[str, Any] = {}
+        self.saved: dict[str, Any] = {}
+        if not runtime:
+            return  # the environment itself provides cloudpickle
+        sys.path.insert(0, runtime)
+        try:
+            import cloudpickle  # noqa: F401 - kept in self.own
+        finally:
+            sys.path.remove(runtime)
+            importlib.invalidate_caches()
+        self.own = self._take()
+
+    @staticmethod
+    def _take() -> dict[str, Any]:
+        names = [n for n in sys.modules if _is_cloudpickle(n)]
+        return {n: sys.modules.pop(n) for n in names}
+
+    def __enter__(self):
+        if self.own:
+            self.saved = self._take()
+            sys.modules.update(self.own)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.own:
+            # Submodules imported meanwhile are the runner's too.
+            self.own.update(self._take())
+            sys.modules.update(self.saved)
+            self.saved = {}
+
+    def cloudpickle(self):
+        with self:
+            import cloudpickle
+
+            return cloudpickle
+
+
+class _RuntimeOnImport:
+    """A meta path finder that, when the user's code first imports atoll
+    (a nested call), appends the runtime directory to sys.path, so that
+    the SDK finds grpcio and protobuf behind the environment's own
+    packages, then steps aside."""
+
+    def __init__(self, runtime: str):
+        self.runtime = runtime
+
+    def find_spec(self, name, path=None, target=None):
+        # It stays in sys.meta_path (removing itself while the import
+        # system walks the list would skip the next finder), idle.
+        if name == "atoll" and self.runtime and self.runtime not in sys.path:
+            sys.path.append(self.runtime)
+            importlib.invalidate_caches()
+        return None
+
+    def install(self) -> None:
+        if self.runtime:
+            sys.meta_path.insert(0, self)
+
+
 class _Loader:
     """Unpickles what the caller sent, checking each payload's manifest
     against this environment first: a payload that fails to load because a
     distribution is missing or of another version becomes a
     VersionMismatchError naming it, both versions and the fix."""
 
-    def __init__(self, pickling, cloudpickle):
+    def __init__(self, pickling, cloudpickle, own_modules: _OwnModules):
         self.pickling = pickling
         self.cloudpickle = cloudpickle
+        self.own_modules = own_modules
 
     def load(self, payload, what: str):
         p = self.pickling
         manifest, body = p.split(payload)
         found = p.mismatches(manifest) if manifest else []
         try:
-            return self.cloudpickle.loads(body)
+            with self.own_modules:
+                return self.cloudpickle.loads(body)
         except Exception as exc:  # noqa: BLE001 - reported with its cause
             if not found:
                 raise _AtollError(
@@ -173,11 +256,13 @@ def _flush_std_streams() -> None:
             pass
 
 
-def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
-    import cloudpickle
-
-    pickling = _load_pickling()
-    loader = _Loader(pickling, cloudpickle)
+def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "") -> int:
+    own_modules = _OwnModules(runtime)
+    cloudpickle = own_modules.cloudpickle()
+    with own_modules:
+        pickling = _load_pickling()
+    _RuntimeOnImport(runtime).install()
+    loader = _Loader(pickling, cloudpickle, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
     while True:
@@ -213,16 +298,21 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         except _AtollError as err:
             arg_view.release()
             _flush_std_streams()
-            _write_frame(result_fd, b"E", *_atoll_error_frame(err, pickling))
+            with own_modules:
+                answer = _atoll_error_frame(err, pickling)
+            _write_frame(result_fd, b"E", *answer)
             continue
         except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
             arg_view.release()
             _flush_std_streams()
-            _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
+            with own_modules:
+                answer = _exception_frame(exc, pickling)
+            _write_frame(result_fd, b"E", *answer)
             continue
         _flush_std_streams()
         try:
-            result, _ = pickling.dumps(value)
+            with own_modules:
+                result, _ = pickling.dumps(value)
         except Exception as exc:  # noqa: BLE001
             name = getattr(fn, "__qualname__", "the function")
             message = (
@@ -235,10 +325,10 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         _write_frame(result_fd, b"R", result)
 
 
-def main() -> None:
+def main(runtime: str = "") -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     sys.argv = ["atoll-worker"]
-    sys.exit(serve())
+    sys.exit(serve(runtime=runtime))
 
 
 if __name__ == "__main__":
