@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -89,7 +90,11 @@ func startWithoutBoundingSet(cmd *exec.Cmd) error {
 	go func() {
 		runtime.LockOSThread()
 		for c := 0; c <= lastCap(); c++ {
-			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+			if errors.Is(err, unix.EINVAL) && c > 0 {
+				break // beyond the capabilities this kernel (gVisor's, say) has
+			}
+			if err != nil {
 				started <- fmt.Errorf("empty the runner's capability bounding set: %w", err)
 				return
 			}
