@@ -376,7 +376,7 @@ func (l *OCILauncher) Check(ctx context.Context) error {
 	var buf [4]byte
 	rand.Read(buf[:])
 	p, err := l.Start(ctx, HostSpec{
-		ID:      "check-" + hex.EncodeToString(buf[:]),
+		ID: "check-" + hex.EncodeToString(buf[:]),
 		// Limits a trivial process fits in, and runsc's own sandbox too
 		// (its kernel and file proxy count about 40 threads in the pids
 		// cgroup, and 64 MiB of memory).
