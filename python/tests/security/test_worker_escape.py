@@ -108,6 +108,8 @@ def probe_everything(syscalls):
     agent["prlimit(NOFILE)"] = errno_of(lambda: resource.prlimit(1, resource.RLIMIT_NOFILE, (0, 0)))
     status = dict(line.split(":", 1) for line in open("/proc/1/status").read().splitlines() if ":" in line)
     agent["state"] = status["State"].strip()
+    agent["uids"] = status["Uid"].split()
+    agent["CapEff"], agent["CapPrm"] = status["CapEff"].strip(), status["CapPrm"].strip()
     out["agent"] = agent
 
     # The host's kernel settings, the sysrq trigger, sysfs.
@@ -278,6 +280,12 @@ def test_agent_files_are_out_of_reach(findings, gvisor, what):
 ])
 def test_agent_cannot_be_signalled_traced_or_limited(findings, what):
     assert findings["agent"][what] == EPERM, findings["agent"]
+
+
+def test_agent_is_another_unprivileged_user(findings):
+    uids = {int(u) for u in findings["agent"]["uids"]}
+    assert len(uids) == 1 and 0 not in uids and findings["uid"] not in uids, (findings["uid"], uids)
+    assert int(findings["agent"]["CapEff"], 16) == 0 and int(findings["agent"]["CapPrm"], 16) == 0, findings["agent"]
 
 
 def test_agent_kept_running(findings):
