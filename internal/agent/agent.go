@@ -58,9 +58,9 @@ type Options struct {
 	// RunnerUser, if set, runs the runner as this user, and AgentUser is
 	// the user the agent drops to once the runner has started, before the
 	// first call: the sandbox starts the agent as uid 0 with CAP_SETUID,
-	// CAP_SETGID and CAP_SETPCAP only, so that the user's code and the agent that
-	// supervises it are two users, and user code can neither signal,
-	// trace nor open the files of its agent. Both or neither.
+	// CAP_SETGID and CAP_SETPCAP only, so that the user's code and the
+	// agent that supervises it are two users, and user code can neither
+	// signal, trace nor open the files of its agent. Both or neither.
 	RunnerUser, AgentUser *User
 	// Logger receives the agent's own diagnostics (its stderr).
 	Logger *slog.Logger
