@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -39,6 +40,7 @@ type agentLog struct {
 	worker  string
 	account string
 	limit   *rate.Limiter
+	now     func() time.Time // the limiter's clock
 
 	partial  []byte
 	skipping bool // inside a line longer than agentLogMaxLine
@@ -52,6 +54,7 @@ func newAgentLog(logger *slog.Logger, worker, account string) *agentLog {
 	return &agentLog{
 		logger: logger, worker: worker, account: account,
 		limit: rate.NewLimiter(agentLogRate, agentLogBurst),
+		now:   time.Now,
 	}
 }
 
@@ -134,7 +137,7 @@ func (l *agentLog) line(b []byte) {
 		l.drop(len(b))
 		return
 	}
-	if l.logged >= agentLogMaxRecords || !l.limit.Allow() {
+	if l.logged >= agentLogMaxRecords || !l.limit.AllowN(l.now(), 1) {
 		l.suppressed++
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 // logged runs writes through an agentLog and returns the server's log
@@ -14,6 +15,9 @@ func logged(t *testing.T, writes ...string) []map[string]any {
 	t.Helper()
 	var buf bytes.Buffer
 	l := newAgentLog(slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), "w1", "acme")
+	start := time.Now()
+	l.now = func() time.Time { return start } // a flood within one instant: the burst alone
+
 	for _, w := range writes {
 		l.Write([]byte(w))
 	}
@@ -79,8 +83,9 @@ func TestAgentLogIsBounded(t *testing.T) {
 		writes = append(writes, `{"level":"INFO","msg":"`+strings.Repeat("m", 4000)+`"}`+"\n")
 	}
 	recs := logged(t, writes...)
-	if len(recs) > agentLogBurst+10 {
-		t.Errorf("%d records logged from a flood, want about %d", len(recs), agentLogBurst)
+	// The burst, and the record that counts what was left out.
+	if len(recs) != agentLogBurst+1 {
+		t.Errorf("%d records logged from a flood, want %d", len(recs), agentLogBurst+1)
 	}
 	for _, r := range recs {
 		if s, _ := r["agent_msg"].(string); len(s) > agentLogMaxMsg+4 {
@@ -89,5 +94,19 @@ func TestAgentLogIsBounded(t *testing.T) {
 	}
 	if last := recs[len(recs)-1]; last["suppressed_records"] == float64(0) {
 		t.Errorf("suppressed records not counted: %v", last)
+	}
+}
+
+func TestAgentLogHasATotal(t *testing.T) {
+	var buf bytes.Buffer
+	l := newAgentLog(slog.New(slog.NewJSONHandler(&buf, nil)), "w1", "acme")
+	clock := time.Now()
+	l.now = func() time.Time { clock = clock.Add(time.Second); return clock } // never rate-limited
+	for range 3 * agentLogMaxRecords {
+		l.Write([]byte(`{"level":"INFO","msg":"m"}` + "\n"))
+	}
+	l.flush()
+	if n := strings.Count(buf.String(), "\n"); n != agentLogMaxRecords+1 {
+		t.Errorf("%d lines logged, want %d records and the count of those left out", n, agentLogMaxRecords+1)
 	}
 }
