@@ -12,7 +12,8 @@ imports its cloudpickle from there at start and keeps it in sys.modules
 only while it pickles or unpickles (see _OwnModules), so a user's own
 cloudpickle, of any version, is the one the function imports. Importing
 atoll (a nested call) asks for the rest: then the runtime directory is
-appended to sys.path, behind the environment's packages. The agent starts it with the call
+appended to sys.path, behind the environment's packages, and the
+runner's cloudpickle stays in sys.modules. The agent starts it with the call
 channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
@@ -149,6 +150,7 @@ class _OwnModules:
     def __init__(self, runtime: str):
         self.own: dict[str, Any] = {}
         self.saved: dict[str, Any] = {}
+        self.kept = False
         if not runtime:
             return  # the environment itself provides cloudpickle
         sys.path.insert(0, runtime)
@@ -165,17 +167,28 @@ class _OwnModules:
         return {n: sys.modules.pop(n) for n in names}
 
     def __enter__(self):
-        if self.own:
+        if self.own and not self.kept:
             self.saved = self._take()
             sys.modules.update(self.own)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.own:
+        if self.own and not self.kept:
             # Submodules imported meanwhile are the runner's too.
             self.own.update(self._take())
             sys.modules.update(self.saved)
             self.saved = {}
+
+    def keep(self) -> None:
+        """Leaves the runner's cloudpickle in sys.modules for good: the
+        user's code imported atoll, whose nested calls must pickle with
+        the very cloudpickle that rebuilt the function they are made from
+        (a second copy of it recurses on what the first rebuilt)."""
+        if self.own and not self.kept:
+            self.kept = True
+            self._take()
+            self.saved = {}
+            sys.modules.update(self.own)
 
     def cloudpickle(self):
         with self:
@@ -188,10 +201,13 @@ class _RuntimeOnImport:
     """A meta path finder that, when the user's code first imports atoll
     (a nested call), appends the runtime directory to sys.path, so that
     the SDK finds grpcio and protobuf behind the environment's own
-    packages, then steps aside."""
+    packages, and keeps the runner's cloudpickle for the SDK to pickle
+    with (as it was before the runtime was hidden); then it has nothing
+    more to do."""
 
-    def __init__(self, runtime: str):
+    def __init__(self, runtime: str, own_modules: _OwnModules):
         self.runtime = runtime
+        self.own_modules = own_modules
 
     def find_spec(self, name, path=None, target=None):
         # It stays in sys.meta_path (removing itself while the import
@@ -199,6 +215,7 @@ class _RuntimeOnImport:
         if name == "atoll" and self.runtime and self.runtime not in sys.path:
             sys.path.append(self.runtime)
             importlib.invalidate_caches()
+            self.own_modules.keep()
         return None
 
     def install(self) -> None:
@@ -261,7 +278,7 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "")
     cloudpickle = own_modules.cloudpickle()
     with own_modules:
         pickling = _load_pickling()
-    _RuntimeOnImport(runtime).install()
+    _RuntimeOnImport(runtime, own_modules).install()
     loader = _Loader(pickling, cloudpickle, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
