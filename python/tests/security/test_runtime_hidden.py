@@ -77,17 +77,33 @@ def test_user_pin_of_a_runner_package(server: Server, pin, module, version):
         fn(fails)()
 
 
+def helper() -> str:
+    return "nested"
+
+
 def test_importing_atoll_asks_for_the_runtime(server: Server):
     """A nested call works: importing atoll puts the runner's packages
-    behind the environment's."""
+    behind the environment's. Here atoll is imported while the runner
+    unpickles the outer function (it refers to an isolated function), and
+    the inner one refers to a function the runner rebuilt (helper, pickled
+    by value), which only the very cloudpickle that rebuilt it pickles
+    again."""
+    inner = isolated(keep_alive=0)(lambda: helper())
 
     @isolated(keep_alive=0)
-    def nested():
-        import importlib
+    def outer():
+        import importlib.util
+
+        return inner(), importlib.util.find_spec("grpc") is not None
+
+    @isolated(keep_alive=0)
+    def imports_atoll_itself():
+        import importlib.util
 
         before = importlib.util.find_spec("grpc") is None
-        from atoll import isolated as inner
+        from atoll import isolated as nested
 
-        return before, inner(keep_alive=0)(lambda: "nested")(), importlib.util.find_spec("grpc") is not None
+        return before, nested(keep_alive=0)(lambda: helper())()
 
-    assert nested() == (True, "nested", True)
+    assert outer() == ("nested", True)
+    assert imports_atoll_itself() == (True, "nested")
