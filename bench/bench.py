@@ -5,8 +5,9 @@
 calls: warm call round trip (p50/p99 over --warm calls of a trivial
 function) and cold start (p50 over --cold calls with keep_alive=0, each on a
 new worker), with a bare `python -c pass` for scale.
-sandbox: cold start with the environment cached, with the runc sandbox and
-with the plain-process launcher, beside a bare `python -c pass`.
+sandbox: cold start with the environment cached, with the runc and runsc
+(gVisor) sandboxes and with the plain-process launcher, beside a bare
+`python -c pass`.
 envs: a new environment for pyjokes, cowsay and six from warm caches,
 atoll beside `python -m venv` + `pip install`.
 overload: more callers than worker slots (--overload-callers threads, 12
@@ -137,8 +138,11 @@ def bench_sandbox(args: argparse.Namespace, _server: Server) -> None:
     """Cold start (environment cached) per launcher, beside bare Python."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="atoll-bench-sandbox-") as tmp:
-        for kind in ("runc", "process"):
-            srv = Server(Path(tmp) / kind, extra_args=["--sandbox", kind, *args.server_arg])
+        for kind in ("runc", "runsc", "process"):
+            extra = ["--sandbox", kind, *args.server_arg]
+            if kind == "runsc" and not any(a.startswith("--network") for a in args.server_arg):
+                extra += ["--network", "host"]  # gVisor brings its own network stack
+            srv = Server(Path(tmp) / kind, extra_args=extra)
             try:
                 srv.keys = srv.create_key()
                 srv.start()

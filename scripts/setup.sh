@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 # mmdebstrap and umoci build the server's container image (scripts/build-image.sh).
-APT_PACKAGES=(runc crun openssl mmdebstrap umoci passt slirp4netns)
+# runsc is gVisor, the stronger sandbox (--sandbox runsc; the attack suite runs under it).
+APT_PACKAGES=(runc crun openssl mmdebstrap umoci passt slirp4netns runsc)
 # chromium and its chromedriver run the dashboard's browser test (python/tests/test_dashboard.py).
 APT_PACKAGES+=(chromium chromium-driver)
 

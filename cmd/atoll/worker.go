@@ -25,7 +25,7 @@ type dialOptions struct {
 func newWorkerCommand() *cobra.Command {
 	var opts agent.Options
 	var dial dialOptions
-	var workDir string
+	var workDir, runnerUser, agentUser string
 	cmd := &cobra.Command{
 		Use:    "worker",
 		Short:  "Run the worker agent (started by the server, or by the host=local supervisor)",
@@ -36,7 +36,26 @@ func newWorkerCommand() *cobra.Command {
 			// goroutines hand calls to each other without waking threads,
 			// which cost more CPU per call than the work itself.
 			runtime.GOMAXPROCS(1)
-			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "worker")
+			// JSON: the server reads these records one per line, and drops
+			// anything else on this stream (see sandbox.stderrPump).
+			opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			if (runnerUser == "") != (agentUser == "") {
+				return fmt.Errorf("--runner-user and --agent-user go together")
+			}
+			if runnerUser != "" {
+				ru, err := agent.ParseUser(runnerUser)
+				if err != nil {
+					return fmt.Errorf("--runner-user: %w", err)
+				}
+				au, err := agent.ParseUser(agentUser)
+				if err != nil {
+					return fmt.Errorf("--agent-user: %w", err)
+				}
+				if ru.UID == au.UID {
+					return fmt.Errorf("--runner-user and --agent-user must be two users")
+				}
+				opts.RunnerUser, opts.AgentUser = &ru, &au
+			}
 			if workDir != "" {
 				if err := os.Chdir(workDir); err != nil {
 					return fmt.Errorf("--workdir: %w", err)
@@ -66,6 +85,8 @@ func newWorkerCommand() *cobra.Command {
 	f.StringVar(&dial.addr, "connect", "", "dial the server's worker listener at this address instead of speaking on stdin and stdout")
 	f.StringVar(&dial.tokenFile, "token-file", "", "with --connect: file holding the worker's token")
 	f.StringVar(&workDir, "workdir", "", "directory the runner starts in (host=local: the caller's)")
+	f.StringVar(&runnerUser, "runner-user", "", "UID:GID to run the runner as (the agent must start as uid 0 with CAP_SETUID, CAP_SETGID and CAP_SETPCAP)")
+	f.StringVar(&agentUser, "agent-user", "", "with --runner-user: UID:GID the agent drops to once the runner has started")
 	_ = cmd.MarkFlagRequired("sdk")
 	cmd.MarkFlagsRequiredTogether("connect", "token-file")
 	return cmd

@@ -25,24 +25,19 @@ import (
 )
 
 // bootstrap starts the runner: the SDK directory goes first on sys.path so
-// the atoll package is always this server's, the runtime directory last so
-// that packages the user pinned win over the runner's own. cloudpickle is
-// the exception: the runner imports its own first, since the caller's
-// payloads need it, whatever version the user's environment holds. The
+// the atoll package is always this server's. The runtime directory (the
+// runner's own packages) is not put on the path: the runner imports its
+// cloudpickle from there and keeps the directory out of the user's view
+// until the user's code imports atoll (see python/atoll/_runner.py). The
 // runner is loaded from its file, so that importing it does not import the
 // whole SDK (and gRPC) into every worker.
 const bootstrap = `import sys, importlib.util
 sdk, runtime = sys.argv[1], sys.argv[2]
 sys.path.insert(1, sdk)
-if runtime:
-    sys.path.insert(1, runtime)
-    import cloudpickle
-    sys.path.remove(runtime)
-    sys.path.append(runtime)
 spec = importlib.util.spec_from_file_location("atoll_runner", sdk + "/atoll/_runner.py")
 runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
-runner.main()
+runner.main(runtime)
 `
 
 // flushTimeout bounds how long a result waits for output still in flight.
@@ -60,6 +55,13 @@ type Options struct {
 	Dir string
 	// Conn carries the worker protocol to and from the server. Required.
 	Conn *workerproto.AgentConn
+	// RunnerUser, if set, runs the runner as this user, and AgentUser is
+	// the user the agent drops to once the runner has started, before the
+	// first call: the sandbox starts the agent as uid 0 with CAP_SETUID,
+	// CAP_SETGID and CAP_SETPCAP only, so that the user's code and the
+	// agent that supervises it are two users, and user code can neither
+	// signal, trace nor open the files of its agent. Both or neither.
+	RunnerUser, AgentUser *User
 	// Logger receives the agent's own diagnostics (its stderr).
 	Logger *slog.Logger
 }
@@ -120,12 +122,26 @@ func (a *Agent) startRunner() (*runner, error) {
 	cmd.Dir = a.opts.Dir
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.ExtraFiles = []*os.File{callR, resW}
-	cmd.SysProcAttr = runnerProcAttr()
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = runnerProcAttr(a.opts.RunnerUser)
+	start := cmd.Start
+	if a.opts.RunnerUser != nil {
+		start = func() error { return startWithoutBoundingSet(cmd) }
+	}
+	if err := start(); err != nil {
 		return nil, fmt.Errorf("start python runner %s: %w", a.opts.Python, err)
 	}
 	for _, f := range []*os.File{callR, resW, outW, errW} {
 		f.Close()
+	}
+	if a.opts.AgentUser != nil {
+		if err := dropTo(*a.opts.AgentUser); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			for _, f := range []*os.File{callW, resR, outR, errR} {
+				f.Close()
+			}
+			return nil, err
+		}
 	}
 	r := &runner{
 		cmd:        cmd,
@@ -164,6 +180,15 @@ func (r *runner) flushOutput() {
 // Run serves calls until the server closes the protocol stream, the runner
 // dies or ctx ends. A runner's death is reported as a WORKER_CRASHED failure.
 func (a *Agent) Run(ctx context.Context) error {
+	if (a.opts.RunnerUser == nil) != (a.opts.AgentUser == nil) {
+		err := errors.New("agent: RunnerUser and AgentUser go together")
+		a.reportFailure(err.Error(), -1, 0)
+		return err
+	}
+	if err := protectAgent(); err != nil {
+		a.reportFailure(err.Error(), -1, 0)
+		return err
+	}
 	r, err := a.startRunner()
 	if err != nil {
 		a.reportFailure(err.Error(), -1, 0)

@@ -30,6 +30,10 @@ const helperEnv = "ATOLL_SANDBOX_TEST_HELPER"
 func TestMain(m *testing.M) {
 	switch mode := os.Getenv(helperEnv); {
 	case mode == "agent":
+		if err := becomeRunner(os.Args); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(3)
+		}
 		os.Exit(helperAgent(os.Stdin, os.Stdout))
 	case strings.HasPrefix(mode, "alloc:"):
 		mib, _ := strconv.Atoi(strings.TrimPrefix(mode, "alloc:"))

@@ -219,11 +219,15 @@ func (l *LocalLauncher) startConnecting(ctx context.Context, spec scheduler.Work
 		token = base64.RawURLEncoding.EncodeToString(b)
 	}
 	dir := filepath.Join(l.opts.TokenDir, spec.ID)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o711); err != nil {
 		return nil, fmt.Errorf("start worker %s: %w", spec.ID, err)
 	}
+	// The agent reads its token before it starts any user code, as the
+	// server's own user (uid 0 at its start in a container, see
+	// splitUsers; the server's user in a plain process): the user's code,
+	// another user, cannot read it.
 	path := filepath.Join(dir, tokenFile)
-	if err := os.WriteFile(path, []byte(token), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(token), 0o400); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start worker %s: %w", spec.ID, err)
 	}

@@ -55,8 +55,14 @@ type OCIOptions struct {
 	// contains one, is refused; mounting a directory inside one (a venv
 	// under the data directory) is allowed.
 	Protected []string
-	// UID and GID run the agent; 0 means NobodyID. Root is never used.
+	// UID and GID run the user's code (the runner); 0 means NobodyID.
 	UID, GID uint32
+	// AgentUID and AgentGID run the agent; 0 means AgentID. They must
+	// differ from UID (see splitUsers). The container starts as uid 0
+	// with CAP_SETUID, CAP_SETGID and CAP_SETPCAP alone, for the agent to
+	// start the runner as UID before it drops to AgentUID; user code never
+	// runs as root.
+	AgentUID, AgentGID uint32
 	// Network is NetworkHost (the default), NetworkNone (a private network
 	// namespace with loopback only) or NetworkIsolated (a namespace of the
 	// worker's own with outbound access through NetworkStack, where
@@ -72,8 +78,10 @@ type OCIOptions struct {
 	// default "/atoll".
 	CgroupParent string
 	// Stderr receives the agents' standard error and the runtime's own
-	// error messages. It must be safe for concurrent use. When nil, each
-	// line is logged through Logger with the worker's ID.
+	// error messages, as they come: for tests and tools. It must be safe
+	// for concurrent use. When nil (what a server wants), the agent's
+	// records are logged through Logger with the worker and its account,
+	// bounded, and nothing else written there is (see agentLog).
 	Stderr io.Writer
 	// Logger receives the launcher's diagnostics. Default: discard.
 	Logger *slog.Logger
@@ -87,6 +95,8 @@ type runtimeProfile struct {
 	keep bool
 	// globalArgs come before the subcommand, after --root.
 	globalArgs func(o OCIOptions) []string
+	// seccomp adapts the default profile to what the runtime makes of it.
+	seccomp func(*specs.LinuxSeccomp)
 }
 
 var profiles = map[string]runtimeProfile{
@@ -94,8 +104,11 @@ var profiles = map[string]runtimeProfile{
 	KindCrun: {},
 	KindRunsc: {globalArgs: func(o OCIOptions) []string {
 		// runsc has its own network stack; "host" passes the host's through.
-		return []string{"--network=" + o.Network}
-	}},
+		// It applies the spec's seccomp filter inside its own kernel only
+		// when told to: with it, a worker gets the same system calls
+		// (and no user namespaces) under runsc as under runc.
+		return []string{"--network=" + o.Network, "--oci-seccomp"}
+	}, seccomp: seccompForGVisor},
 }
 
 // OCILauncher runs each worker in a container of an OCI runtime, from a
@@ -151,6 +164,15 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 		opts.GID = NobodyID
 	}
 	var isolated *isolatedNet
+	if opts.AgentUID == 0 {
+		opts.AgentUID = AgentID
+	}
+	if opts.AgentGID == 0 {
+		opts.AgentGID = AgentID
+	}
+	if opts.AgentUID == opts.UID {
+		return nil, fmt.Errorf("oci sandbox: the agent's uid %d must differ from the runner's", opts.AgentUID)
+	}
 	switch opts.Network {
 	case "":
 		opts.Network = NetworkHost
@@ -308,6 +330,7 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	p := &ociProcess{
 		l:         l,
 		id:        w.ID,
+		account:   w.Account,
 		bundle:    bundle,
 		memCgroup: l.cg.MemoryDir(counted),
 		cpuCgroup: l.cg.CPUDir(cgroupsPath),
@@ -322,6 +345,8 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	in := specInputs{
 		uid:         l.opts.UID,
 		gid:         l.opts.GID,
+		agentUID:    l.opts.AgentUID,
+		agentGID:    l.opts.AgentGID,
 		networkNone: l.opts.Network == NetworkNone,
 		cgroupsPath: cgroupsPath,
 		swapLimit:   l.cg.SwapLimit(),
@@ -338,6 +363,9 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 	if err != nil {
 		p.cleanup()
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
+	}
+	if l.profile.seccomp != nil {
+		l.profile.seccomp(spec.Linux.Seccomp)
 	}
 	if err := l.writeBundle(bundle, spec); err != nil {
 		p.cleanup()
@@ -415,8 +443,11 @@ func (l *OCILauncher) Check(ctx context.Context) error {
 	var buf [4]byte
 	rand.Read(buf[:])
 	p, err := l.Start(ctx, HostSpec{
-		ID:      "check-" + hex.EncodeToString(buf[:]),
-		Machine: machine.Type{Name: "check", CPUs: 0.1, MemoryBytes: 32 * machine.MiB, Pids: 8},
+		ID: "check-" + hex.EncodeToString(buf[:]),
+		// Limits a trivial process fits in, and runsc's own sandbox too
+		// (its kernel and file proxy count about 40 threads in the pids
+		// cgroup, and 64 MiB of memory).
+		Machine: machine.Type{Name: "check", CPUs: 0.1, MemoryBytes: 128 * machine.MiB, Pids: 128},
 		Args:    []string{truePath},
 	})
 	if err != nil {
@@ -471,6 +502,7 @@ var _ scheduler.Settler = (*ociProcess)(nil)
 type ociProcess struct {
 	l            *OCILauncher
 	id           string
+	account      string
 	bundle       string
 	memCgroup    string     // host path of the cgroup whose OOM count is the worker's
 	cpuCgroup    string     // host path of the container's cpu cgroup
@@ -506,7 +538,7 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 		p.cleanup()
 		return err
 	}
-	pump, err := startStderrPump(p.l.opts.Stderr, p.l.opts.Logger, p.id)
+	pump, err := startStderrPump(p.l.opts.Stderr, p.l.opts.Logger, p.id, p.account)
 	if err != nil {
 		pipes.closeAll()
 		p.cleanup()

@@ -21,8 +21,9 @@ type ProcessOptions struct {
 	// StateDir, when set, holds a private temporary directory per worker
 	// (its TMPDIR), removed when the worker ends.
 	StateDir string
-	// Stderr receives the agents' standard error. It must be safe for
-	// concurrent use. When nil, each line is logged through Logger.
+	// Stderr receives the agents' standard error, as it comes (for tests
+	// and tools). It must be safe for concurrent use. When nil, the
+	// agent's records are logged through Logger, bounded (see agentLog).
 	Stderr io.Writer
 	// Logger receives the launcher's diagnostics. Default: discard.
 	Logger *slog.Logger
@@ -102,7 +103,7 @@ func startProcess(spec HostSpec, env []string, opts ProcessOptions) (*childProce
 	if err != nil {
 		return nil, err
 	}
-	pump, err := startStderrPump(opts.Stderr, opts.Logger, spec.ID)
+	pump, err := startStderrPump(opts.Stderr, opts.Logger, spec.ID, spec.Account)
 	if err != nil {
 		pipes.closeAll()
 		return nil, err

@@ -70,6 +70,10 @@ type specInputs struct {
 	stateDir    string                                // never mounted, nor anything overlapping it
 	protected   []string                              // never mounted, nor any ancestor
 	gpuDevice   func(path string) (*gpuDevice, error) // nil, nil when absent
+
+	// agentUID and agentGID, when set, run the agent apart from the
+	// runner (see splitUsers).
+	agentUID, agentGID uint32
 }
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -112,6 +116,7 @@ func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 		},
 		CgroupsPath: in.cgroupsPath,
 		Resources:   resources(w, in),
+		Seccomp:     DefaultSeccomp(),
 		MaskedPaths: []string{
 			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
 			"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
@@ -149,7 +154,7 @@ func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 		Bounding: []string{}, Effective: []string{}, Inheritable: []string{},
 		Permitted: []string{}, Ambient: []string{},
 	}
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
 			User:            specs.User{UID: in.uid, GID: in.gid},
@@ -166,7 +171,9 @@ func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 		Hostname: "atoll",
 		Mounts:   mounts,
 		Linux:    linux,
-	}, nil
+	}
+	splitUsers(spec, in)
+	return spec, nil
 }
 
 func hasEnv(env []string, key string) bool {

@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -11,8 +10,9 @@ import (
 )
 
 // stderrPump copies a worker's stderr (the agent's logs and the runtime's
-// own errors) to the configured writer, or line by line to the logger, and
-// keeps the last few KiB for error messages. It uses its own pipe so that
+// own errors) to the configured writer, or, by default, as the agent's
+// records to the logger (see agentLog), and keeps the last few KiB for
+// error messages. It uses its own pipe so that
 // waiting for the process never waits for a stray holder of its stderr.
 type stderrPump struct {
 	w    *os.File // child end
@@ -25,14 +25,14 @@ type stderrPump struct {
 
 const stderrTailSize = 4 << 10
 
-func startStderrPump(dst io.Writer, logger *slog.Logger, worker string) (*stderrPump, error) {
+func startStderrPump(dst io.Writer, logger *slog.Logger, worker, account string) (*stderrPump, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	p := &stderrPump{w: w, r: r, done: make(chan struct{})}
 	if dst == nil {
-		dst = &lineLogger{logger: logger, worker: worker}
+		dst = newAgentLog(logger, worker, account)
 	}
 	go func() {
 		defer close(p.done)
@@ -44,8 +44,8 @@ func startStderrPump(dst io.Writer, logger *slog.Logger, worker string) (*stderr
 				dst.Write(buf[:n])
 			}
 			if err != nil {
-				if ll, ok := dst.(*lineLogger); ok {
-					ll.flush()
+				if al, ok := dst.(*agentLog); ok {
+					al.flush()
 				}
 				return
 			}
@@ -79,36 +79,4 @@ func (p *stderrPump) finish(grace time.Duration) {
 		<-p.done
 	}
 	p.r.Close()
-}
-
-// lineLogger logs each line written to it.
-type lineLogger struct {
-	logger  *slog.Logger
-	worker  string
-	partial []byte
-}
-
-func (l *lineLogger) Write(b []byte) (int, error) {
-	l.partial = append(l.partial, b...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		l.log(l.partial[:i])
-		l.partial = l.partial[i+1:]
-	}
-	return len(b), nil
-}
-
-func (l *lineLogger) flush() {
-	if len(l.partial) > 0 {
-		l.log(l.partial)
-		l.partial = nil
-	}
-}
-
-func (l *lineLogger) log(line []byte) {
-	l.logger.LogAttrs(context.Background(), slog.LevelInfo, "worker stderr",
-		slog.String("worker", l.worker), slog.String("line", string(line)))
 }

@@ -37,7 +37,6 @@ func (a *app) startLauncher(ctx context.Context) error {
 			StateDir:  stateDir,
 			Protected: []string{a.dataDir},
 			Network:   a.cfg.Network,
-			Stderr:    os.Stderr,
 			Logger:    log,
 
 			NetworkStack: a.cfg.NetworkStack,
@@ -65,7 +64,7 @@ func (a *app) startLauncher(ctx context.Context) error {
 		kind = sandbox.KindProcess
 	}
 	a.launcher = launcher{
-		HostLauncher: sandbox.NewProcess(sandbox.ProcessOptions{StateDir: stateDir, Stderr: os.Stderr, Logger: log}),
+		HostLauncher: sandbox.NewProcess(sandbox.ProcessOptions{StateDir: stateDir, Logger: log}),
 		Kind:         kind, Warning: warning,
 	}
 	a.warnUnisolated()

@@ -2,7 +2,18 @@
 
 It imports only the standard library, cloudpickle and its sibling
 _pickling.py (loaded by path, not through the atoll package), so user
-environments never need atoll's own dependencies. The agent starts it with the call
+environments never need atoll's own dependencies.
+
+The runner's own packages (the runtime directory: cloudpickle, and for
+nested calls grpcio, protobuf and their dependencies) stay out of the
+user's view: the directory is not on sys.path, so importlib.metadata,
+pip and `import grpc` see the environment's packages alone. The runner
+imports its cloudpickle from there at start and keeps it in sys.modules
+only while it pickles or unpickles (see _OwnModules), so a user's own
+cloudpickle, of any version, is the one the function imports. Importing
+atoll (a nested call) asks for the rest: then the runtime directory is
+appended to sys.path, behind the environment's packages, and the
+runner's cloudpickle stays in sys.modules. The agent starts it with the call
 channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
@@ -130,22 +141,111 @@ def _atoll_error_frame(err: _AtollError, pickling) -> tuple[bytes, ...]:
     )
 
 
+def _is_cloudpickle(name: str) -> bool:
+    return name == "cloudpickle" or name.startswith("cloudpickle.")
+
+
+class _OwnModules:
+    """The runner's own cloudpickle, imported from the runtime directory:
+    in sys.modules only inside `with own_modules:`, where the runner
+    unpickles calls and pickles results (a pickle names the cloudpickle
+    functions that rebuild its objects by module name); outside, the
+    user's code finds its own cloudpickle, or none."""
+
+    def __init__(self, runtime: str):
+        self.own: dict[str, Any] = {}
+        self.saved: dict[str, Any] = {}
+        self.kept = False
+        if not runtime:
+            return  # the environment itself provides cloudpickle
+        sys.path.insert(0, runtime)
+        try:
+            import cloudpickle  # noqa: F401 - kept in self.own
+        finally:
+            sys.path.remove(runtime)
+            importlib.invalidate_caches()
+        self.own = self._take()
+
+    @staticmethod
+    def _take() -> dict[str, Any]:
+        names = [n for n in sys.modules if _is_cloudpickle(n)]
+        return {n: sys.modules.pop(n) for n in names}
+
+    def __enter__(self):
+        if self.own and not self.kept:
+            self.saved = self._take()
+            sys.modules.update(self.own)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.own and not self.kept:
+            # Submodules imported meanwhile are the runner's too.
+            self.own.update(self._take())
+            sys.modules.update(self.saved)
+            self.saved = {}
+
+    def keep(self) -> None:
+        """Leaves the runner's cloudpickle in sys.modules for good: the
+        user's code imported atoll, whose nested calls must pickle with
+        the very cloudpickle that rebuilt the function they are made from
+        (a second copy of it recurses on what the first rebuilt)."""
+        if self.own and not self.kept:
+            self.kept = True
+            self._take()
+            self.saved = {}
+            sys.modules.update(self.own)
+
+    def cloudpickle(self):
+        with self:
+            import cloudpickle
+
+            return cloudpickle
+
+
+class _RuntimeOnImport:
+    """A meta path finder that, when the user's code first imports atoll
+    (a nested call), appends the runtime directory to sys.path, so that
+    the SDK finds grpcio and protobuf behind the environment's own
+    packages, and keeps the runner's cloudpickle for the SDK to pickle
+    with (as it was before the runtime was hidden); then it has nothing
+    more to do."""
+
+    def __init__(self, runtime: str, own_modules: _OwnModules):
+        self.runtime = runtime
+        self.own_modules = own_modules
+
+    def find_spec(self, name, path=None, target=None):
+        # It stays in sys.meta_path (removing itself while the import
+        # system walks the list would skip the next finder), idle.
+        if name == "atoll" and self.runtime and self.runtime not in sys.path:
+            sys.path.append(self.runtime)
+            importlib.invalidate_caches()
+            self.own_modules.keep()
+        return None
+
+    def install(self) -> None:
+        if self.runtime:
+            sys.meta_path.insert(0, self)
+
+
 class _Loader:
     """Unpickles what the caller sent, checking each payload's manifest
     against this environment first: a payload that fails to load because a
     distribution is missing or of another version becomes a
     VersionMismatchError naming it, both versions and the fix."""
 
-    def __init__(self, pickling, cloudpickle):
+    def __init__(self, pickling, cloudpickle, own_modules: _OwnModules):
         self.pickling = pickling
         self.cloudpickle = cloudpickle
+        self.own_modules = own_modules
 
     def load(self, payload, what: str):
         p = self.pickling
         manifest, body = p.split(payload)
         found = p.mismatches(manifest) if manifest else []
         try:
-            return self.cloudpickle.loads(body)
+            with self.own_modules:
+                return self.cloudpickle.loads(body)
         except Exception as exc:  # noqa: BLE001 - reported with its cause
             if not found:
                 raise _AtollError(
@@ -203,7 +303,7 @@ class _CallEnv:
                 os.environ[name] = old
 
 
-def _stream_generator(gen, fn, pickling, result_fd: int) -> None:
+def _stream_generator(gen, fn, pickling, own_modules, result_fd: int) -> None:
     """Sends each value gen yields as it is produced; the call's end
     (a None result, or the exception raised mid-stream) follows."""
     name = getattr(fn, "__qualname__", "the function")
@@ -211,7 +311,8 @@ def _stream_generator(gen, fn, pickling, result_fd: int) -> None:
         for value in gen:
             _flush_std_streams()
             try:
-                data, _ = pickling.dumps(value)
+                with own_modules:
+                    data, _ = pickling.dumps(value)
             except Exception as exc:  # noqa: BLE001
                 message = (
                     f"a value {name} yielded (a {type(value).__qualname__}) "
@@ -223,10 +324,14 @@ def _stream_generator(gen, fn, pickling, result_fd: int) -> None:
             _write_frame(result_fd, b"G", data)
     except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
         _flush_std_streams()
-        _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
+        with own_modules:
+            answer = _exception_frame(exc, pickling)
+        _write_frame(result_fd, b"E", *answer)
         return
     _flush_std_streams()
-    _write_frame(result_fd, b"R", pickling.dumps(None)[0])
+    with own_modules:
+        end = pickling.dumps(None)[0]
+    _write_frame(result_fd, b"R", end)
 
 
 def _flush_std_streams() -> None:
@@ -237,11 +342,13 @@ def _flush_std_streams() -> None:
             pass
 
 
-def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
-    import cloudpickle
-
-    pickling = _load_pickling()
-    loader = _Loader(pickling, cloudpickle)
+def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "") -> int:
+    own_modules = _OwnModules(runtime)
+    cloudpickle = own_modules.cloudpickle()
+    with own_modules:
+        pickling = _load_pickling()
+    _RuntimeOnImport(runtime, own_modules).install()
+    loader = _Loader(pickling, cloudpickle, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
     env: dict[str, str] = {}
@@ -264,10 +371,10 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD) -> int:
         del payload
         with _CallEnv(env):
             env = {}
-            _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd)
+            _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, result_fd)
 
 
-def _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd: int) -> None:
+def _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, result_fd: int) -> None:
     fn = None
     try:
         # The same function bytes map to the same function object, so
@@ -287,22 +394,27 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd: int)
     except _AtollError as err:
         arg_view.release()
         _flush_std_streams()
-        _write_frame(result_fd, b"E", *_atoll_error_frame(err, pickling))
+        with own_modules:
+            answer = _atoll_error_frame(err, pickling)
+        _write_frame(result_fd, b"E", *answer)
         return
     except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
         arg_view.release()
         _flush_std_streams()
-        _write_frame(result_fd, b"E", *_exception_frame(exc, pickling))
+        with own_modules:
+            answer = _exception_frame(exc, pickling)
+        _write_frame(result_fd, b"E", *answer)
         return
     if inspect.isgeneratorfunction(fn) and inspect.isgenerator(value):
         # Only a generator function streams (the caller decided so from
         # the same test); a generator returned by a plain function is a
         # value, and one that cannot be pickled.
-        _stream_generator(value, fn, pickling, result_fd)
+        _stream_generator(value, fn, pickling, own_modules, result_fd)
         return
     _flush_std_streams()
     try:
-        result, _ = pickling.dumps(value)
+        with own_modules:
+            result, _ = pickling.dumps(value)
     except Exception as exc:  # noqa: BLE001
         name = getattr(fn, "__qualname__", "the function")
         message = (
@@ -315,10 +427,10 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, result_fd: int)
     _write_frame(result_fd, b"R", result)
 
 
-def main() -> None:
+def main(runtime: str = "") -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     sys.argv = ["atoll-worker"]
-    sys.exit(serve())
+    sys.exit(serve(runtime=runtime))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// becomeRunner does for the helper what the agent does for the runner
+// when the spec splits the two users (splitUsers): started as uid 0 with
+// three capabilities, it empties its bounding set and becomes the
+// runner's user, then executes itself again (the bounding set is per
+// thread: the new image gets the emptied one), so the helper reports the
+// identity user code gets.
+func becomeRunner(args []string) error {
+	user, rest := "", []string{args[0]}
+	for i := 1; i < len(args); i++ {
+		switch {
+		case args[i] == "--runner-user" && i+1 < len(args):
+			user = args[i+1]
+			i++
+		case args[i] == "--agent-user" && i+1 < len(args):
+			i++
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	if user == "" {
+		return nil
+	}
+	runtime.LockOSThread()
+	var uid, gid int
+	if _, err := fmt.Sscanf(user, "%d:%d", &uid, &gid); err != nil {
+		return fmt.Errorf("--runner-user %q: %w", user, err)
+	}
+	last := 40
+	if data, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		fmt.Sscan(string(data), &last)
+	}
+	for c := 0; c <= last; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if err := syscall.Setgroups(nil); err != nil {
+		return err
+	}
+	if err := syscall.Setresgid(gid, gid, gid); err != nil {
+		return err
+	}
+	if err := syscall.Setresuid(uid, uid, uid); err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(exe, rest, os.Environ())
+}
