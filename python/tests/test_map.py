@@ -154,7 +154,7 @@ def _runs(server, suffix):
 
     time.sleep(0.2)  # history is written in batches
     with grpc.insecure_channel(server.address) as channel:
-        runs = pb_grpc.AdminStub(channel).ListRuns(pb.ListRunsRequest(limit=100000), metadata=key_metadata()).runs
+        runs = pb_grpc.AdminStub(channel).ListRuns(pb.ListRunsRequest(limit=1000), metadata=key_metadata()).runs
     return [r for r in runs if r.function_name.endswith(suffix)]
 
 

@@ -90,8 +90,9 @@ def test_build_progress_line_on_a_terminal(fresh_server, tmp_path):
     assert out.strip() == "1.17.0"
     # uv's own lines still pass, prefixed, and the progress line is drawn
     # in place with the counts the server summed from them.
-    assert "atoll: Resolved 1 package" in err, err
-    assert CLEAR_LINE + "atoll: building environment: 1 resolved" in err, err
+    # (the requirement and pip, which every environment gets)
+    assert re.search(r"atoll: Resolved \d+ packages?", err), err
+    assert re.search(re.escape(CLEAR_LINE) + r"atoll: building environment: \d+ resolved", err), err
     final = re.findall(r"building environment: (\d+) resolved, (\d+) downloaded, (\d+) installed", err)
     assert final, err
     resolved, _, installed = map(int, final[-1])
@@ -102,7 +103,7 @@ def test_no_build_progress_line_off_a_terminal(fresh_server, tmp_path):
     srv, key = fresh_server
     out, err = run_on_pty(BUILD.format(req="six==1.16.0"), srv, key, tmp_path, terminal=False)
     assert out.strip() == "1.16.0"
-    assert "atoll: Resolved 1 package" in err, err  # the plain lines, as before
+    assert re.search(r"atoll: Resolved \d+ packages?", err), err  # the plain lines, as before
     assert "building environment:" not in err and "\x1b[" not in err, err
 
 
