@@ -59,6 +59,7 @@ func newServerCommand() *cobra.Command {
 	f.BoolVar(&cfg.AllowLocalRequirements, "allow-local-requirements", false, "let requirements name paths on this host (pkg @ file:///...)")
 	f.StringVar(&dataQuotaFlag, "data-quota", "10GiB", "each account's /data quota (0: no limit)")
 	f.DurationVar(&cfg.RunRetention, "run-retention", 30*24*time.Hour, "how long finished runs and their logs are kept (0: forever)")
+	addKubeFlags(f, &cfg)
 	return cmd
 }
 

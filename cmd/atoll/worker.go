@@ -68,6 +68,7 @@ func newWorkerCommand() *cobra.Command {
 	f.StringVar(&workDir, "workdir", "", "directory the runner starts in (host=local: the caller's)")
 	_ = cmd.MarkFlagRequired("sdk")
 	cmd.MarkFlagsRequiredTogether("connect", "token-file")
+	cmd.AddCommand(newWorkerFetchCommand())
 	return cmd
 }
 

@@ -72,6 +72,10 @@ type Config struct {
 	// Version is reported by the Admin service.
 	Version string
 	Logger  *slog.Logger
+	// Launcher is LauncherLocal ("" too) or LauncherKubernetes, which Kube
+	// configures.
+	Launcher string
+	Kube     KubeConfig
 }
 
 // BuilderOptions configures the environment builder as the server does, so
@@ -103,9 +107,13 @@ type app struct {
 	capacity *machine.Capacity
 	launcher launcher
 	local    *sandbox.LocalLauncher
-	sched    *scheduler.Scheduler
-	lis      net.Listener
-	gs       *grpc.Server
+	// workers is the scheduler's launcher: local, or kube's.
+	workers        scheduler.Launcher
+	kubeNested     net.Listener
+	accountDataDir func(account string) (string, error)
+	sched          *scheduler.Scheduler
+	lis            net.Listener
+	gs             *grpc.Server
 }
 
 // Run serves until ctx ends.
@@ -124,9 +132,11 @@ func Run(ctx context.Context, cfg Config) error {
 		a.loadMachines,
 		a.startLauncher,
 		a.startLocalLauncher,
+		a.startKubeLauncher,
 		a.startScheduler,
 		a.listen,
 		a.registerServices,
+		a.serveKubeNested,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -143,6 +153,11 @@ func (a *app) close() {
 }
 
 func (a *app) checkConfig(context.Context) error {
+	switch a.cfg.Launcher {
+	case "", LauncherLocal, LauncherKubernetes:
+	default:
+		return fmt.Errorf("--launcher %q: want %s or %s", a.cfg.Launcher, LauncherLocal, LauncherKubernetes)
+	}
 	if (a.cfg.TLSCert == "") != (a.cfg.TLSKey == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
@@ -250,10 +265,11 @@ func (a *app) loadMachines(ctx context.Context) error {
 
 func (a *app) startScheduler(context.Context) error {
 	a.sched = scheduler.New(scheduler.Options{
-		Launcher:     a.local,
+		Launcher:     a.workers,
 		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
+		StartTimeout: a.startTimeout(),
 		Logger:       a.log.With("component", "scheduler"),
 	})
 	return nil
@@ -295,8 +311,11 @@ func (a *app) registerServices(context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.local.SetServerAddr(workerHost(a.lis.Addr()))
-	a.local.SetDataDirs(accountDataDir)
+	if a.local != nil {
+		a.local.SetServerAddr(workerHost(a.lis.Addr()))
+		a.local.SetDataDirs(accountDataDir)
+	}
+	a.accountDataDir = accountDataDir
 	server.NewFunctions(server.Options{
 		Catalog:      a.catalog,
 		Capacity:     a.capacity,
