@@ -202,6 +202,15 @@ save_sysctls() {
   done >"$KUBE_STATE/sysctls.saved"
 }
 
+# The bridge exists before the first pod, so that the server can listen on
+# its address for workers dialing back; the CNI bridge plugin adopts it.
+make_bridge() {
+  ip link show "$KUBE_BRIDGE" >/dev/null 2>&1 || ip link add "$KUBE_BRIDGE" type bridge
+  ip -4 addr show dev "$KUBE_BRIDGE" | grep -qF " $KUBE_BRIDGE_IP/" ||
+    ip addr add "$KUBE_BRIDGE_IP/${KUBE_POD_CIDR#*/}" dev "$KUBE_BRIDGE"
+  ip link set "$KUBE_BRIDGE" up
+}
+
 start_cluster() {
   local bin="$1" pki="$KUBE_STATE/pki"
   start etcd "$KUBE_CACHE/etcd/usr/bin/etcd" --name atoll --data-dir "$KUBE_STATE/etcd" \
@@ -239,7 +248,7 @@ node_ready() {
 
 main() {
   mkdir -p "$KUBE_STATE" "$KUBE_RUN" "$KUBE_CACHE"
-  if running kubelet && running kube-apiserver && node_ready; then
+  if running kubelet && running kube-apiserver && node_ready && ip link show "$KUBE_BRIDGE" >/dev/null 2>&1; then
     log "already up"
     echo "export KUBECONFIG=$KUBECONFIG_FILE"
     return
@@ -254,6 +263,7 @@ main() {
   make_certs
   write_configs
   save_sysctls
+  make_bridge
   start_cluster "$bin"
   wait_for kubelet 300 node_ready
   # The worker image is built from the atoll binary under test, by the
