@@ -32,6 +32,7 @@ install_packages() {
   command -v gcc >/dev/null || missing+=(gcc libc6-dev)
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
+    apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
   fi
 }

@@ -159,11 +159,9 @@ func restricted() *corev1.SecurityContext {
 // volume only the worker pod mounts, never environment variables (which the
 // API shows to anyone who can read the pod).
 func (s podSpec) secret(token, credential string) *corev1.Secret {
-	immutable := true
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: s.SecretName, Namespace: s.Namespace, Labels: s.labels()},
 		Type:       corev1.SecretTypeOpaque,
-		Immutable:  &immutable,
 		Data:       map[string][]byte{tokenKey: []byte(token), fetchKey: []byte(credential)},
 	}
 }
