@@ -109,6 +109,9 @@ func New(ctx context.Context, opts Options) (*Launcher, error) {
 	if opts.Server == "" {
 		opts.Server = "atoll"
 	}
+	if !dnsLabel.MatchString(opts.Server) || len(opts.Server) > 40 {
+		return nil, fmt.Errorf("%w: server name %q: want at most 40 of a-z, 0-9 and '-', a letter or digit at both ends", ErrInvalidConfig, opts.Server)
+	}
 	if opts.PullPolicy == "" {
 		opts.PullPolicy = corev1.PullIfNotPresent
 	}
@@ -271,7 +274,8 @@ func (l *Launcher) Start(ctx context.Context, spec scheduler.WorkerSpec) (schedu
 	if token == "" {
 		token = credential + "-worker" // a worker without nested calls still needs a dial-back token
 	}
-	p := &podProcess{l: l, name: ps.Name, image: ps.Image, changed: make(chan struct{}), revoke: revoke, secret: ps.SecretName}
+	p := &podProcess{l: l, name: ps.Name, image: ps.Image, changed: make(chan struct{}), revoke: revoke, secret: ps.SecretName,
+		spec: ps, token: token, credential: credential}
 	p.expected = l.opts.DialBack.Expect(token)
 	l.mu.Lock()
 	l.procs[ps.Name] = p
@@ -329,9 +333,10 @@ func (l *Launcher) prepare(ctx context.Context, spec scheduler.WorkerSpec, typeC
 	return ps, nil
 }
 
-// create makes the secret, then the pod, then makes the pod the secret's
-// owner so that the garbage collector removes it with the pod whatever
-// becomes of this server.
+// create makes the secret, then the pod. The secret is not changed once a
+// pod refers to it (making the pod its owner did: some pods then started
+// with its files missing); the launcher deletes it with the worker, and a
+// restarted server deletes what its last run left.
 func (l *Launcher) create(ctx context.Context, ps podSpec, token, credential string) error {
 	secrets := l.opts.Client.CoreV1().Secrets(ps.Namespace)
 	if _, err := secrets.Create(ctx, ps.secret(token, credential), metav1.CreateOptions{}); err != nil {
@@ -357,14 +362,7 @@ func (l *Launcher) create(ctx context.Context, ps podSpec, token, credential str
 		_ = secrets.Delete(context.WithoutCancel(ctx), ps.SecretName, metav1.DeleteOptions{})
 		return fmt.Errorf("create the worker's pod: %w", err)
 	}
-	s, err := secrets.Get(ctx, ps.SecretName, metav1.GetOptions{})
-	if err == nil {
-		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID}}
-		_, err = secrets.Update(ctx, s, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		l.log.Warn("cannot make the worker's pod own its secret; the launcher deletes it when the worker ends", "pod", pod.Name, "err", err)
-	}
+	l.log.Debug("worker pod created", "pod", pod.Name)
 	return nil
 }
 

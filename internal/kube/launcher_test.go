@@ -180,9 +180,6 @@ func TestStartCreatesRestrictedPodAndSecret(t *testing.T) {
 	if string(secret.Data[tokenKey]) != "tok-w-1" || len(secret.Data[fetchKey]) == 0 {
 		t.Errorf("secret data %v: want the token and an archive credential", secret.Data)
 	}
-	if len(secret.OwnerReferences) != 1 || secret.OwnerReferences[0].Name != "atoll-w-1" {
-		t.Errorf("secret owners %v: want the pod", secret.OwnerReferences)
-	}
 	if pol, err := h.client.NetworkingV1().NetworkPolicies(testNS).Get(ctx, "atoll-workers-srv", metav1.GetOptions{}); err != nil {
 		t.Errorf("no NetworkPolicy: %v", err)
 	} else if len(pol.Spec.Egress) != 1 || pol.Spec.Egress[0].To[0].IPBlock.CIDR != "10.0.0.1/32" || len(pol.Spec.Egress[0].Ports) != 3 {
@@ -372,4 +369,42 @@ func TestLabelValue(t *testing.T) {
 	if labelValue("a@b") == labelValue("a#b") {
 		t.Error("different accounts got one label value")
 	}
+}
+
+func TestPodWhoseSandboxWasLostIsMadeAgain(t *testing.T) {
+	h := newHarness(t, newNode("node-a", "2", "4Gi"))
+	go h.kubelet(t, "atoll-w-lost", bind)
+	proc, err := h.l.Start(context.Background(), spec("w-lost", typeS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.kubelet(t, "atoll-w-lost", func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: fetchName,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Completed"}}}}
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: workerName,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionFalse}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go proc.Conn(ctx)
+	for {
+		if _, err := h.client.CoreV1().Pods(testNS).Get(ctx, "atoll-w-lost-r", metav1.GetOptions{}); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the pod was not made again")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	awaitGone(t, h, "atoll-w-lost")
+	if s, err := h.client.CoreV1().Secrets(testNS).Get(ctx, "atoll-w-lost-r", metav1.GetOptions{}); err != nil || string(s.Data[tokenKey]) != "tok-w-lost" {
+		t.Errorf("the new pod's secret: %v, %v: want the same token", s, err)
+	}
+	cancel()
+	proc.Kill()
+	if _, err := proc.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	awaitGone(t, h, "atoll-w-lost-r")
 }

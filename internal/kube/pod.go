@@ -92,6 +92,7 @@ func labelValue(s string) string {
 }
 
 var (
+	dnsLabel          = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	validLabel        = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
 	invalidLabelChars = regexp.MustCompile(`[^-A-Za-z0-9_.]+`)
 )

@@ -29,6 +29,12 @@ type podProcess struct {
 	secret   string
 	expected *workerproto.Expected
 	revoke   func()
+	// spec, token and credential make the pod again when its node loses
+	// its sandbox before the worker ran (see sandboxLost).
+	spec       podSpec
+	token      string
+	credential string
+	replaced   bool
 
 	mu      sync.Mutex
 	pod     *corev1.Pod
@@ -54,6 +60,13 @@ func (p *podProcess) update(pod *corev1.Pod, deleted bool) {
 	p.changed = make(chan struct{})
 }
 
+// currentName is the pod's name (a replaced pod has a new one).
+func (p *podProcess) currentName() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.name
+}
+
 // state returns the pod as last seen, whether it is gone, and a channel
 // closed at the next change.
 func (p *podProcess) state() (*corev1.Pod, bool, <-chan struct{}) {
@@ -72,7 +85,7 @@ func (p *podProcess) awaitScheduled(ctx context.Context, t machine.Type) error {
 	for {
 		pod, deleted, changed := p.state()
 		if deleted {
-			return fmt.Errorf("%w: pod %s was deleted before a node took it", ErrPodFailed, p.name)
+			return fmt.Errorf("%w: pod %s was deleted before a node took it", ErrPodFailed, p.currentName())
 		}
 		if pod != nil {
 			if pod.Spec.NodeName != "" {
@@ -105,14 +118,30 @@ func (p *podProcess) Conn(ctx context.Context) (*workerproto.Conn, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		var lostSince time.Time
 		for {
 			pod, deleted, changed := p.state()
 			if err := p.startFailure(pod, deleted); err != nil {
 				cancel(err)
 				return
 			}
+			switch {
+			case !sandboxLost(pod):
+				lostSince = time.Time{}
+			case lostSince.IsZero():
+				lostSince = time.Now()
+			case time.Since(lostSince) > sandboxLostGrace:
+				if err := p.replace(ctx); err != nil {
+					cancel(err)
+					return
+				}
+				lostSince = time.Time{}
+			}
 			select {
 			case <-changed:
+			case <-tick.C:
 			case <-ctx.Done():
 				return
 			}
@@ -128,6 +157,66 @@ func (p *podProcess) Conn(ctx context.Context) (*workerproto.Conn, error) {
 	return workerproto.NewConn(rwc), nil
 }
 
+// sandboxLostGrace is how long a pod may sit with its init container done,
+// its worker not started and no sandbox before it counts as lost.
+const sandboxLostGrace = 5 * time.Second
+
+// sandboxLost reports a pod whose node stopped its sandbox after the init
+// container ran and will not make another (restartPolicy Never): it would
+// wait in PodInitializing for ever. Seen with containerd 1.6 on the test
+// cluster; no user code has run in such a pod.
+func sandboxLost(pod *corev1.Pod) bool {
+	if pod == nil || pod.DeletionTimestamp != nil || pod.Status.PodIP != "" || len(pod.Status.InitContainerStatuses) == 0 {
+		return false
+	}
+	for _, s := range pod.Status.InitContainerStatuses {
+		if t := s.State.Terminated; t == nil || t.ExitCode != 0 {
+			return false
+		}
+	}
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.Name == workerName && (s.State.Running != nil || s.State.Terminated != nil) {
+			return false
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReadyToStartContainers && c.Status == corev1.ConditionFalse {
+			return true
+		}
+	}
+	return false
+}
+
+// replace deletes a pod whose sandbox was lost and makes it again under a
+// new name, once: the worker's token and archive grant carry over.
+func (p *podProcess) replace(ctx context.Context) error {
+	p.mu.Lock()
+	if p.replaced {
+		p.mu.Unlock()
+		return fmt.Errorf("%w: the node lost the sandbox of pod %s twice before the worker started", ErrPodFailed, p.currentName())
+	}
+	p.replaced = true
+	old, oldSecret := p.name, p.secret
+	p.spec.Name, p.spec.SecretName = p.spec.Name+"-r", p.spec.SecretName+"-r"
+	p.name, p.secret = p.spec.Name, p.spec.SecretName
+	p.pod, p.deleted = nil, false
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.mu.Unlock()
+	p.l.log.Warn("the node lost a worker pod's sandbox before the worker started; making the pod again", "pod", old, "new", p.name)
+	p.l.mu.Lock()
+	delete(p.l.procs, old)
+	p.l.procs[p.name] = p
+	p.l.mu.Unlock()
+	client := p.l.opts.Client.CoreV1()
+	_ = client.Pods(p.l.opts.Namespace).Delete(context.WithoutCancel(ctx), old, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+	_ = client.Secrets(p.l.opts.Namespace).Delete(context.WithoutCancel(ctx), oldSecret, metav1.DeleteOptions{})
+	if err := p.l.create(ctx, p.spec, p.token, p.credential); err != nil {
+		return fmt.Errorf("%w: make pod %s again: %w", ErrPodFailed, p.currentName(), err)
+	}
+	return nil
+}
+
 // imagePullReasons are the waiting reasons of a container whose image the
 // node cannot get.
 var imagePullReasons = map[string]bool{"ErrImagePull": true, "ImagePullBackOff": true, "ErrImageNeverPull": true, "InvalidImageName": true}
@@ -135,7 +224,7 @@ var imagePullReasons = map[string]bool{"ErrImagePull": true, "ImagePullBackOff":
 // startFailure says why a pod will never dial back, or nil while it may.
 func (p *podProcess) startFailure(pod *corev1.Pod, deleted bool) error {
 	if deleted {
-		return fmt.Errorf("%w: pod %s was deleted", ErrPodFailed, p.name)
+		return fmt.Errorf("%w: pod %s was deleted", ErrPodFailed, p.currentName())
 	}
 	if pod == nil {
 		return nil
@@ -159,7 +248,7 @@ func (p *podProcess) startFailure(pod *corev1.Pod, deleted bool) error {
 		}
 	}
 	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
-		return fmt.Errorf("%w: pod %s %s: %s", ErrPodFailed, p.name, pod.Status.Phase, pod.Status.Message)
+		return fmt.Errorf("%w: pod %s %s: %s", ErrPodFailed, p.currentName(), pod.Status.Phase, pod.Status.Message)
 	}
 	return nil
 }
@@ -169,7 +258,8 @@ func (p *podProcess) startFailure(pod *corev1.Pod, deleted bool) error {
 func (p *podProcess) Kill() error {
 	var err error
 	p.killOnce.Do(func() {
-		err = p.l.opts.Client.CoreV1().Pods(p.l.opts.Namespace).Delete(context.Background(), p.name,
+		name := p.currentName()
+		err = p.l.opts.Client.CoreV1().Pods(p.l.opts.Namespace).Delete(context.Background(), name,
 			metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))})
 		if apierrors.IsNotFound(err) {
 			err = nil
@@ -202,7 +292,7 @@ func (p *podProcess) Wait() (scheduler.Exit, error) {
 			select {
 			case <-changed:
 			case <-timeout:
-				err = errors.Join(err, fmt.Errorf("pod %s was not gone %s after its deletion", p.name, deleteTimeout))
+				err = errors.Join(err, fmt.Errorf("pod %s was not gone %s after its deletion", p.currentName(), deleteTimeout))
 				break gone
 			}
 		}
@@ -214,14 +304,17 @@ func (p *podProcess) Wait() (scheduler.Exit, error) {
 // release forgets the pod and everything that admitted it.
 func (p *podProcess) release() {
 	p.releaseOnce.Do(func() {
+		p.mu.Lock()
+		name, secret := p.name, p.secret
+		p.mu.Unlock()
 		p.expected.Cancel()
 		p.revoke()
 		p.l.mu.Lock()
-		delete(p.l.procs, p.name)
+		delete(p.l.procs, name)
 		p.l.mu.Unlock()
-		err := p.l.opts.Client.CoreV1().Secrets(p.l.opts.Namespace).Delete(context.Background(), p.secret, metav1.DeleteOptions{})
+		err := p.l.opts.Client.CoreV1().Secrets(p.l.opts.Namespace).Delete(context.Background(), secret, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
-			p.l.log.Warn("cannot delete a worker's secret; its owner reference lets the garbage collector do it", "secret", p.secret, "err", err)
+			p.l.log.Warn("cannot delete a worker's secret; its owner reference lets the garbage collector do it", "secret", secret, "err", err)
 		}
 	})
 }

@@ -102,6 +102,16 @@ func (v LocalVolumes) awaitGone(ctx context.Context, pvName string) error {
 	return fmt.Errorf("volume %s was not gone 10 s after its deletion", pvName)
 }
 
+// dataClaimName is an account's /data claim: one per server and account
+// (servers sharing a namespace keep apart), a valid object name whatever
+// the account's characters.
+func dataClaimName(server, account string) string {
+	return "atoll-" + server + "-data-" + shortHash(account)
+}
+
+// CacheClaimName is the node archive cache's claim of a server.
+func CacheClaimName(server string) string { return "atoll-" + server + "-envcache" }
+
 func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:4])
@@ -124,7 +134,7 @@ func (d LocalData) Claim(ctx context.Context, account string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := "atoll-data-" + labelValue(account)
+	name := dataClaimName(d.Volumes.Server, account)
 	if err := d.Volumes.Ensure(ctx, name, dir, d.QuotaBytes); err != nil {
 		return "", err
 	}
@@ -144,7 +154,7 @@ type ClassData struct {
 
 // Claim returns the account's claim, made if needed.
 func (d ClassData) Claim(ctx context.Context, account string) (string, error) {
-	name := "atoll-data-" + labelValue(account)
+	name := dataClaimName(d.Server, account)
 	size := d.QuotaBytes
 	if size <= 0 {
 		size = 10 << 30

@@ -114,6 +114,9 @@ func (a *app) startKubeLauncher(ctx context.Context) error {
 	if kc.Namespace == "" {
 		kc.Namespace = "default"
 	}
+	if kc.ServerName == "" {
+		kc.ServerName = "atoll"
+	}
 	volumes := kube.LocalVolumes{Client: client, Namespace: kc.Namespace, Server: kc.ServerName, Node: kc.LocalNode}
 	opts := kube.Options{
 		Client: client, Namespace: kc.Namespace, Server: kc.ServerName,
@@ -127,10 +130,10 @@ func (a *app) startKubeLauncher(ctx context.Context) error {
 		if err := kube.PrepareCacheDir(kc.NodeCacheDir); err != nil {
 			return fmt.Errorf("--kube-node-cache: %w", err)
 		}
-		if err := volumes.Ensure(ctx, "atoll-envcache", kc.NodeCacheDir, 0); err != nil {
+		opts.CacheClaim = kube.CacheClaimName(kc.ServerName)
+		if err := volumes.Ensure(ctx, opts.CacheClaim, kc.NodeCacheDir, 0); err != nil {
 			return fmt.Errorf("the node's archive cache: %w", err)
 		}
-		opts.CacheClaim = "atoll-envcache"
 	}
 	switch {
 	case kc.LocalNode != "":
