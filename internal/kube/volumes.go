@@ -82,10 +82,26 @@ func (v LocalVolumes) Ensure(ctx context.Context, name, hostDir string, sizeByte
 			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
 		},
 	}
-	if _, err := v.Client.CoreV1().PersistentVolumeClaims(v.Namespace).Create(ctx, pvc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	claims := v.Client.CoreV1().PersistentVolumeClaims(v.Namespace)
+	if _, err := claims.Create(ctx, pvc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create claim %s: %w", name, err)
 	}
-	return nil
+	// A pod of an unbound claim waits in the scheduler, which would count
+	// against the queue timeout as if no node had room.
+	for i := 0; ; i++ {
+		got, err := claims.Get(ctx, name, metav1.GetOptions{})
+		if err == nil && got.Status.Phase == corev1.ClaimBound {
+			return nil
+		}
+		if i == 600 {
+			return fmt.Errorf("claim %s is not bound to volume %s after a minute", name, pvName)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (v LocalVolumes) awaitGone(ctx context.Context, pvName string) error {
