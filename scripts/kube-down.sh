@@ -27,11 +27,7 @@ stop() {
 stop kubelet
 if [[ -S "$KUBE_CONTAINERD_SOCK" ]]; then
   ctr_() { ctr --address "$KUBE_CONTAINERD_SOCK" -n k8s.io "$@"; }
-  for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1; done
-  for _ in $(seq 50); do
-    [[ -z "$(ctr_ tasks ls -q 2>/dev/null | while read -r t; do ctr_ tasks ls 2>/dev/null | awk -v t="$t" '$1==t && $3!="STOPPED"'; done)" ]] && break
-    sleep 0.1
-  done
+  # delete -f kills a task that still runs.
   for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete -f "$t" >/dev/null 2>&1; done
   for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers delete "$c" >/dev/null 2>&1; done
 fi
@@ -44,7 +40,8 @@ for pid in $(pgrep -f "containerd-shim.*-address $KUBE_CONTAINERD_SOCK" 2>/dev/n
 findmnt -rn -o TARGET | grep -E "^($KUBE_STATE|$KUBE_RUN)(/|$)" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
 # Network namespaces the CNI plugin made for our pods.
 for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-'); do
-  if ip netns exec "$ns" ip -br link 2>/dev/null | grep -q '^eth0'; then ip netns delete "$ns" 2>/dev/null; fi
+  # Only those holding an address of our pod range: others are not ours.
+  if ip netns exec "$ns" ip -4 -o addr show 2>/dev/null | grep -qF " inet ${KUBE_POD_CIDR%.*}."; then ip netns delete "$ns" 2>/dev/null; fi
 done
 ip link delete "$KUBE_BRIDGE" 2>/dev/null
 rm -rf "$KUBE_STATE/cni-ipam"
