@@ -5,7 +5,7 @@ BIN := bin/atoll
 # Where pip puts the scripts of $(PYTHON)'s packages (uv among them).
 PY_SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
-.PHONY: build proto test test-go test-python bench demo clean
+.PHONY: build proto test test-go test-python test-kube bench demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/atoll
@@ -35,7 +35,14 @@ test-go:
 	$(GO) test -run=NONE -fuzz=FuzzServerReadsEvents -fuzztime=5000x -fuzzminimizetime=200x ./internal/workerproto/
 
 test-python: build
-	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests
+	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests --ignore=python/tests/kube
+
+# The end-to-end suite with --launcher kubernetes, on the single-node test
+# cluster of scripts/kube-up.sh, brought up and down around it (as root).
+test-kube: build
+	eval "$$(bash scripts/kube-up.sh | tail -n 1)" && \
+	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests/kube; \
+	status=$$?; bash scripts/kube-down.sh; exit $$status
 
 bench: build
 	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) bench/bench.py

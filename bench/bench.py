@@ -18,6 +18,11 @@ warm workers handed from call to call, none started beyond the slots).
 map: items/s of `f.map` over a trivial function with 8 XS workers, beside
 Ray tasks (`ray.get([f.remote(i) for i in ...])` with 8 CPUs) in the same
 run; Ray is installed into a scratch venv under ~/.cache/atoll-bench.
+
+kubernetes (only when named; needs KUBECONFIG, e.g. from scripts/kube-up.sh):
+a first call on a new pod with the environment cached on the node, on a node
+without it, and the warm round trip through dial-back, beside the local
+launcher in the same run.
 """
 
 from __future__ import annotations
@@ -331,7 +336,70 @@ def bench_map(args: argparse.Namespace, server: Server) -> None:
         print(f"  atoll / ray                         {best / ray_rate:10.2f}x")
 
 
-SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "map": bench_map, "overload": bench_overload}
+
+
+def bench_kubernetes(args: argparse.Namespace, server: Server) -> None:
+    """Pods on the test cluster beside the local launcher."""
+    sys.path.insert(0, str(REPO / "python" / "tests" / "kube"))
+    import uuid
+
+    from atoll import CloudKeyCredentials, isolated
+    from atoll._host import CloudHost
+    from conftest import atoll_binary
+    from test_kube import KubeServer, kubectl
+
+    image = subprocess.run(["bash", str(REPO / "scripts" / "kube-image.sh"), "worker", atoll_binary()],
+                           check=True, capture_output=True, text=True).stdout.split()[-1]
+    ns = f"atoll-bench-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+    rows: list[tuple[str, list[float], list[float] | None]] = []
+    with tempfile.TemporaryDirectory(prefix="atoll-bench-kube-") as tmp:
+        kube = KubeServer(Path(tmp), ns, image, "bench")
+        kube.keys = kube.create_key()
+        kube.start()
+        try:
+            def fns(srv):
+                host, creds = CloudHost(srv.address), CloudKeyCredentials(*srv.keys)
+
+                @isolated(keep_alive=0, host=host, credentials=creds)
+                def cold():
+                    return 1
+
+                @isolated(keep_alive=300, host=host, credentials=creds)
+                def warm():
+                    return 1
+
+                return cold, warm
+
+            server.keys = (os.environ["ATOLL_KEY_ID"], os.environ["ATOLL_KEY_SECRET"])
+            (kcold, kwarm), (lcold, lwarm) = fns(kube), fns(server)
+            kcold(), lcold()  # environments built, archives cached on the node
+            n = max(3, args.cold // 3)
+            rows.append(("first call, new pod, env cached on node", timed(kcold, n), timed(lcold, n)))
+
+            def uncached():
+                for entry in kube.cache_dir.iterdir():
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                return kcold()
+
+            rows.append(("first call, node without the env", timed(uncached, n), None))
+            timed(kwarm, 50), timed(lwarm, 50)
+            w = max(100, args.warm // 4)
+            rows.append(("warm call round trip (dial-back)", timed(kwarm, w), timed(lwarm, w)))
+        finally:
+            kube.stop()
+            kubectl("delete", "namespace", ns, "--wait=false")
+    print(f"{'':<42} {'kubernetes p50':>16} {'p99':>11}   {'local p50':>11}")
+    for label, k, local in rows:
+        loc = ms(percentile(local, 50)) if local else "     n/a"
+        print(f"{label:<42} {ms(percentile(k, 50)):>16} {ms(percentile(k, 99)):>11}   {loc:>11}   ({len(k)} runs)")
+
+
+SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "map": bench_map,
+          "overload": bench_overload, "kubernetes": bench_kubernetes}
+# Suites that need more than this machine: run only when named.
+NAMED_ONLY = {"kubernetes"}
 
 
 def main() -> None:
@@ -355,7 +423,7 @@ def main() -> None:
         os.environ.update(ATOLL_HOST=server.address, ATOLL_KEY_ID=key_id, ATOLL_KEY_SECRET=secret, ATOLL_NO_AUTOSTART="1")
         try:
             print(f"atoll benchmarks on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-            for suite in args.suites or SUITES:
+            for suite in args.suites or [s for s in SUITES if s not in NAMED_ONLY]:
                 SUITES[suite](args, server)
         finally:
             server.stop()

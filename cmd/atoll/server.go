@@ -75,6 +75,7 @@ func newServerCommand() *cobra.Command {
 	f.StringVar(&cfg.NetworkStack, "network-stack", sandbox.StackSlirp4netns, "user-mode network stack of isolated workers: slirp4netns (starts faster) or pasta (Debian package passt; forwards faster)")
 	f.StringVar(&networkDeny, "network-deny", strings.Join(sandbox.DefaultDeny, ","), "IPv4 prefixes isolated workers cannot reach, comma-separated (\"\": none), besides link-local 169.254.0.0/16 and the host's own addresses, which they never reach")
 	f.DurationVar(&cfg.MaxCallTimeout, "max-call-timeout", 24*time.Hour, "the longest timeout= a call may ask for, and the timeout of calls that set none")
+	addKubeFlags(f, &cfg)
 	return cmd
 }
 

@@ -89,6 +89,7 @@ func newWorkerCommand() *cobra.Command {
 	f.StringVar(&agentUser, "agent-user", "", "with --runner-user: UID:GID the agent drops to once the runner has started")
 	_ = cmd.MarkFlagRequired("sdk")
 	cmd.MarkFlagsRequiredTogether("connect", "token-file")
+	cmd.AddCommand(newWorkerFetchCommand())
 	return cmd
 }
 

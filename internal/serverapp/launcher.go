@@ -24,6 +24,11 @@ type launcher struct {
 // detected OCI runtime, proven by running a trivial container, else plain
 // processes with a warning that workers are not isolated.
 func (a *app) startLauncher(ctx context.Context) error {
+	if a.cfg.Launcher == LauncherKubernetes {
+		// Workers run in pods: the cluster's runtime isolates them.
+		a.launcher = launcher{Kind: LauncherKubernetes}
+		return nil
+	}
 	log := a.log.With("component", "sandbox")
 	stateDir := filepath.Join(a.dataDir, "sandbox")
 	want := a.cfg.Sandbox
@@ -75,6 +80,9 @@ func (a *app) startLauncher(ctx context.Context) error {
 // Launcher: it turns launcher-neutral specs into agents' command lines and
 // host paths, with workers on pipes or dialing back.
 func (a *app) startLocalLauncher(context.Context) error {
+	if a.cfg.Launcher == LauncherKubernetes {
+		return nil
+	}
 	agent, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
@@ -103,6 +111,7 @@ func (a *app) startLocalLauncher(context.Context) error {
 	if a.local, err = sandbox.NewLocal(opts); err != nil {
 		return fmt.Errorf("--worker-transport: %w", err)
 	}
+	a.workers = a.local
 	return nil
 }
 

@@ -122,7 +122,11 @@ type Config struct {
 	DataVolumes string
 	// Edge bounds the API's connections and messages; zero fields take
 	// internal/server's defaults.
-	Edge EdgeConfig
+	// Launcher is LauncherLocal ("" too) or LauncherKubernetes, which Kube
+	// configures.
+	Launcher string
+	Kube     KubeConfig
+	Edge     EdgeConfig
 	// Dashboard, if set, is the address the dashboard and /metrics are
 	// served on; DashboardAdmins are the accounts whose keys see every
 	// account there; MetricsTokenFile, if set, holds the bearer token
@@ -176,12 +180,16 @@ type app struct {
 	// maxWorkers is each account's cap of workers, from the config file.
 	maxWorkers func(account string) int
 	launcher   launcher
-	local      *sandbox.LocalLauncher
-	sched      *scheduler.Scheduler
-	lis        net.Listener
-	guard      *server.ConnGuard
-	gs         *grpc.Server
-	memory     *memoryReleaser
+	// workers is the scheduler's launcher: local, or kube's.
+	workers        scheduler.Launcher
+	kubeNested     net.Listener
+	accountDataDir func(account string) (string, error)
+	local          *sandbox.LocalLauncher
+	sched          *scheduler.Scheduler
+	lis            net.Listener
+	guard          *server.ConnGuard
+	gs             *grpc.Server
+	memory         *memoryReleaser
 
 	dataStore *storage.Store
 	metrics   *metrics.Metrics
@@ -210,12 +218,14 @@ func Run(ctx context.Context, cfg Config) error {
 		a.startLauncher,
 		a.openEnvironments, // builds run in the sandbox startLauncher proved
 		a.startLocalLauncher,
+		a.startKubeLauncher,
 		a.startScheduler,
 		a.listen,
 		a.startMemoryReleaser,
 		a.registerServices,
 		a.startDashboard,
 		a.serveWorkerAPI,
+		a.serveKubeNested,
 		a.writePIDFile,
 	} {
 		if err := step(ctx); err != nil {
@@ -232,6 +242,11 @@ func (a *app) close() {
 }
 
 func (a *app) checkConfig(context.Context) error {
+	switch a.cfg.Launcher {
+	case "", LauncherLocal, LauncherKubernetes:
+	default:
+		return fmt.Errorf("--launcher %q: want %s or %s", a.cfg.Launcher, LauncherLocal, LauncherKubernetes)
+	}
 	if (a.cfg.TLSCert == "") != (a.cfg.TLSKey == "") {
 		return fmt.Errorf("--tls-cert and --tls-key go together")
 	}
@@ -365,10 +380,11 @@ func (a *app) loadMachines(ctx context.Context) error {
 
 func (a *app) startScheduler(context.Context) error {
 	opts := scheduler.Options{
-		Launcher:     a.local,
+		Launcher:     a.workers,
 		Tokens:       a.authn,
 		Capacity:     a.capacity,
 		QueueTimeout: a.cfg.QueueTimeout,
+		StartTimeout: a.startTimeout(),
 		MaxWorkers:   a.maxWorkers,
 		Logger:       a.log.With("component", "scheduler"),
 	}
@@ -446,8 +462,11 @@ func (a *app) registerServices(context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.local.SetServerAddr(workerHost(a.lis.Addr()))
-	a.local.SetDataDirs(accountDataDir)
+	if a.local != nil {
+		a.local.SetServerAddr(workerHost(a.lis.Addr()))
+		a.local.SetDataDirs(accountDataDir)
+	}
+	a.accountDataDir = accountDataDir
 	running := server.NewRunning()
 	server.NewFunctions(server.Options{
 		Catalog:      a.catalog,

@@ -35,7 +35,9 @@ const maxSocketPath = 107
 // workersUseSockets says whether workers reach the server through the
 // unix sockets of workerAPIDir: whenever their network is not the host's,
 // where the server's loopback address is not theirs.
-func (a *app) workersUseSockets() bool { return a.cfg.Network != sandbox.NetworkHost }
+func (a *app) workersUseSockets() bool {
+	return a.cfg.Launcher != LauncherKubernetes && a.cfg.Network != sandbox.NetworkHost
+}
 
 // workerSocketDir makes the directory of the workers' sockets, emptied of
 // what an earlier run left (its sockets are dead): <data-dir>/worker-api,

@@ -90,7 +90,7 @@ def resolve(explicit: CloudKeyCredentials | None, target: str | None = None) -> 
     credentials file, if it is for this server (or any, without target)."""
     if explicit is not None:
         return explicit.metadata()
-    token = os.environ.get("ATOLL_WORKER_TOKEN")
+    token = os.environ.get("ATOLL_WORKER_TOKEN") or _worker_token_file()
     if token:
         return (("x-atoll-worker-token", token),)
     key_id, secret = os.environ.get("ATOLL_KEY_ID"), os.environ.get("ATOLL_KEY_SECRET")
@@ -100,3 +100,16 @@ def resolve(explicit: CloudKeyCredentials | None, target: str | None = None) -> 
     if saved.get("key_id") and saved.get("key_secret") and (target is None or saved.get("host", target) == target):
         return CloudKeyCredentials(saved["key_id"], saved["key_secret"]).metadata()
     return ()
+
+
+def _worker_token_file() -> str | None:
+    """A worker pod's token: Kubernetes delivers it as a file of a Secret
+    volume, named by ATOLL_WORKER_TOKEN_FILE, never as a variable."""
+    path = os.environ.get("ATOLL_WORKER_TOKEN_FILE")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
