@@ -100,10 +100,8 @@ func NewBuildSandbox(opts BuildOptions) (*BuildSandbox, error) {
 	if opts.StateDir, err = filepath.Abs(opts.StateDir); err != nil {
 		return nil, fmt.Errorf("build sandbox: %w", err)
 	}
-	for i, p := range opts.Protected {
-		if opts.Protected[i], err = filepath.Abs(p); err != nil {
-			return nil, fmt.Errorf("build sandbox: %w", err)
-		}
+	if err := absPaths(opts.Protected); err != nil {
+		return nil, fmt.Errorf("build sandbox: %w", err)
 	}
 	if opts.UID == 0 {
 		opts.UID = BuildUserID
@@ -345,15 +343,9 @@ func (s *BuildSandbox) spec(id string, v envbuild.BuildView) (*specs.Spec, error
 				Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
 				Pids:    &specs.LinuxPids{Limit: &pids},
 			},
-			Seccomp: buildSeccompProfile(),
-			MaskedPaths: []string{
-				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-				"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-				"/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-			},
-			ReadonlyPaths: []string{
-				"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-			},
+			Seccomp:       buildSeccompProfile(),
+			MaskedPaths:   maskedPaths(),
+			ReadonlyPaths: readonlyPaths(),
 		},
 	}, nil
 }

@@ -152,10 +152,8 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	if opts.StateDir, err = filepath.Abs(opts.StateDir); err != nil {
 		return nil, fmt.Errorf("oci sandbox: %w", err)
 	}
-	for i, p := range opts.Protected {
-		if opts.Protected[i], err = filepath.Abs(p); err != nil {
-			return nil, fmt.Errorf("oci sandbox: %w", err)
-		}
+	if err := absPaths(opts.Protected); err != nil {
+		return nil, fmt.Errorf("oci sandbox: %w", err)
 	}
 	if opts.UID == 0 {
 		opts.UID = NobodyID

@@ -114,17 +114,11 @@ func buildSpec(w HostSpec, in specInputs) (*specs.Spec, error) {
 			{Type: specs.IPCNamespace},
 			{Type: specs.UTSNamespace},
 		},
-		CgroupsPath: in.cgroupsPath,
-		Resources:   resources(w, in),
-		Seccomp:     DefaultSeccomp(),
-		MaskedPaths: []string{
-			"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-			"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-			"/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-		},
-		ReadonlyPaths: []string{
-			"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-		},
+		CgroupsPath:   in.cgroupsPath,
+		Resources:     resources(w, in),
+		Seccomp:       DefaultSeccomp(),
+		MaskedPaths:   maskedPaths(),
+		ReadonlyPaths: readonlyPaths(),
 	}
 	linux.Namespaces = append(linux.Namespaces, networkNamespace(in)...)
 	mounts = append(mounts, networkMounts(in)...)
@@ -340,4 +334,31 @@ func gpuDevices(gpus []int, stat func(string) (*gpuDevice, error)) ([]gpuDevice,
 		}
 	}
 	return out, nil
+}
+
+// maskedPaths are the kernel files a sandbox hides (the container
+// default's list): what they show of the host is none of its business.
+func maskedPaths() []string {
+	return []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+		"/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+	}
+}
+
+// readonlyPaths are the kernel files a sandbox may read but never write.
+func readonlyPaths() []string {
+	return []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+}
+
+// absPaths makes every path of paths absolute, in place.
+func absPaths(paths []string) error {
+	for i, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		paths[i] = abs
+	}
+	return nil
 }

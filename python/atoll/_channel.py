@@ -79,10 +79,9 @@ def _open(target: str, tls: TLS) -> grpc.Channel:
         # not share a connection still backing off from before.
         options = [*_OPTIONS, ("grpc.client_idle_timeout_ms", 2**31 - 1), ("grpc.use_local_subchannel_pool", 1)]
         return grpc.insecure_channel(target, options=options)
-    # A subchannel of the channel's own: one opened after a server was
-    # started (autostart) must not share a connection that is still backing
-    # off from the failed attempt before, which would fail it at once.
-    options = [*_OPTIONS, *_KEEPALIVE, ("grpc.use_local_subchannel_pool", 1)]
+    # gRPC's shared subchannel pool: a call retried after autostart may meet
+    # the failed connection's backoff, which _client's retry loop outlasts.
+    options = [*_OPTIONS, *_KEEPALIVE]
     if tls.ca:
         with open(tls.ca, "rb") as f:
             creds = grpc.ssl_channel_credentials(root_certificates=f.read())
