@@ -393,16 +393,11 @@ func (b buildIO) Set(cmd *exec.Cmd) {
 
 // start runs the container in the foreground of a runtime process.
 func (s *BuildSandbox) start(id, bundle string) (*buildSession, error) {
-	inR, inW, err := os.Pipe()
+	pipes, err := newStdioPipes()
 	if err != nil {
 		return nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
-	}
+	inR, inW, outR, outW := pipes.childIn, pipes.conn.w, pipes.conn.r, pipes.childOut
 	sess := &buildSession{s: s, id: id, bundle: bundle, lifeline: inW, outFile: outR, out: bufio.NewReaderSize(outR, 64*1024), done: make(chan struct{})}
 	started := make(chan int, 1)
 	go func() {
