@@ -93,6 +93,13 @@ type runtimeProfile struct {
 	// until "delete", so its OOM counter can be read after exit. Runtimes
 	// without it remove the cgroup as the container exits.
 	keep bool
+	// detach: "run --detach" hands the container's init the worker's pipes
+	// themselves and exits once the container runs; the server adopts the
+	// init (see adopter). In the foreground, runc relays the container's
+	// stdio through pipes of its own (a copy of every frame, each way) and
+	// stays resident beside every worker. runsc keeps the foreground: its
+	// container's processes run in its own kernel, not as host children.
+	detach bool
 	// globalArgs come before the subcommand, after --root.
 	globalArgs func(o OCIOptions) []string
 	// seccomp adapts the default profile to what the runtime makes of it.
@@ -100,7 +107,7 @@ type runtimeProfile struct {
 }
 
 var profiles = map[string]runtimeProfile{
-	KindRunc: {keep: true},
+	KindRunc: {keep: true, detach: true},
 	KindCrun: {},
 	KindRunsc: {globalArgs: func(o OCIOptions) []string {
 		// runsc has its own network stack; "host" passes the host's through.
@@ -123,6 +130,7 @@ type OCILauncher struct {
 	net        *isolatedNet // NetworkIsolated only
 	resolvConf []byte       // NetworkIsolated: the workers' /etc/resolv.conf, if it can be mounted
 	tag        string       // tells this launcher's cgroups from another server's
+	detach     bool         // containers run detached, their inits adopted (profile.detach, where it works here)
 }
 
 // NewOCI checks the host and the runtime and prepares StateDir.
@@ -228,6 +236,13 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	}
 	if profile.globalArgs != nil {
 		l.rt.ExtraArgs = profile.globalArgs(opts)
+	}
+	if profile.detach {
+		if err := adoptOrphans(); err != nil {
+			opts.Logger.Debug("containers run in the runtime's foreground", slog.Any("reason", err))
+		} else {
+			l.detach = true
+		}
 	}
 	sum := sha256.Sum256([]byte(opts.StateDir))
 	l.tag = hex.EncodeToString(sum[:4])
@@ -430,7 +445,16 @@ func (l *OCILauncher) writeBundle(bundle string, spec *specs.Spec) error {
 // still be unable to run containers (inside an unprivileged container, for
 // one). A server calls it once after NewOCI and falls back to processes,
 // with a warning, when it fails.
-func (l *OCILauncher) Check(ctx context.Context) error {
+func (l *OCILauncher) Check(ctx context.Context) (err error) {
+	if l.detach {
+		defer func() {
+			if err != nil {
+				// The server falls back to plain processes: their orphans
+				// are the host init's to reap.
+				stopAdopting()
+			}
+		}()
+	}
 	truePath, err := exec.LookPath("true")
 	if err != nil {
 		return fmt.Errorf("oci sandbox check: %w", err)
@@ -508,13 +532,13 @@ type ociProcess struct {
 	settledQuota int64      // the type's CPU quota, where it started with more; else 0
 	net          *workerNet // NetworkIsolated: the worker's namespace and stack
 
-	runtimePID int      // the runtime process, which runs the container in its foreground
+	runtimePID int      // the runtime process running the container in its foreground; 0 when detached
 	init       *os.File // pidfd of the container's init, when it could be had
 	pipes      *stdioPipes
 	stderr     *stderrPump
-	done       chan struct{} // closed when the runtime process has exited
-	status     int           // the runtime's exit status, once done is closed
-	runErr     error         // why the runtime failed, once done is closed
+	done       chan struct{} // closed when the container (detached) or the runtime process has exited
+	ended      scheduler.Exit
+	runErr     error // why the runtime failed, once done is closed
 	killed     atomic.Bool
 
 	teardown sync.Once
@@ -524,12 +548,12 @@ type ociProcess struct {
 
 // run starts the runtime and waits until the container runs.
 //
-// The runtime runs the container in its foreground ("run", not "create"
-// and "start"): the runtime process stays the parent of the container's
-// init, so its exit status is the worker's and the server needs no child
-// subreaper; a second runtime process for "start" would cost more than
-// watching for the pid file, which the runtime writes once the container's
-// process runs.
+// One runtime process does it all ("run", not "create" and "start": a
+// second runtime process costs more than the first's extra work). Where
+// the launcher detaches, that process exits once the container runs, and
+// the container's init, which inherited the worker's pipes themselves,
+// is the server's child from then on (see runDetached). Otherwise it runs
+// the container in its foreground (see runForeground).
 func (p *ociProcess) run(ctx context.Context) (err error) {
 	pipes, err := newStdioPipes()
 	if err != nil {
@@ -544,6 +568,62 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 	}
 	p.pipes, p.stderr = pipes, pump
 	pidFile := filepath.Join(p.bundle, "pid")
+	if p.l.detach {
+		return p.runDetached(ctx, pidFile)
+	}
+	return p.runForeground(ctx, pidFile)
+}
+
+// runDetached runs the container with "run --detach": the runtime exits
+// once the container's process runs, and its init, orphaned, is reparented
+// to the server (a child subreaper, see adoptOrphans), which waits for it
+// and learns the worker's exit status first hand. No runtime process
+// stays: the agent reads and writes the server's pipes directly.
+func (p *ociProcess) runDetached(ctx context.Context, pidFile string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	opts := &runc.CreateOpts{
+		IO:      runtimeIO{stdin: p.pipes.childIn, stdout: p.pipes.childOut, stderr: p.stderr.w},
+		PidFile: pidFile,
+		Detach:  true,
+	}
+	// A detached container stays, cgroup included, until "delete": no
+	// runtime process is left to remove it at exit (so no --keep).
+	status, err := p.l.rt.Run(ctx, p.id, p.bundle, opts)
+	p.pipes.closeChild()
+	p.stderr.w.Close()
+	var pid int
+	if err == nil {
+		pid, p.init, err = adoptInit(pidFile)
+	}
+	if err != nil {
+		// Whatever the runtime made is deleted (forcibly: that kills a
+		// container it left running); nothing of it is the server's child.
+		p.ended = runtimeExit(status)
+		close(p.done)
+		p.Wait()
+		p.pipes.conn.Close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the container to run: %w", ctx.Err())
+		}
+		return fmt.Errorf("%w: %s run: %w: %s", ErrStartFailed, p.l.opts.Runtime, err, p.stderr.Tail())
+	}
+	go func() {
+		p.ended = waitChild(pid)
+		close(p.done)
+	}()
+	return nil
+}
+
+// runForeground runs the container in the runtime's foreground: the
+// runtime process stays the parent of the container's init, so its exit
+// status is the worker's; it returns once the runtime has written the pid
+// file, which it does once the container's process runs.
+func (p *ociProcess) runForeground(ctx context.Context, pidFile string) (err error) {
+	pipes, pump := p.pipes, p.stderr
 	watch, err := watchPidFile(pidFile)
 	if err != nil {
 		pipes.closeAll()
@@ -564,7 +644,9 @@ func (p *ociProcess) run(ctx context.Context) (err error) {
 	}
 	go func() {
 		// Not ctx: ctx bounds the start, not the worker's life.
-		p.status, p.runErr = p.l.rt.Run(context.Background(), p.id, p.bundle, opts)
+		var status int
+		status, p.runErr = p.l.rt.Run(context.Background(), p.id, p.bundle, opts)
+		p.ended = runtimeExit(status)
 		close(p.done)
 	}()
 	pid, ok := <-started
@@ -679,6 +761,9 @@ func (p *ociProcess) Kill() error {
 	}
 	// The runtime cannot reach the container: end the runtime process;
 	// Wait's forced delete removes whatever is left.
+	if p.runtimePID == 0 {
+		return lastErr // detached: no runtime process to end
+	}
 	p.l.opts.Logger.Warn("runtime could not kill worker; killing the runtime", slog.String("worker", p.id), slog.Any("error", lastErr))
 	rp, err := os.FindProcess(p.runtimePID)
 	if err == nil {
@@ -722,7 +807,7 @@ func (p *ociProcess) Settle() error {
 func (p *ociProcess) Wait() (scheduler.Exit, error) {
 	<-p.done
 	p.teardown.Do(func() {
-		p.exit = runtimeExit(p.status)
+		p.exit = p.ended
 		// Before delete: deleting removes the cgroup and its counters.
 		if n, ok := p.l.cg.OOMKills(p.memCgroup); ok {
 			p.exit.OOMKilled = n > 0

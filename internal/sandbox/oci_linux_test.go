@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/sandbox/cgroups"
 	"github.com/atoll-dev/atoll/internal/scheduler"
@@ -690,5 +692,58 @@ func TestNewOCIRefuses(t *testing.T) {
 				t.Errorf("NewOCI = %v, want an error (%v)", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestOCIDetachedLeavesNoRuntimeProcess: under runc the runtime exits once
+// the container runs; its init is this process's own child, with the
+// worker's pipes themselves as stdin and stdout (no runtime relaying
+// frames), and its exit status is the worker's.
+func TestOCIDetachedLeavesNoRuntimeProcess(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	if !f.l.detach {
+		t.Fatal("runc containers run in the runtime's foreground on this host")
+	}
+	spec := helperSpec(t, workerID(t))
+	spec.Machine = testXS
+	a := f.start(t, spec)
+	p := a.p.(*ociProcess)
+	if got := a.call("echo detached"); got != "detached" {
+		t.Fatalf("echo = %q", got)
+	}
+	if p.runtimePID != 0 {
+		t.Errorf("a runtime process (pid %d) runs beside the worker", p.runtimePID)
+	}
+	pid, _, err := adoptInit(filepath.Join(p.bundle, "pid"))
+	if err != nil {
+		t.Fatalf("the container's init: %v", err)
+	}
+	if ppid, _ := parentOf(pid); ppid != os.Getpid() {
+		t.Errorf("the container's init has parent %d, want this process (%d)", ppid, os.Getpid())
+	}
+	// The init's stdin is the very pipe the launcher writes to.
+	in, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(p.pipes.conn.w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("pipe:[%d]", st.Ino); in != want {
+		t.Errorf("the init's stdin is %s, want the launcher's pipe %s", in, want)
+	}
+	if _, err := fmt.Fprintln(a.in, "exit 7"); err != nil {
+		t.Fatal(err)
+	}
+	exit, err := a.wait()
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if exit != (scheduler.Exit{Code: 7}) {
+		t.Errorf("exit = %+v, want code 7", exit)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the init (pid %d) is left, a zombie not reaped: %v", pid, err)
 	}
 }

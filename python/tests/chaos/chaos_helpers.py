@@ -122,8 +122,9 @@ def alive(pids) -> list[int]:
 
 
 def worker_processes(srv: ChaosServer) -> dict[str, int]:
-    """The host pids of the one worker's processes: its OCI runtime, the
-    agent (atoll worker) and the Python runner."""
+    """The host pids of the one worker's processes: the agent (atoll
+    worker) and the Python runner, and an OCI runtime running the worker in
+    its foreground if there is one (runc runs workers detached)."""
     assert srv.proc is not None
     procs = descendants(srv.proc.pid)
     found: dict[str, int] = {}
