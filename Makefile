@@ -9,6 +9,9 @@ PY_SCRIPTS := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("
 
 build:
 	$(GO) build -o $(BIN) ./cmd/atoll
+	# The slim worker agent the server runs beside itself (after the server:
+	# one older than the server binary is passed over as stale).
+	$(GO) build -o $(dir $(BIN))atoll-agent ./cmd/atoll-agent
 
 # Regenerate the Go and Python code for api/ (needs protoc-gen-go and
 # protoc-gen-go-grpc on PATH and grpcio-tools installed), at the versions

@@ -34,4 +34,5 @@ pip=("$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-ac
 "${pip[@]}" --no-deps --no-build-isolation -e python
 go mod download
 go build -o bin/atoll ./cmd/atoll
-echo "setup: done (bin/atoll built)"
+go build -o bin/atoll-agent ./cmd/atoll-agent
+echo "setup: done (bin/atoll and bin/atoll-agent built)"

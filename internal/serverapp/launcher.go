@@ -83,10 +83,12 @@ func (a *app) startLocalLauncher(context.Context) error {
 	if a.cfg.Launcher == LauncherKubernetes {
 		return nil
 	}
-	agent, err := os.Executable()
+	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("locate the atoll binary: %w", err)
 	}
+	agent := sandbox.AgentBinary(exe)
+	a.log.Debug("worker agent", "component", "sandbox", "path", agent)
 	opts := sandbox.LocalOptions{
 		Host:         a.launcher.HostLauncher,
 		Environments: sandbox.EnvbuildResolver{Builder: a.builder},
