@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"runtime"
 	"slices"
 	"testing"
 
@@ -117,5 +118,14 @@ func TestSplitUsers(t *testing.T) {
 	// The user's code owns its home, not the agent.
 	if m, _ := mountByDest(s, homeDir); !slices.Contains(m.Options, "uid=1500") {
 		t.Errorf("home mount %+v, want it owned by the runner", m)
+	}
+}
+
+// TestDefaultSeccompNativeArchitectureOnly: no 32-bit (compat) system
+// calls; the runtime compiles one filter, not three.
+func TestDefaultSeccompNativeArchitectureOnly(t *testing.T) {
+	want := map[string][]specs.Arch{"amd64": {specs.ArchX86_64}, "arm64": {specs.ArchAARCH64}}[runtime.GOARCH]
+	if got := DefaultSeccomp().Architectures; !slices.Equal(got, want) {
+		t.Errorf("architectures = %v, want %v", got, want)
 	}
 }

@@ -257,6 +257,43 @@ def test_clone3_is_unavailable(findings):
     assert findings["clone3"] == ENOSYS
 
 
+def test_32_bit_system_calls_are_refused(target):
+    """int 0x80, the 32-bit system call entry of an amd64 kernel (a compat
+    path with flaws of its own), made for real from machine code: under runc
+    the filter knows the native architecture alone and kills the worker;
+    gVisor has no 32-bit entry at all. Either way getpid never runs, and the
+    server serves on."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("int 0x80 is amd64's")
+    srv, host, mallory, _, kind = target
+
+    @isolated(host=host, credentials=mallory, keep_alive=0)
+    def int80():
+        import ctypes
+        import mmap
+
+        # mov eax, 20 (getpid in the i386 table); int 0x80; ret
+        code = bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3])
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(code)
+        return ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(page)))()
+
+    if kind == "runc":
+        with pytest.raises(atoll.WorkerCrashedError):
+            int80()
+    else:
+        try:
+            got = int80()
+        except atoll.WorkerCrashedError:
+            pass
+        else:
+            assert got < 0, f"a 32-bit getpid ran in the worker and returned {got}"
+    assert srv.alive()
+    assert isolated(host=host, credentials=mallory, keep_alive=0)(lambda: "alive")() == "alive"
+
+
 @pytest.mark.parametrize("flags", ["-Ur", "-Urm", "-Urn"])
 def test_no_user_namespaces(findings, flags):
     code, message = findings["unshare"][flags]
