@@ -93,6 +93,9 @@ type runtimeProfile struct {
 	// until "delete", so its OOM counter can be read after exit. Runtimes
 	// without it remove the cgroup as the container exits.
 	keep bool
+	// sealedCopy: the runtime runs from a sealed copy of its binary made
+	// once (see sealedCopy), rather than copying itself at every start.
+	sealedCopy bool
 	// detach: "run --detach" hands the container's init the worker's pipes
 	// themselves and exits once the container runs; the server adopts the
 	// init (see adopter). In the foreground, runc relays the container's
@@ -107,7 +110,7 @@ type runtimeProfile struct {
 }
 
 var profiles = map[string]runtimeProfile{
-	KindRunc: {keep: true, detach: true},
+	KindRunc: {keep: true, detach: true, sealedCopy: true},
 	KindCrun: {},
 	KindRunsc: {globalArgs: func(o OCIOptions) []string {
 		// runsc has its own network stack; "host" passes the host's through.
@@ -130,6 +133,7 @@ type OCILauncher struct {
 	net        *isolatedNet // NetworkIsolated only
 	resolvConf []byte       // NetworkIsolated: the workers' /etc/resolv.conf, if it can be mounted
 	tag        string       // tells this launcher's cgroups from another server's
+	sealed     *os.File     // the runtime's sealed copy it runs from, if any; open as long as the launcher
 	detach     bool         // containers run detached, their inits adopted (profile.detach, where it works here)
 }
 
@@ -236,6 +240,13 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	}
 	if profile.globalArgs != nil {
 		l.rt.ExtraArgs = profile.globalArgs(opts)
+	}
+	if profile.sealedCopy {
+		if f, exe, err := sealedCopy(runtimePath); err != nil {
+			opts.Logger.Debug("the runtime copies its binary at every start", slog.Any("reason", err))
+		} else {
+			l.sealed, l.rt.Command = f, exe
+		}
 	}
 	if profile.detach {
 		if err := adoptOrphans(); err != nil {

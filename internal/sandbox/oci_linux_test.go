@@ -747,3 +747,25 @@ func TestOCIDetachedLeavesNoRuntimeProcess(t *testing.T) {
 		t.Errorf("the init (pid %d) is left, a zombie not reaped: %v", pid, err)
 	}
 }
+
+// TestOCIRuncRunsFromASealedCopy: runc starts from a copy of itself that
+// nothing can change (so it makes none of its own at each start), and
+// containers run from it.
+func TestOCIRuncRunsFromASealedCopy(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	if f.l.sealed == nil {
+		t.Fatal("runc runs from its path")
+	}
+	seals, err := unix.FcntlInt(f.l.sealed.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil || seals != runcSeals {
+		t.Fatalf("seals = %#x, %v; want %#x", seals, err, runcSeals)
+	}
+	if _, err := f.l.sealed.WriteAt([]byte{0}, 0); err == nil {
+		t.Error("the sealed copy can be written")
+	}
+	spec := helperSpec(t, workerID(t))
+	a := f.start(t, spec)
+	if got := a.call("echo sealed"); got != "sealed" {
+		t.Fatalf("echo = %q", got)
+	}
+}
