@@ -98,7 +98,7 @@ type runtimeProfile struct {
 	sealedCopy bool
 	// detach: "run --detach" hands the container's init the worker's pipes
 	// themselves and exits once the container runs; the server adopts the
-	// init (see adopter). In the foreground, runc relays the container's
+	// init (see adoptOrphans). In the foreground, runc relays the container's
 	// stdio through pipes of its own (a copy of every frame, each way) and
 	// stays resident beside every worker. runsc keeps the foreground: its
 	// container's processes run in its own kernel, not as host children.
@@ -612,7 +612,7 @@ func (p *ociProcess) runDetached(ctx context.Context, pidFile string) error {
 	}
 	if err != nil {
 		// Whatever the runtime made is deleted (forcibly: that kills a
-		// container it left running); nothing of it is the server's child.
+		// container it left running, and anything of it left).
 		p.ended = runtimeExit(status)
 		close(p.done)
 		p.Wait()
