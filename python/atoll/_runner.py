@@ -18,7 +18,11 @@ channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
 Frames on both channels: a 4-byte big-endian length, then one type byte,
-then the payload (length counts the type byte and the payload).
+then the payload (length counts the type byte and the payload). A call's
+arguments are unpickled as they are read from the pipe (a large bytes or
+bytearray is read straight into the object it becomes), and a value is
+written from its own memory with os.writev: a value crosses the runner
+once, and is never held twice.
   agent -> runner  b"V": environment variables for the next call only, as
                          u32-length-prefixed fields: name, value, ...
                    b"C": u32 len(function) + function + arguments, each a
