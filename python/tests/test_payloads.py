@@ -95,3 +95,25 @@ def test_parts_join_to_the_pickle_without_copying_large_data():
     assert manifest == {}
     assert any(p is big for p in parts), "the large bytes is kept by reference, not copied"
     assert b"".join(parts) == _pickling.dumps(([big, b"x"], {}), protocol=5)[0]
+
+
+def test_large_values_are_read_from_the_received_message_in_place():
+    from atoll._call import ValueEvent, read_event
+    from atoll.v1 import atoll_pb2 as pb
+
+    value = os.urandom(2 * MB)
+    for event, kind in [(pb.RunEvent(result=pb.Result(value=value)), "result"), (pb.RunEvent(yielded=value), "yielded")]:
+        got = read_event(event.SerializeToString())
+        assert isinstance(got, ValueEvent) and got.WhichOneof("event") == kind
+        assert bytes(got.result.value if kind == "result" else got.yielded) == value
+    # Anything else is protobuf's to parse: small events, large ones of
+    # other kinds, a value followed by another field.
+    others = [
+        pb.RunEvent(result=pb.Result(value=b"small")),
+        pb.RunEvent(result=pb.Result(exception=pb.RemoteException(pickled=value, type_name="E"))),
+        pb.RunEvent(output=pb.Output(data=value)),
+    ]
+    for event in others:
+        assert read_event(event.SerializeToString()) == event
+    trailing = pb.RunEvent(yielded=value).SerializeToString() + pb.RunEvent(output=pb.Output(data=b"x")).SerializeToString()
+    assert read_event(trailing) == pb.RunEvent.FromString(trailing)
