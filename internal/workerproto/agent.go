@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 )
@@ -19,6 +20,13 @@ type AgentConn struct {
 // NewAgentConn returns the agent's end on r (calls from the server) and w
 // (events to it): its stdin and stdout, or a dialed connection twice.
 func NewAgentConn(r io.Reader, w io.Writer) *AgentConn {
+	// Large values cross stdin and stdout in fewer wake-ups when they are
+	// pipes of a larger capacity.
+	for _, f := range []any{r, w} {
+		if f, ok := f.(*os.File); ok {
+			GrowPipe(f)
+		}
+	}
 	c := &AgentConn{out: newFrameWriter(w)}
 	if r != nil {
 		c.in = newFrameReader(r)
@@ -54,6 +62,17 @@ func (c *AgentConn) ReadCall() (Call, error) {
 // Payload reads the raw bytes of the call just read.
 func (c *AgentConn) Payload(call Call) io.Reader {
 	return c.in.raw(call.Size())
+}
+
+// CopyPayload passes the raw bytes of the call just read on to dst (the
+// runner's pipe), spliced where both ends allow it, so that the agent
+// neither holds nor copies them.
+func (c *AgentConn) CopyPayload(dst io.Writer, call Call) error {
+	n, err := c.in.copyRaw(dst, call.Size())
+	if err == nil && n < call.Size() {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Send sends one event; a value goes through SendValue.

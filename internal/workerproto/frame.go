@@ -17,10 +17,14 @@ import (
 type frameWriter struct {
 	mu sync.Mutex
 	w  *bufio.Writer
+	// raw is what raw bytes are written through: w, or the stream itself
+	// for a reader they are spliced from.
+	raw rawWriter
 }
 
 func newFrameWriter(w io.Writer) *frameWriter {
-	return &frameWriter{w: bufio.NewWriterSize(w, bufferBytes)}
+	bw := bufio.NewWriterSize(w, bufferBytes)
+	return &frameWriter{w: bw, raw: rawWriter{bw: bw, dst: w}}
 }
 
 // write frames m, lets raw (if not nil) write the bytes that follow it, and
@@ -32,23 +36,53 @@ func (w *frameWriter) write(m proto.Message, raw func(io.Writer) error) error {
 		return err
 	}
 	if raw != nil {
-		if err := raw(w.w); err != nil {
+		if err := raw(&w.raw); err != nil {
 			return err
 		}
 	}
 	return w.w.Flush()
 }
 
+// rawWriter writes a frame's raw bytes. Copied from an io.LimitedReader
+// (io.CopyN), they are spliced from its reader into the stream where both
+// are pipes or sockets, so a value passed on from the runner's pipe is
+// never copied through the agent.
+type rawWriter struct {
+	bw  *bufio.Writer
+	dst io.Writer
+}
+
+func (w *rawWriter) Write(p []byte) (int, error) { return w.bw.Write(p) }
+
+func (w *rawWriter) ReadFrom(r io.Reader) (int64, error) {
+	lr, ok := r.(*io.LimitedReader)
+	if !ok {
+		return w.bw.ReadFrom(r)
+	}
+	if err := w.bw.Flush(); err != nil {
+		return 0, err
+	}
+	moved, handled, err := splice(w.dst, lr.R, lr.N)
+	lr.N -= moved
+	if handled {
+		return moved, err
+	}
+	n, err := w.bw.ReadFrom(lr)
+	return moved + n, err
+}
+
 // frameReader reads frames; it is not safe for concurrent use.
 type frameReader struct {
 	r *bufio.Reader
+	// src is what r reads from, for raw bytes spliced past it.
+	src io.Reader
 	// buf is reused for messages up to bufferBytes, the common case, so
 	// reading an event allocates nothing of its own.
 	buf []byte
 }
 
 func newFrameReader(r io.Reader) *frameReader {
-	return &frameReader{r: bufio.NewReaderSize(r, bufferBytes), buf: make([]byte, bufferBytes)}
+	return &frameReader{r: bufio.NewReaderSize(r, bufferBytes), src: r, buf: make([]byte, bufferBytes)}
 }
 
 // read reads the next message, of at most limit bytes, into m. It returns
@@ -84,6 +118,32 @@ func (r *frameReader) read(m proto.Message, limit uint64) error {
 // they must be read in full before the next read.
 func (r *frameReader) raw(n int64) io.Reader {
 	return io.LimitReader(r.r, n)
+}
+
+// copyRaw passes the n raw bytes that follow the last message on to dst:
+// those already buffered, then the rest spliced from the stream where dst
+// and the stream allow it (pipes, sockets), else copied.
+func (r *frameReader) copyRaw(dst io.Writer, n int64) (int64, error) {
+	var done int64
+	if b := min(int64(r.r.Buffered()), n); b > 0 {
+		head, _ := r.r.Peek(int(b))
+		m, err := dst.Write(head)
+		_, _ = r.r.Discard(m)
+		done += int64(m)
+		if err != nil {
+			return done, err
+		}
+	}
+	if done == n {
+		return done, nil
+	}
+	moved, handled, err := splice(dst, r.src, n-done)
+	done += moved
+	if handled {
+		return done, err
+	}
+	m, err := io.CopyN(dst, r.r, n-done)
+	return done + m, err
 }
 
 // payload reads n raw bytes that follow the last message (n already

@@ -5,7 +5,7 @@ and never reach back into the function."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from atoll._credentials import CloudKeyCredentials
@@ -128,3 +128,102 @@ class Call:
         if self.retries is not None and self.retries.count:
             req.retries.CopyFrom(self.retries.proto())
         return req
+
+    def wire_request(self) -> bytes:
+        """The Run request encoded as the Functions API receives it, the
+        arguments copied once: straight into the encoding, never through a
+        protobuf message (which would copy them twice more). Protobuf
+        reads fields in any order, so they go last."""
+        head = replace(self, arguments=b"").request().SerializeToString()
+        return b"".join((head, _ARGUMENTS_TAG, _varint(len(self.arguments)), self.arguments))
+
+
+# RunRequest.arguments: field 3, length-delimited.
+_ARGUMENTS_TAG = bytes([3 << 3 | 2])
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+class RunStub:
+    """Functions.Run for a request already encoded (Call.wire_request),
+    its large values read without protobuf (read_event)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.Run = channel.unary_stream(
+            "/atoll.v1.Functions/Run", request_serializer=None, response_deserializer=read_event
+        )
+
+
+# Events at least this large are looked at for a value to read in place.
+_LARGE_EVENT = 1 << 20
+# RunEvent.result (3), RunEvent.yielded (5), Result.value (1): all
+# length-delimited.
+_RESULT_TAG, _YIELDED_TAG, _VALUE_TAG = 3 << 3 | 2, 5 << 3 | 2, 1 << 3 | 2
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while pos < len(view) and shift < 64:
+        b = view[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, pos
+        shift += 7
+    return -1, pos
+
+
+def _only_field(view: memoryview, pos: int) -> tuple[int, int]:
+    """(tag, start) of a message made of one length-delimited field that
+    runs to the end of view; (-1, 0) for anything else."""
+    tag, pos = _read_varint(view, pos)
+    n, pos = _read_varint(view, pos)
+    if n < 0 or pos + n != len(view):
+        return -1, 0
+    return tag, pos
+
+
+class ValueEvent:
+    """A RunEvent that carries a large value (a result's or a yielded one),
+    read in place: its value is a view of the received message, which the
+    caller unpickles from, where protobuf would have copied it twice (into
+    a message, then out as bytes). It answers as RunEvent and Result do."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value: memoryview) -> None:
+        self.kind = kind
+        self.value = value
+
+    def WhichOneof(self, oneof: str) -> str:  # noqa: N802 - protobuf's name
+        return self.kind if oneof == "event" else "value"
+
+    @property
+    def result(self) -> ValueEvent:
+        return self
+
+    @property
+    def yielded(self) -> memoryview:
+        return self.value
+
+
+def read_event(data: bytes) -> pb.RunEvent | ValueEvent:
+    """A RunEvent as received: a large result value or yielded value in
+    place (ValueEvent), anything else parsed by protobuf."""
+    if len(data) >= _LARGE_EVENT:
+        view = memoryview(data)
+        tag, start = _only_field(view, 0)
+        if tag == _YIELDED_TAG:
+            return ValueEvent("yielded", view[start:])
+        if tag == _RESULT_TAG:
+            inner, at = _only_field(view, start)
+            if inner == _VALUE_TAG:
+                return ValueEvent("result", view[at:])
+    return pb.RunEvent.FromString(data)

@@ -12,11 +12,10 @@ from typing import Any, TextIO
 import grpc
 
 from atoll import _autostart, _channel, _credentials, _progress
-from atoll._call import Call
+from atoll._call import Call, RunStub
 from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
-from atoll.v1 import atoll_pb2_grpc as pb_grpc
 
 
 def _write(stream: TextIO, data: bytes) -> None:
@@ -100,7 +99,7 @@ def stream(
     """Like run, for a generator function: yields each value the function
     yields as it arrives, then returns (or raises its exception). Closing
     the iterator early cancels the call, which stops the worker."""
-    request = call.request()
+    request = call.wire_request()
     if start is None and autostart:
         start = _autostart.ensure
     try:
@@ -151,13 +150,13 @@ class _NotConnected(Exception):
 
 
 def _events(
-    target: str, call: Call, request: pb.RunRequest, metadata: tuple[tuple[str, str], ...] | None = None
+    target: str, call: Call, request: bytes, metadata: tuple[tuple[str, str], ...] | None = None
 ) -> Generator[bytes, None, pb.Result]:
     """Runs the call: output is written as it arrives, yielded values are
     yielded, and the result is returned."""
     if metadata is None:  # resolved per attempt: starting a local server saves a key
         metadata = _credentials.resolve(call.credentials, target)
-    events = _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
+    events = _channel.stub(target, RunStub).Run(request, metadata=metadata)
     control = call.control
     if control is not None:
         control.attach(events)

@@ -206,6 +206,48 @@ def dumps(value: Any, protocol: int | None = None, label: str = "") -> tuple[byt
             body.release()
 
 
+class Parts:
+    """The file a Pickler writes to when its output is sent piece by piece
+    (os.writev into a pipe): each write is kept as it came, by reference.
+    CPython's pickler hands data of 64 KiB or more (a large bytes,
+    bytearray, or an array's buffer) to its file as one write of its own,
+    so a 100 MB bytes value is sent from its own memory, never copied into
+    the pickle. The parts refer to the value until they are written."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+        self.nbytes = 0
+
+    def write(self, data: Any) -> int:
+        part = data if type(data) is bytes else pickle.PickleBuffer(data).raw()
+        self.parts.append(part)
+        self.nbytes += len(part)
+        return len(part)
+
+
+def dumps_parts(value: Any, protocol: int | None = None, label: str = "") -> tuple[list[bytes | memoryview], dict[str, dict[str, Any]]]:
+    """Like dumps, as a list of parts whose concatenation is the payload;
+    large data in value is not copied (see Parts)."""
+    out = Parts()
+    pickler = Pickler(out, protocol=protocol, label=label)
+    pickler.dump(value)
+    manifest = manifest_of(pickler.modules) if pickler.modules else {}
+    head = pickle.dumps(manifest, protocol=4) if manifest else b""
+    return [_U32.pack(len(head)) + head, *out.parts], manifest
+
+
+def read_manifest(read: Any) -> dict[str, dict[str, Any]]:
+    """The manifest at the front of a payload read from a stream, read(n)
+    returning exactly n bytes; the pickle follows it in the stream."""
+    (n,) = _U32.unpack(read(_U32.size))
+    if n == 0:
+        return {}
+    manifest = pickle.loads(read(n))
+    if not isinstance(manifest, dict):
+        raise pickle.UnpicklingError("manifest is not a dict")
+    return manifest
+
+
 def split(payload: bytes | bytearray | memoryview) -> tuple[dict[str, dict[str, Any]], memoryview]:
     """(manifest, the pickle after it), without copying the pickle."""
     view = memoryview(payload)

@@ -18,7 +18,11 @@ channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
 
 Frames on both channels: a 4-byte big-endian length, then one type byte,
-then the payload (length counts the type byte and the payload).
+then the payload (length counts the type byte and the payload). A call's
+arguments are unpickled as they are read from the pipe (a large bytes or
+bytearray is read straight into the object it becomes), and a value is
+written from its own memory with os.writev: a value crosses the runner
+once, and is never held twice.
   agent -> runner  b"V": environment variables for the next call only, as
                          u32-length-prefixed fields: name, value, ...
                    b"C": u32 len(function) + function + arguments, each a
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import io
 import os
 import struct
 import sys
@@ -54,37 +59,78 @@ _HEADER = struct.Struct(">IB")
 _U32 = struct.Struct(">I")
 
 
-def _read_exact(fd: int, n: int) -> bytearray | None:
-    buf = bytearray(n)
-    with memoryview(buf) as view:
-        got = 0
-        while got < n:
-            k = os.readv(fd, [view[got:]])
-            if k == 0:
-                return None
-            got += k
-    return buf
+# How much of the call channel is read ahead; large payloads bypass it, read
+# straight into the objects they unpickle as.
+_READ_BUFFER = 1 << 20
+# The most buffers one os.writev takes (Linux's IOV_MAX).
+_IOV_MAX = 1024
 
 
-def _read_frame(fd: int) -> tuple[bytes, bytearray] | None:
-    header = _read_exact(fd, _HEADER.size)
-    if header is None:
+class _Frame:
+    """The unread rest of one frame of the call channel, as the file an
+    unpickler reads: a bytes or bytearray of any size is filled by
+    readinto straight from the pipe, so a 100 MB argument is never held
+    twice (as frame and as value)."""
+
+    def __init__(self, stream: io.BufferedReader, left: int):
+        self.stream = stream
+        self.left = left
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self.left:
+            n = self.left
+        data = self.stream.read(n) if n else b""
+        self.left -= len(data)
+        if len(data) < n:
+            raise EOFError("the call channel ended inside a frame")
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")[: self.left]
+        got = self.stream.readinto(view) if len(view) else 0
+        self.left -= got
+        return got
+
+    def readline(self) -> bytes:
+        data = self.stream.readline(self.left)
+        self.left -= len(data)
+        return data
+
+    def peek(self, n: int = 0) -> bytes:
+        return self.stream.peek(n)[: self.left] if self.left else b""
+
+    def drain(self) -> None:
+        """Reads what the frame's reader left, up to the next frame."""
+        while self.left:
+            got = len(self.stream.read(min(self.left, _READ_BUFFER)))
+            if not got:
+                raise EOFError("the call channel ended inside a frame")
+            self.left -= got
+
+
+def _read_frame(stream: io.BufferedReader) -> tuple[bytes, _Frame] | None:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
         return None
     length, kind = _HEADER.unpack(header)
-    payload = _read_exact(fd, length - 1) if length > 1 else bytearray()
-    if payload is None:
-        return None
-    return bytes([kind]), payload
+    return bytes([kind]), _Frame(stream, max(0, length - 1))
 
 
-def _write_frame(fd: int, kind: bytes, *parts: bytes) -> None:
-    length = 1 + sum(len(p) for p in parts)
-    data = [_HEADER.pack(length, kind[0]), *parts]
-    for chunk in data:
-        view = memoryview(chunk)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+def _write_frame(fd: int, kind: bytes, *parts) -> None:
+    """Writes one frame; its parts (bytes, or memoryviews of a value's own
+    memory) go out with os.writev, uncopied."""
+    views = [memoryview(p) for p in parts if len(p)]
+    length = 1 + sum(v.nbytes for v in views)
+    views.insert(0, memoryview(_HEADER.pack(length, kind[0])))
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        done = 0
+        while done < len(views) and written >= views[done].nbytes:
+            written -= views[done].nbytes
+            done += 1
+        del views[:done]
+        if written:
+            views[0] = views[0][written:]
 
 
 def _field(value: bytes | str) -> bytes:
@@ -239,13 +285,22 @@ class _Loader:
         self.cloudpickle = cloudpickle
         self.own_modules = own_modules
 
-    def load(self, payload, what: str):
+    def load(self, source, what: str):
+        """Unpickles a payload: bytes, or a _Frame whose rest it fills,
+        read from the pipe as it unpickles (the frame is then read to its
+        end, whatever happened)."""
         p = self.pickling
-        manifest, body = p.split(payload)
-        found = p.mismatches(manifest) if manifest else []
+        found = []
+        streamed = isinstance(source, _Frame)
+        body = None
         try:
+            if streamed:
+                manifest = p.read_manifest(source.read)
+            else:
+                manifest, body = p.split(source)
+            found = p.mismatches(manifest) if manifest else []
             with self.own_modules:
-                return self.cloudpickle.loads(body)
+                return self.cloudpickle.load(source) if streamed else self.cloudpickle.loads(body)
         except Exception as exc:  # noqa: BLE001 - reported with its cause
             if not found:
                 raise _AtollError(
@@ -266,11 +321,14 @@ class _Loader:
                 }
             ) from exc
         finally:
-            body.release()
+            if streamed:
+                source.drain()
+            elif body is not None:
+                body.release()
             p.warn_loaded(found, what, to_worker=True)
 
 
-def _parse_env(payload: bytearray) -> dict[str, str]:
+def _parse_env(payload: bytes) -> dict[str, str]:
     env: dict[str, str] = {}
     view = memoryview(payload)
     fields = []
@@ -312,7 +370,7 @@ def _stream_generator(gen, fn, pickling, own_modules, result_fd: int) -> None:
             _flush_std_streams()
             try:
                 with own_modules:
-                    data, _ = pickling.dumps(value)
+                    data, _ = pickling.dumps_parts(value)
             except Exception as exc:  # noqa: BLE001
                 message = (
                     f"a value {name} yielded (a {type(value).__qualname__}) "
@@ -320,8 +378,8 @@ def _stream_generator(gen, fn, pickling, own_modules, result_fd: int) -> None:
                 )
                 _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
                 return
-            del value
-            _write_frame(result_fd, b"G", data)
+            _write_frame(result_fd, b"G", *data)
+            del value, data
     except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
         _flush_std_streams()
         with own_modules:
@@ -351,30 +409,34 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "")
     loader = _Loader(pickling, cloudpickle, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
+    calls = io.open(call_fd, "rb", buffering=_READ_BUFFER, closefd=False)  # noqa: SIM115 - the process's
     env: dict[str, str] = {}
-    while True:
-        frame = _read_frame(call_fd)
-        if frame is None:
-            return 0
-        kind, payload = frame
-        if kind == b"V":
-            env = _parse_env(payload)
-            continue
-        if kind != b"C":
-            print(f"atoll runner: unexpected frame {kind!r}", file=sys.stderr)
-            return 2
-        (fn_len,) = _U32.unpack_from(payload)
-        fn_bytes = bytes(payload[_U32.size : _U32.size + fn_len])
-        # The arguments are unpickled straight from the frame, without a
-        # copy: a call's memory is bounded by its machine type.
-        arg_view = memoryview(payload)[_U32.size + fn_len :]
-        del payload
-        with _CallEnv(env):
-            env = {}
-            _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, result_fd)
+    try:
+        while True:
+            frame = _read_frame(calls)
+            if frame is None:
+                return 0
+            kind, rest = frame
+            if kind == b"V":
+                env = _parse_env(rest.read())
+                continue
+            if kind != b"C":
+                print(f"atoll runner: unexpected frame {kind!r}", file=sys.stderr)
+                return 2
+            (fn_len,) = _U32.unpack(rest.read(_U32.size))
+            fn_bytes = rest.read(fn_len)
+            with _CallEnv(env):
+                env = {}
+                # The arguments are unpickled as they are read from the
+                # pipe: a call's memory is its values', bounded by its
+                # machine type.
+                _serve_call(fn_bytes, rest, functions, loader, pickling, own_modules, result_fd)
+            rest.drain()
+    except EOFError:
+        return 0  # the agent went away mid-frame
 
 
-def _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, result_fd: int) -> None:
+def _serve_call(fn_bytes, arguments, functions, loader, pickling, own_modules, result_fd: int) -> None:
     fn = None
     try:
         # The same function bytes map to the same function object, so
@@ -388,18 +450,20 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, re
         else:
             functions.move_to_end(fn_bytes)
         name = getattr(fn, "__qualname__", "the function")
-        args, kwargs = loader.load(arg_view, f"the arguments of {name}")
-        arg_view.release()
+        args, kwargs = loader.load(arguments, f"the arguments of {name}")
         value = fn(*args, **kwargs)
+        # The arguments are freed before the result is pickled, unless the
+        # result holds them.
+        del args, kwargs
     except _AtollError as err:
-        arg_view.release()
+        arguments.drain()
         _flush_std_streams()
         with own_modules:
             answer = _atoll_error_frame(err, pickling)
         _write_frame(result_fd, b"E", *answer)
         return
     except BaseException as exc:  # noqa: BLE001 - every exception goes back to the caller
-        arg_view.release()
+        arguments.drain()
         _flush_std_streams()
         with own_modules:
             answer = _exception_frame(exc, pickling)
@@ -414,7 +478,7 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, re
     _flush_std_streams()
     try:
         with own_modules:
-            result, _ = pickling.dumps(value)
+            result, _ = pickling.dumps_parts(value)
     except Exception as exc:  # noqa: BLE001
         name = getattr(fn, "__qualname__", "the function")
         message = (
@@ -423,8 +487,7 @@ def _serve_call(fn_bytes, arg_view, functions, loader, pickling, own_modules, re
         )
         _write_frame(result_fd, b"S", message.encode("utf-8", "replace"))
         return
-    del value
-    _write_frame(result_fd, b"R", result)
+    _write_frame(result_fd, b"R", *result)
 
 
 def main(runtime: str = "") -> None:

@@ -1,0 +1,119 @@
+"""Large arguments and return values: they cross the server, the agent and
+the runner without whole extra copies, so that a 100 MB argument fits a
+worker whose memory limit is 256 MiB (XS), sandboxed and enforced."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+import atoll
+from atoll import _pickling, isolated
+from conftest import require_sandbox
+
+MB = 1_000_000
+
+
+@pytest.fixture
+def sandboxed(server):
+    require_sandbox(server)
+    return server
+
+
+def test_100mb_argument_round_trip_on_xs(sandboxed):
+    payload = os.urandom(100 * MB)
+
+    @isolated(machine_type="XS", keep_alive=30)
+    def echo(data):
+        return data
+
+    @isolated(machine_type="XS", keep_alive=30)
+    def hog(mb):
+        # Touches every page, so the memory is really used.
+        blocks = [b"\1" * 1_000_000 for _ in range(mb)]
+        return len(blocks)
+
+    # The limit is enforced on this worker type: what its 256 MiB cannot
+    # hold is killed for memory...
+    with pytest.raises(atoll.OutOfMemoryError, match="machine type XS allows 256 MiB"):
+        hog(300)
+    # ...and the argument, held once in the runner, comes back whole, on
+    # one worker call after call.
+    for _ in range(2):
+        back = echo(payload)
+        assert len(back) == len(payload) and back == payload
+        del back
+
+
+def test_large_values_inside_structures_and_yielded(server):
+    parts = [os.urandom(3 * MB), bytearray(os.urandom(2 * MB)), b"small", os.urandom(MB)]
+
+    @isolated(keep_alive=30)
+    def digest(items, *, key):
+        import hashlib
+
+        return key, [hashlib.sha256(p).hexdigest() for p in items], items[1]
+
+    key, digests, second = digest(parts, key="k")
+    assert key == "k"
+    assert digests == [hashlib.sha256(p).hexdigest() for p in parts]
+    assert type(second) is bytearray and second == parts[1]
+
+    @isolated(keep_alive=30)
+    def chunks(n):
+        import os
+
+        for i in range(n):
+            yield bytes([i]) * (4 * 1_000_000) + os.urandom(8)
+
+    got = list(chunks(3))
+    assert [len(c) for c in got] == [4 * MB + 8] * 3
+    assert [c[0] for c in got] == [0, 1, 2]
+
+
+def test_an_argument_that_fails_to_unpickle_leaves_the_worker_serving(server):
+    class Refuses:
+        def __reduce__(self):
+            return (int, ("not a number",))
+
+    @isolated(keep_alive=30)
+    def first(bad, data):
+        return len(data)
+
+    # The failure is raised mid-stream, with megabytes of the frame still
+    # unread: the worker reads past them and serves the next call.
+    with pytest.raises(atoll.SerializationError, match="could not be unpickled in the worker"):
+        first(Refuses(), os.urandom(8 * MB))
+    assert first(1, b"abc") == 3
+
+
+def test_parts_join_to_the_pickle_without_copying_large_data():
+    big = os.urandom(2 * MB)
+    parts, manifest = _pickling.dumps_parts(([big, b"x"], {}), protocol=5)
+    assert manifest == {}
+    assert any(p is big for p in parts), "the large bytes is kept by reference, not copied"
+    assert b"".join(parts) == _pickling.dumps(([big, b"x"], {}), protocol=5)[0]
+
+
+def test_large_values_are_read_from_the_received_message_in_place():
+    from atoll._call import ValueEvent, read_event
+    from atoll.v1 import atoll_pb2 as pb
+
+    value = os.urandom(2 * MB)
+    for event, kind in [(pb.RunEvent(result=pb.Result(value=value)), "result"), (pb.RunEvent(yielded=value), "yielded")]:
+        got = read_event(event.SerializeToString())
+        assert isinstance(got, ValueEvent) and got.WhichOneof("event") == kind
+        assert bytes(got.result.value if kind == "result" else got.yielded) == value
+    # Anything else is protobuf's to parse: small events, large ones of
+    # other kinds, a value followed by another field.
+    others = [
+        pb.RunEvent(result=pb.Result(value=b"small")),
+        pb.RunEvent(result=pb.Result(exception=pb.RemoteException(pickled=value, type_name="E"))),
+        pb.RunEvent(output=pb.Output(data=value)),
+    ]
+    for event in others:
+        assert read_event(event.SerializeToString()) == event
+    trailing = pb.RunEvent(yielded=value).SerializeToString() + pb.RunEvent(output=pb.Output(data=b"x")).SerializeToString()
+    assert read_event(trailing) == pb.RunEvent.FromString(trailing)
