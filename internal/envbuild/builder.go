@@ -25,6 +25,7 @@
 //	tmp/<key>.<rnd>  builds in progress; removed at start if abandoned
 //	trash/           environments being deleted
 //	locks/<key>.lock flock files shared by every process using Root
+//	host.json        the uv binary and interpreters found (hostfacts.go)
 package envbuild
 
 import (
@@ -149,6 +150,7 @@ type Builder struct {
 	uvVersion string
 	uvEnv     []string
 	log       *slog.Logger
+	facts     *factStore
 
 	maxTotalBytes   int64
 	runtimeLock     []byte
@@ -262,6 +264,26 @@ func New(opts Options) (*Builder, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	t := time.Now()
+	b.facts = openFactStore(root)
+	if err := b.findUV(ctx); err != nil {
+		return nil, err
+	}
+	b.logStep("", "find uv", &t)
+	b.cleanup()
+	b.logStep("", "clean up", &t)
+	return b, nil
+}
+
+// findUV settles which uv binary builds run and its version: remembered
+// from an earlier process on this Root when that still holds (hostfacts.go),
+// else asked of uv itself.
+func (b *Builder) findUV(ctx context.Context) error {
+	configured := b.uv
+	if real, version, ok := b.facts.uv(configured); ok {
+		b.uv, b.uvVersion = real, version
+		return nil
+	}
 	if isScript(b.uv) {
 		if real := b.resolveScriptUV(ctx); real != "" {
 			b.log.Debug("using uv binary behind wrapper", "wrapper", b.uv, "uv", real)
@@ -270,11 +292,11 @@ func New(opts Options) (*Builder, error) {
 	}
 	stdout, stderr, err := b.uvOutput(ctx, "--version")
 	if err != nil {
-		return nil, fmt.Errorf("envbuild: %w: %s --version: %v %s", ErrUVNotFound, b.uv, err, strings.TrimSpace(stderr))
+		return fmt.Errorf("envbuild: %w: %s --version: %v %s", ErrUVNotFound, b.uv, err, strings.TrimSpace(stderr))
 	}
 	b.uvVersion = parseUVVersion(stdout)
-	b.cleanup()
-	return b, nil
+	b.facts.setUV(configured, b.uv, b.uvVersion)
+	return nil
 }
 
 // parseUVVersion takes "0.13.8" from "uv 0.13.8 (abc 2025-01-01)".

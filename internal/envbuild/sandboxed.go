@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // With a Sandbox, a build never lets code that a package supplies touch
@@ -97,15 +98,21 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 	if err := os.Mkdir(tmp, 0o755); err != nil {
 		return fmt.Errorf("envbuild: %w", err)
 	}
+	t := time.Now()
 	s, err := b.sandbox.Open(ctx, b.trustedView(name, []string{tmp}, b.buildReadOnly(py, spec)))
 	if err != nil {
 		return fmt.Errorf("envbuild: open build sandbox: %w", err)
 	}
-	defer s.Close()
+	b.logStep(name, "open sandbox", &t)
+	defer func() {
+		s.Close()
+		b.logStep(name, "close sandbox", &t)
+	}()
 	if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--allow-existing", "--python", py.Executable, name); err != nil {
 		b.forgetInterpreter(spec.Python)
 		return stepError(ctx, "uv venv", out, err)
 	}
+	b.logStep(name, "uv venv", &t)
 	reqs := spec.Requirements
 	if b.wantsPip(spec) {
 		// In the same run: a second uv run would start the venv's Python,
@@ -117,11 +124,13 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 		if err := b.install(ctx, s, logf, args, reqs); err != nil {
 			return err
 		}
+		b.logStep(name, "uv pip install", &t)
 	}
 	if b.compileBytecode && len(spec.Requirements) > 0 {
 		if err := b.compile(ctx, s, name, py); err != nil {
 			return err
 		}
+		b.logStep(name, "compile bytecode", &t)
 	}
 	return nil
 }

@@ -79,10 +79,12 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	if _, _, ok := b.lookup(key); ok {
 		return nil // another process built it while we waited
 	}
+	t := time.Now()
 	py, err := b.interpreter(ctx, spec.Python)
 	if err != nil {
 		return err
 	}
+	b.logStep(key, "find python", &t)
 
 	start := time.Now()
 	log := b.log.With("env", key)
@@ -110,10 +112,12 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 		return err
 	}
 
+	t = time.Now()
 	size, err := dirSize(tmp)
 	if err != nil {
 		return fmt.Errorf("envbuild: %w", err)
 	}
+	b.logStep(key, "measure size", &t)
 	meta := envMeta{
 		Key:           key,
 		Python:        spec.Python,
@@ -128,9 +132,11 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	if err := writeMarker(filepath.Join(tmp, envMarker), meta); err != nil {
 		return err
 	}
+	b.logStep(key, "write marker", &t)
 	if err := b.replace(tmp, b.envDir(key)); err != nil {
 		return err
 	}
+	b.logStep(key, "move into place", &t)
 	log.Info("built environment", "took", time.Since(start), "size", size)
 	return nil
 }
