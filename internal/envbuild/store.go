@@ -90,15 +90,20 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	log := b.log.With("env", key)
 	log.Info("building environment", "python", py.Version, "requirements", spec.Requirements, "sandboxed", b.sandbox != nil)
 	var name string
+	ended := func() {}
 	if b.sandbox == nil {
 		name = tmpName(key)
 		err = b.installPlain(ctx, name, spec, py, logf)
 	} else {
-		name, err = b.installSandboxed(ctx, key, spec, py, logf)
+		var wait func()
+		if name, wait, err = b.installSandboxed(ctx, key, spec, py, logf); wait != nil {
+			ended = wait
+		}
 	}
 	tmp := filepath.Join(b.tmpDir, name)
 	defer func() {
 		if err != nil {
+			ended()
 			if name != "" {
 				os.RemoveAll(tmp)
 			}
@@ -133,6 +138,9 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 		return err
 	}
 	b.logStep(key, "write marker", &t)
+	// Nothing of the build may still run once workers can find the venv.
+	ended()
+	b.logStep(key, "wait for the session's end", &t)
 	if err := b.replace(tmp, b.envDir(key)); err != nil {
 		return err
 	}
