@@ -26,6 +26,8 @@
 //	trash/           environments being deleted
 //	locks/<key>.lock flock files shared by every process using Root
 //	host.json        the uv binary and interpreters found (hostfacts.go)
+//	templates/<key>  empty venvs as uv made them, copied into new builds
+//	                 (template.go)
 package envbuild
 
 import (
@@ -145,6 +147,7 @@ type Info struct {
 // concurrent use, and several processes may share one Root.
 type Builder struct {
 	root, envsDir, runtimeDir, tmpDir, trashDir, locksDir, cacheDir string
+	templatesDir                                                    string
 
 	uv        string
 	uvVersion string
@@ -230,14 +233,15 @@ func New(opts Options) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{
-		root:       root,
-		envsDir:    filepath.Join(root, "envs"),
-		runtimeDir: filepath.Join(root, "runtime"),
-		tmpDir:     filepath.Join(root, "tmp"),
-		trashDir:   filepath.Join(root, "trash"),
-		locksDir:   filepath.Join(root, "locks"),
-		cacheDir:   cacheDir,
-		uv:         uv,
+		root:         root,
+		envsDir:      filepath.Join(root, "envs"),
+		runtimeDir:   filepath.Join(root, "runtime"),
+		tmpDir:       filepath.Join(root, "tmp"),
+		trashDir:     filepath.Join(root, "trash"),
+		locksDir:     filepath.Join(root, "locks"),
+		templatesDir: filepath.Join(root, "templates"),
+		cacheDir:     cacheDir,
+		uv:           uv,
 		// Cache and venvs live under one Root, so files are hard-linked
 		// from the cache; uv falls back to copying across filesystems.
 		uvEnv:           uvEnviron(cacheDir, "hardlink"),
@@ -256,7 +260,7 @@ func New(opts Options) (*Builder, error) {
 		uses:            map[string]*use{},
 		pythons:         map[string]interpreter{},
 	}
-	for _, d := range []string{b.envsDir, b.runtimeDir, b.tmpDir, b.trashDir, b.locksDir, b.cacheDir} {
+	for _, d := range []string{b.envsDir, b.runtimeDir, b.tmpDir, b.trashDir, b.locksDir, b.templatesDir, b.cacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("envbuild: %w", err)
 		}

@@ -83,7 +83,7 @@ func (b *Builder) trustedView(id string, owned []string, readOnly []string) Buil
 	v := BuildView{
 		ID:        id,
 		Writable:  []string{b.root},
-		Hidden:    []string{b.envsDir, b.runtimeDir, b.trashDir, b.locksDir},
+		Hidden:    []string{b.envsDir, b.runtimeDir, b.trashDir, b.locksDir, b.templatesDir},
 		Owned:     append([]string{b.cacheDir}, owned...),
 		Recursive: []string{b.cacheDir},
 		ReadOnly:  readOnly,
@@ -104,12 +104,18 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 		return nil, fmt.Errorf("envbuild: %w", err)
 	}
 	t := time.Now()
-	s, err := b.sandbox.Open(ctx, b.trustedView(name, []string{tmp}, b.buildReadOnly(py, spec)))
+	view := b.trustedView(name, []string{tmp}, b.buildReadOnly(py, spec))
+	fromTemplate := b.venvFromTemplate(py, tmp)
+	if fromTemplate {
+		view.Recursive = append(view.Recursive, tmp) // the copy is this process's user's
+		b.logStep(name, "copy venv template", &t)
+	}
+	s, err := b.sandbox.Open(ctx, view)
 	if err != nil {
 		return nil, fmt.Errorf("envbuild: open build sandbox: %w", err)
 	}
 	b.logStep(name, "open sandbox", &t)
-	if err := b.wheelSteps(ctx, s, name, spec, py, logf, &t); err != nil {
+	if err := b.wheelSteps(ctx, s, name, spec, py, fromTemplate, logf, &t); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -124,12 +130,16 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 }
 
 // wheelSteps are phase 1's steps, in session s.
-func (b *Builder) wheelSteps(ctx context.Context, s BuildSession, name string, spec Spec, py interpreter, logf func(string), t *time.Time) error {
-	if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--allow-existing", "--python", py.Executable, name); err != nil {
-		b.forgetInterpreter(spec.Python)
-		return stepError(ctx, "uv venv", out, err)
+// The venv is made by uv unless it came from its template.
+func (b *Builder) wheelSteps(ctx context.Context, s BuildSession, name string, spec Spec, py interpreter, fromTemplate bool, logf func(string), t *time.Time) error {
+	if !fromTemplate {
+		if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--allow-existing", "--python", py.Executable, name); err != nil {
+			b.forgetInterpreter(spec.Python)
+			return stepError(ctx, "uv venv", out, err)
+		}
+		b.saveTemplate(py, filepath.Join(b.tmpDir, name))
+		b.logStep(name, "uv venv", t)
 	}
-	b.logStep(name, "uv venv", t)
 	reqs := spec.Requirements
 	if b.wantsPip(spec) {
 		// In the same run: a second uv run would start the venv's Python,

@@ -337,6 +337,7 @@ func (b *Builder) cleanup() {
 			clean(filepath.Join(b.tmpDir, e.Name()), key, func() bool { return true })
 		}
 	}
+	b.cleanTemplates()
 	if entries, err := os.ReadDir(b.trashDir); err == nil {
 		for _, e := range entries {
 			os.RemoveAll(filepath.Join(b.trashDir, e.Name()))
