@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,6 +28,15 @@ from pathlib import Path
 
 REQUIREMENTS = ["pyjokes", "cowsay", "six"]
 BUILD_USER = "65533"  # sandbox.BuildUserID
+
+
+CPU: dict[str, list[float]] = {}
+
+
+def children_cpu() -> float:
+    """CPU seconds of the children waited for so far (theirs included)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def timed(argv: list[str], **kw) -> float:
@@ -65,15 +75,20 @@ def main() -> None:
     def atoll(binary: str) -> float:
         subprocess.run([binary, "envs", "prune", "--max-bytes", "1", "--data-dir", str(data_dir)],
                        check=True, capture_output=True)
-        return timed([binary, "envs", "build", "--data-dir", str(data_dir), "--python", args.python, *REQUIREMENTS])
+        c = children_cpu()
+        took = timed([binary, "envs", "build", "--data-dir", str(data_dir), "--python", args.python, *REQUIREMENTS])
+        CPU.setdefault(binary, []).append(children_cpu() - c)
+        return took
 
     def bare(i: int) -> float:
         venv = bare_dir / f"v{i}"
+        c = children_cpu()
         t = time.perf_counter()
         subprocess.run([uv, "venv", "-q", "--python", python, str(venv)], check=True, env=bare_env)
         subprocess.run([uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *REQUIREMENTS],
                        check=True, env=bare_env)
         took = time.perf_counter() - t
+        CPU.setdefault("bare uv", []).append(children_cpu() - c)
         shutil.rmtree(venv)
         # What uv wrote as root goes back to the builds' user.
         subprocess.run(["chown", "-R", f"{BUILD_USER}:{BUILD_USER}", str(cache)], check=True)
@@ -98,8 +113,9 @@ def main() -> None:
           f"{args.rounds} rounds in turns (uv {uv})")
     for label, ts in took.items():
         m = statistics.median(ts)
+        cpu = statistics.median(CPU[binaries.get(label, label)])
         print(f"  {label:10s} p50 {m * 1000:6.0f} ms  (min {min(ts) * 1000:.0f}, max {max(ts) * 1000:.0f})"
-              f"  {m / base:.2f}x bare uv")
+              f"  {m / base:.2f}x bare uv;  CPU p50 {cpu * 1000:.0f} ms")
     print("  load:", os.getloadavg())
     print(json.dumps({k: [round(t * 1000, 1) for t in v] for k, v in took.items()}))
 
