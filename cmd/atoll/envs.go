@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +19,7 @@ import (
 
 func newEnvsCommand() *cobra.Command {
 	var dataDir string
+	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "envs",
 		Short: "List and prune the server's environments (on the server host)",
@@ -28,7 +30,11 @@ func newEnvsCommand() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		opts := serverapp.BuilderOptions(dataDir, lock, nil)
+		log := slog.New(slog.DiscardHandler)
+		if verbose {
+			log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		opts := serverapp.BuilderOptions(dataDir, lock, log)
 		// The operator, on the host itself, may name its paths.
 		opts.AllowLocalRequirements = true
 		// Built as the server would: in its sandbox, where there is one.
@@ -36,7 +42,7 @@ func newEnvsCommand() *cobra.Command {
 		if err != nil {
 			return nil, err
 		}
-		sb, _, err := serverapp.BuildSandbox(dataDir, kind, slog.New(slog.DiscardHandler))
+		sb, _, err := serverapp.BuildSandbox(dataDir, kind, log)
 		if err != nil {
 			return nil, err
 		}
@@ -72,6 +78,7 @@ func newEnvsCommand() *cobra.Command {
 		},
 	}
 	build.Flags().StringVar(&pythonVersion, "python", "", "Python major.minor (default: python3's)")
+	build.Flags().BoolVarP(&verbose, "verbose", "v", false, "log the builder's steps and how long each took")
 
 	list := &cobra.Command{
 		Use:   "list",

@@ -25,6 +25,9 @@
 //	tmp/<key>.<rnd>  builds in progress; removed at start if abandoned
 //	trash/           environments being deleted
 //	locks/<key>.lock flock files shared by every process using Root
+//	host.json        the uv binary and interpreters found (hostfacts.go)
+//	templates/<key>  empty venvs as uv made them, copied into new builds
+//	                 (template.go)
 package envbuild
 
 import (
@@ -144,11 +147,13 @@ type Info struct {
 // concurrent use, and several processes may share one Root.
 type Builder struct {
 	root, envsDir, runtimeDir, tmpDir, trashDir, locksDir, cacheDir string
+	templatesDir                                                    string
 
 	uv        string
 	uvVersion string
 	uvEnv     []string
 	log       *slog.Logger
+	facts     *factStore
 
 	maxTotalBytes   int64
 	runtimeLock     []byte
@@ -228,14 +233,15 @@ func New(opts Options) (*Builder, error) {
 		return nil, err
 	}
 	b := &Builder{
-		root:       root,
-		envsDir:    filepath.Join(root, "envs"),
-		runtimeDir: filepath.Join(root, "runtime"),
-		tmpDir:     filepath.Join(root, "tmp"),
-		trashDir:   filepath.Join(root, "trash"),
-		locksDir:   filepath.Join(root, "locks"),
-		cacheDir:   cacheDir,
-		uv:         uv,
+		root:         root,
+		envsDir:      filepath.Join(root, "envs"),
+		runtimeDir:   filepath.Join(root, "runtime"),
+		tmpDir:       filepath.Join(root, "tmp"),
+		trashDir:     filepath.Join(root, "trash"),
+		locksDir:     filepath.Join(root, "locks"),
+		templatesDir: filepath.Join(root, "templates"),
+		cacheDir:     cacheDir,
+		uv:           uv,
 		// Cache and venvs live under one Root, so files are hard-linked
 		// from the cache; uv falls back to copying across filesystems.
 		uvEnv:           uvEnviron(cacheDir, "hardlink"),
@@ -254,7 +260,7 @@ func New(opts Options) (*Builder, error) {
 		uses:            map[string]*use{},
 		pythons:         map[string]interpreter{},
 	}
-	for _, d := range []string{b.envsDir, b.runtimeDir, b.tmpDir, b.trashDir, b.locksDir, b.cacheDir} {
+	for _, d := range []string{b.envsDir, b.runtimeDir, b.tmpDir, b.trashDir, b.locksDir, b.templatesDir, b.cacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("envbuild: %w", err)
 		}
@@ -262,6 +268,26 @@ func New(opts Options) (*Builder, error) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	t := time.Now()
+	b.facts = openFactStore(root)
+	if err := b.findUV(ctx); err != nil {
+		return nil, err
+	}
+	b.logStep("", "find uv", &t)
+	b.cleanup()
+	b.logStep("", "clean up", &t)
+	return b, nil
+}
+
+// findUV settles which uv binary builds run and its version: remembered
+// from an earlier process on this Root when that still holds (hostfacts.go),
+// else asked of uv itself.
+func (b *Builder) findUV(ctx context.Context) error {
+	configured := b.uv
+	if real, version, ok := b.facts.uv(configured); ok {
+		b.uv, b.uvVersion = real, version
+		return nil
+	}
 	if isScript(b.uv) {
 		if real := b.resolveScriptUV(ctx); real != "" {
 			b.log.Debug("using uv binary behind wrapper", "wrapper", b.uv, "uv", real)
@@ -270,11 +296,11 @@ func New(opts Options) (*Builder, error) {
 	}
 	stdout, stderr, err := b.uvOutput(ctx, "--version")
 	if err != nil {
-		return nil, fmt.Errorf("envbuild: %w: %s --version: %v %s", ErrUVNotFound, b.uv, err, strings.TrimSpace(stderr))
+		return fmt.Errorf("envbuild: %w: %s --version: %v %s", ErrUVNotFound, b.uv, err, strings.TrimSpace(stderr))
 	}
 	b.uvVersion = parseUVVersion(stdout)
-	b.cleanup()
-	return b, nil
+	b.facts.setUV(configured, b.uv, b.uvVersion)
+	return nil
 }
 
 // parseUVVersion takes "0.13.8" from "uv 0.13.8 (abc 2025-01-01)".

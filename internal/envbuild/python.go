@@ -24,7 +24,8 @@ const probeScript = `import json, sys
 print(json.dumps({"executable": sys.executable, "version": "%d.%d.%d" % sys.version_info[:3], "base_prefix": sys.base_prefix}))`
 
 // interpreter finds the host's CPython for major.minor version want. Found
-// interpreters are remembered; a miss is not, so a Python installed later is
+// interpreters are remembered, in this process and in Root/host.json for
+// the next (hostfacts.go); a miss is not, so a Python installed later is
 // picked up without a restart.
 func (b *Builder) interpreter(ctx context.Context, want string) (interpreter, error) {
 	b.mu.Lock()
@@ -34,6 +35,12 @@ func (b *Builder) interpreter(ctx context.Context, want string) (interpreter, er
 		if _, err := os.Stat(py.Executable); err == nil {
 			return py, nil
 		}
+	}
+	if py, ok := b.facts.python(want); ok {
+		b.mu.Lock()
+		b.pythons[want] = py
+		b.mu.Unlock()
+		return py, nil
 	}
 
 	// CPython only: code pickled by value by a CPython caller does not load
@@ -69,6 +76,7 @@ func (b *Builder) interpreter(ctx context.Context, want string) (interpreter, er
 	b.mu.Lock()
 	b.pythons[want] = py
 	b.mu.Unlock()
+	b.facts.setPython(want, py)
 	b.log.Info("found python", "version", py.Version, "path", py.Executable)
 	return py, nil
 }
@@ -79,6 +87,7 @@ func (b *Builder) forgetInterpreter(want string) {
 	b.mu.Lock()
 	delete(b.pythons, want)
 	b.mu.Unlock()
+	b.facts.forgetPython(want)
 }
 
 // availableTTL is how long a listing of installed Pythons is reused: uv's

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // With a Sandbox, a build never lets code that a package supplies touch
@@ -38,16 +39,19 @@ import (
 // other environments, and runs as the sandbox's unprivileged user.
 
 // installSandboxed builds the venv for key under tmp/ in the two phases
-// and returns its name there; on failure nothing of it is left.
-func (b *Builder) installSandboxed(ctx context.Context, key string, spec Spec, py interpreter, logf func(string)) (string, error) {
-	name := tmpName(key)
-	err := b.installWheels(ctx, name, spec, py, logf)
+// and returns its name there; on failure nothing of it is left. The venv
+// is complete when it returns, but its session may still be ending: ended
+// returns once it has, and must be called before the venv is moved where
+// workers find it.
+func (b *Builder) installSandboxed(ctx context.Context, key string, spec Spec, py interpreter, logf func(string)) (name string, ended func(), err error) {
+	name = tmpName(key)
+	ended, err = b.installWheels(ctx, name, spec, py, logf)
 	if err == nil {
-		return name, nil
+		return name, ended, nil
 	}
 	os.RemoveAll(filepath.Join(b.tmpDir, name))
 	if ctx.Err() != nil || b.noBuild || !errors.Is(err, ErrBuildFailed) {
-		return "", err
+		return "", nil, err
 	}
 	b.log.Debug("wheels alone cannot satisfy the requirements; building from source in isolation", "env", key, "err", err)
 	if logf != nil {
@@ -57,10 +61,10 @@ func (b *Builder) installSandboxed(ctx context.Context, key string, spec Spec, p
 	if err := b.installFromSource(ctx, name, spec, py, logf); err != nil {
 		os.RemoveAll(filepath.Join(b.tmpDir, name))
 		os.RemoveAll(filepath.Join(b.tmpDir, name+scratchSuffix))
-		return "", err
+		return "", nil, err
 	}
 	os.RemoveAll(filepath.Join(b.tmpDir, name+scratchSuffix))
-	return name, nil
+	return name, func() {}, nil
 }
 
 // sourceBuildNotice tells the caller, after uv's complaint that building is
@@ -79,7 +83,7 @@ func (b *Builder) trustedView(id string, owned []string, readOnly []string) Buil
 	v := BuildView{
 		ID:        id,
 		Writable:  []string{b.root},
-		Hidden:    []string{b.envsDir, b.runtimeDir, b.trashDir, b.locksDir},
+		Hidden:    []string{b.envsDir, b.runtimeDir, b.trashDir, b.locksDir, b.templatesDir},
 		Owned:     append([]string{b.cacheDir}, owned...),
 		Recursive: []string{b.cacheDir},
 		ReadOnly:  readOnly,
@@ -91,20 +95,50 @@ func (b *Builder) trustedView(id string, owned []string, readOnly []string) Buil
 	return v
 }
 
-// installWheels is phase 1: uv, the shared cache and wheels only.
-func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py interpreter, logf func(string)) (err error) {
+// installWheels is phase 1: uv, the shared cache and wheels only. Once
+// the venv is complete, its session ends in the background (the builder
+// meanwhile measures and marks the venv); ended waits for that.
+func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py interpreter, logf func(string)) (ended func(), err error) {
 	tmp := filepath.Join(b.tmpDir, name)
 	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return fmt.Errorf("envbuild: %w", err)
+		return nil, fmt.Errorf("envbuild: %w", err)
 	}
-	s, err := b.sandbox.Open(ctx, b.trustedView(name, []string{tmp}, b.buildReadOnly(py, spec)))
+	t := time.Now()
+	view := b.trustedView(name, []string{tmp}, b.buildReadOnly(py, spec))
+	fromTemplate := b.venvFromTemplate(py, tmp)
+	if fromTemplate {
+		view.Recursive = append(view.Recursive, tmp) // the copy is this process's user's
+		b.logStep(name, "copy venv template", &t)
+	}
+	s, err := b.sandbox.Open(ctx, view)
 	if err != nil {
-		return fmt.Errorf("envbuild: open build sandbox: %w", err)
+		return nil, fmt.Errorf("envbuild: open build sandbox: %w", err)
 	}
-	defer s.Close()
-	if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--allow-existing", "--python", py.Executable, name); err != nil {
-		b.forgetInterpreter(spec.Python)
-		return stepError(ctx, "uv venv", out, err)
+	b.logStep(name, "open sandbox", &t)
+	if err := b.wheelSteps(ctx, s, name, spec, py, fromTemplate, logf, &t); err != nil {
+		s.Close()
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		closing := time.Now()
+		s.Close()
+		b.logStep(name, "close sandbox (in the background)", &closing)
+	}()
+	return func() { <-done }, nil
+}
+
+// wheelSteps are phase 1's steps, in session s.
+// The venv is made by uv unless it came from its template.
+func (b *Builder) wheelSteps(ctx context.Context, s BuildSession, name string, spec Spec, py interpreter, fromTemplate bool, logf func(string), t *time.Time) error {
+	if !fromTemplate {
+		if out, err := b.runUV(ctx, s, b.tmpDir, venvLogf(logf), "venv", "--relocatable", "--no-project", "--no-config", "--allow-existing", "--python", py.Executable, name); err != nil {
+			b.forgetInterpreter(spec.Python)
+			return stepError(ctx, "uv venv", out, err)
+		}
+		b.saveTemplate(py, filepath.Join(b.tmpDir, name))
+		b.logStep(name, "uv venv", t)
 	}
 	reqs := spec.Requirements
 	if b.wantsPip(spec) {
@@ -117,11 +151,13 @@ func (b *Builder) installWheels(ctx context.Context, name string, spec Spec, py 
 		if err := b.install(ctx, s, logf, args, reqs); err != nil {
 			return err
 		}
+		b.logStep(name, "uv pip install", t)
 	}
 	if b.compileBytecode && len(spec.Requirements) > 0 {
 		if err := b.compile(ctx, s, name, py); err != nil {
 			return err
 		}
+		b.logStep(name, "compile bytecode", t)
 	}
 	return nil
 }
@@ -132,12 +168,16 @@ const parallelCompileFiles = 300
 
 // compile writes the bytecode of the venv tmp/name's packages, pip's
 // excepted (compiling it would double a build's time), with the base
-// interpreter isolated and without site, so that no .pth file runs.
+// interpreter isolated and without site, so that no .pth file runs; and
+// shares it through the uv cache, so that the next venv linked the same
+// wheel's files is linked their bytecode too (bytecode.go). When every
+// file already has its bytecode that way, nothing runs.
 func (b *Builder) compile(ctx context.Context, s BuildSession, name string, py interpreter) error {
 	sites, _ := filepath.Glob(filepath.Join(b.tmpDir, name, "lib", "python*", "site-packages"))
-	var targets []string
-	files := 0
+	tag := cacheTag(py.Version)
 	for _, site := range sites {
+		var targets []string
+		files, stale := 0, 0
 		entries, err := os.ReadDir(site)
 		if err != nil {
 			return fmt.Errorf("envbuild: %w", err)
@@ -147,31 +187,42 @@ func (b *Builder) compile(ctx context.Context, s BuildSession, name string, py i
 				continue
 			}
 			p := filepath.Join(site, e.Name())
-			filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
-				if err == nil && !d.IsDir() && strings.HasSuffix(d.Name(), ".py") {
+			filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+				if err != nil {
+					return nil
+				}
+				if d.IsDir() && d.Name() == "__pycache__" {
+					return filepath.SkipDir
+				}
+				if d.Type().IsRegular() && strings.HasSuffix(d.Name(), ".py") {
 					files++
+					if !bytecodeCurrent(path, tag) {
+						stale++
+					}
 				}
 				return nil
 			})
 			rel, _ := filepath.Rel(b.tmpDir, p)
 			targets = append(targets, rel)
 		}
-	}
-	if files == 0 {
-		return nil
-	}
-	jobs := "1"
-	if files >= parallelCompileFiles {
-		jobs = "0" // one worker per CPU
-	}
-	argv := append([]string{py.Executable, "-I", "-S", "-m", "compileall", "-q", "-j", jobs}, targets...)
-	if out, err := runStep(ctx, s, b.tmpDir, nil, argv); err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("envbuild: compile bytecode: %w", context.Cause(ctx))
+		if stale == 0 {
+			b.log.Debug("bytecode linked from the cache", "build", name, "files", files)
+			continue
 		}
-		// Packages ship files that do not compile (templates, other
-		// Pythons' code); uv's own compiling ignores them too.
-		b.log.Debug("some files did not compile", "env", name, "output", out)
+		jobs := "1"
+		if files >= parallelCompileFiles {
+			jobs = "0" // one worker per CPU
+		}
+		relSite, _ := filepath.Rel(b.tmpDir, site)
+		argv := append([]string{py.Executable, "-I", "-S", "-c", compileScript, jobs, filepath.Join(b.cacheDir, uvArchiveDir), relSite}, targets...)
+		if out, err := runStep(ctx, s, b.tmpDir, nil, argv); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("envbuild: compile bytecode: %w", context.Cause(ctx))
+			}
+			// Packages ship files that do not compile (templates, other
+			// Pythons' code); uv's own compiling ignores them too.
+			b.log.Debug("some files did not compile", "env", name, "output", out)
+		}
 	}
 	return nil
 }

@@ -79,24 +79,31 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	if _, _, ok := b.lookup(key); ok {
 		return nil // another process built it while we waited
 	}
+	t := time.Now()
 	py, err := b.interpreter(ctx, spec.Python)
 	if err != nil {
 		return err
 	}
+	b.logStep(key, "find python", &t)
 
 	start := time.Now()
 	log := b.log.With("env", key)
 	log.Info("building environment", "python", py.Version, "requirements", spec.Requirements, "sandboxed", b.sandbox != nil)
 	var name string
+	ended := func() {}
 	if b.sandbox == nil {
 		name = tmpName(key)
 		err = b.installPlain(ctx, name, spec, py, logf)
 	} else {
-		name, err = b.installSandboxed(ctx, key, spec, py, logf)
+		var wait func()
+		if name, wait, err = b.installSandboxed(ctx, key, spec, py, logf); wait != nil {
+			ended = wait
+		}
 	}
 	tmp := filepath.Join(b.tmpDir, name)
 	defer func() {
 		if err != nil {
+			ended()
 			if name != "" {
 				os.RemoveAll(tmp)
 			}
@@ -110,10 +117,12 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 		return err
 	}
 
+	t = time.Now()
 	size, err := dirSize(tmp)
 	if err != nil {
 		return fmt.Errorf("envbuild: %w", err)
 	}
+	b.logStep(key, "measure size", &t)
 	meta := envMeta{
 		Key:           key,
 		Python:        spec.Python,
@@ -128,9 +137,14 @@ func (b *Builder) buildEnv(ctx context.Context, key string, spec Spec, logf func
 	if err := writeMarker(filepath.Join(tmp, envMarker), meta); err != nil {
 		return err
 	}
+	b.logStep(key, "write marker", &t)
+	// Nothing of the build may still run once workers can find the venv.
+	ended()
+	b.logStep(key, "wait for the session's end", &t)
 	if err := b.replace(tmp, b.envDir(key)); err != nil {
 		return err
 	}
+	b.logStep(key, "move into place", &t)
 	log.Info("built environment", "took", time.Since(start), "size", size)
 	return nil
 }
@@ -323,6 +337,7 @@ func (b *Builder) cleanup() {
 			clean(filepath.Join(b.tmpDir, e.Name()), key, func() bool { return true })
 		}
 	}
+	b.cleanTemplates()
 	if entries, err := os.ReadDir(b.trashDir); err == nil {
 		for _, e := range entries {
 			os.RemoveAll(filepath.Join(b.trashDir, e.Name()))

@@ -184,6 +184,7 @@ func (s *BuildSandbox) RemoveStale(ctx context.Context) error {
 
 // Open starts a build container for v and returns its session.
 func (s *BuildSandbox) Open(ctx context.Context, v envbuild.BuildView) (envbuild.BuildSession, error) {
+	opened := time.Now()
 	id := "b-" + s.tag + "-" + v.ID
 	if err := validID(id); err != nil {
 		return nil, err
@@ -203,11 +204,13 @@ func (s *BuildSandbox) Open(ctx context.Context, v envbuild.BuildView) (envbuild
 		removeBundle(bundle)
 		return nil, fmt.Errorf("build sandbox: %w", err)
 	}
+	prepared := time.Now()
 	sess, err := s.start(id, bundle)
 	if err != nil {
 		removeBundle(bundle)
 		return nil, fmt.Errorf("build sandbox: %w", err)
 	}
+	s.opts.Logger.Debug("build container started", "build", id, "prepare", prepared.Sub(opened).Round(10*time.Microsecond), "start", time.Since(prepared).Round(10*time.Microsecond))
 	return sess, nil
 }
 
