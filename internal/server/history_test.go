@@ -71,3 +71,28 @@ func TestHistoryWritesOutputAsItStreams(t *testing.T) {
 		t.Errorf("after finish: run %+v, lines %+v, err %v", run, lines, err)
 	}
 }
+
+func TestRunIDsGrowWithTime(t *testing.T) {
+	seen := make(map[string]bool)
+	prev := newRunID()
+	for range 1000 {
+		id := newRunID()
+		if seen[id] {
+			t.Fatalf("run id %s issued twice", id)
+		}
+		seen[id] = true
+		// Within one millisecond the random part orders them; only the
+		// time prefix must never go back.
+		if id[:14] < prev[:14] {
+			t.Fatalf("run id %s sorts before the earlier %s", id, prev)
+		}
+		if len(id) > MaxRunIDBytes {
+			t.Fatalf("run id %s exceeds the edge's bound of %d bytes", id, MaxRunIDBytes)
+		}
+		prev = id
+	}
+	time.Sleep(2 * time.Millisecond)
+	if later := newRunID(); later <= prev {
+		t.Fatalf("run id %s, issued later, sorts before %s", later, prev)
+	}
+}
