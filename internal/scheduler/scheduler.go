@@ -327,7 +327,6 @@ func (s *Scheduler) takeIdleLocked(key PoolKey) *worker {
 		}
 		s.idle[key] = pool
 		w.idle = false
-		w.idleGen++
 		return w
 	}
 	delete(s.idle, key)
@@ -398,6 +397,9 @@ func (s *Scheduler) reap(w *worker) {
 	if w.idle {
 		s.removeIdleLocked(w)
 	}
+	if w.expiry != nil {
+		w.expiry.Stop()
+	}
 	s.mu.Unlock()
 	if w.ended != nil {
 		w.ended()
@@ -452,17 +454,25 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		return
 	}
 	w.idle = true
-	w.idleGen++
 	w.lastUsed = time.Now()
-	gen := w.idleGen
+	w.expiresAt = w.lastUsed.Add(keepAlive)
 	s.idle[w.key] = append(s.idle[w.key], w)
+	// One timer per worker, moved by every release: a timer per call would
+	// pile up one per call for keep_alive (minutes) in the runtime's heap.
+	if w.expiry == nil {
+		w.expiry = time.AfterFunc(keepAlive, func() { s.expire(w) })
+	} else {
+		w.expiry.Reset(keepAlive)
+	}
 	s.mu.Unlock()
-	time.AfterFunc(keepAlive, func() { s.expire(w, gen) })
 }
 
-func (s *Scheduler) expire(w *worker, gen uint64) {
+// expire tears w down if it is still idle at the end of its keep_alive. A
+// firing that a later release overtook finds the worker busy or not yet
+// due, and does nothing: that release moved the timer.
+func (s *Scheduler) expire(w *worker) {
 	s.mu.Lock()
-	if !w.idle || w.idleGen != gen {
+	if !w.idle || time.Now().Before(w.expiresAt) {
 		s.mu.Unlock()
 		return
 	}

@@ -229,6 +229,36 @@ func TestReacquireStopsTheTimer(t *testing.T) {
 	s.Release(w2, time.Minute)
 }
 
+// Each release sets the worker's keep_alive anew, on the one timer the
+// worker has: the first release's short keep_alive must not end it while
+// the second's runs, and a short one after a long one still ends it soon.
+func TestLaterReleaseMovesTheExpiry(t *testing.T) {
+	s, _ := newTestScheduler(t)
+	var prepared atomic.Int32
+	ctx := context.Background()
+	w, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	ww := leased(w)
+	s.Release(w, 50*time.Millisecond)
+	w2, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	s.Release(w2, time.Hour)
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-ww.exited:
+		t.Fatal("worker ended at the first release's keep_alive")
+	default:
+	}
+	w3, _ := s.Acquire(ctx, key, prepareCounting(&prepared), nil)
+	if leased(w3) != ww || prepared.Load() != 1 {
+		t.Fatalf("a new worker was started (prepared %d)", prepared.Load())
+	}
+	s.Release(w3, 50*time.Millisecond)
+	select {
+	case <-ww.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("worker still alive after the last release's keep_alive")
+	}
+}
+
 func TestZeroKeepAliveDiscards(t *testing.T) {
 	s, l := newTestScheduler(t)
 	var prepared atomic.Int32

@@ -44,9 +44,12 @@ type worker struct {
 
 	// Guarded by the scheduler's mutex.
 	idle     bool
-	idleGen  uint64
 	lastUsed time.Time
 	dead     bool
+	// expiry tears the worker down once idle past expiresAt, the end of
+	// the keep_alive its last call asked for; nil until first released.
+	expiry    *time.Timer
+	expiresAt time.Time
 }
 
 func newWorker(id string, key PoolKey, proc Process, log *slog.Logger) *worker {

@@ -67,18 +67,25 @@ func (h *History) Run(ctx context.Context) {
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
 	h.prune(ctx)
+	// carried are runs the last batch left for the next one (see write).
+	var carried []*runRecord
 	for {
+		if len(carried) > 0 {
+			carried = h.write(context.WithoutCancel(ctx), carried, false)
+			continue
+		}
 		select {
 		case r := <-h.records:
-			h.write(context.WithoutCancel(ctx), r)
+			carried = h.write(context.WithoutCancel(ctx), []*runRecord{r}, false)
 		case <-prune.C:
 			h.prune(ctx)
 		case <-ctx.Done():
 			for {
 				select {
 				case r := <-h.records:
-					h.write(context.WithoutCancel(ctx), r)
+					carried = append(carried, r)
 				default:
+					h.write(context.WithoutCancel(ctx), carried, true)
 					return
 				}
 			}
@@ -86,29 +93,42 @@ func (h *History) Run(ctx context.Context) {
 	}
 }
 
-// write saves first and whatever else arrives within historyGather, each
-// run as it stands with the output it gathered meanwhile, in one
-// transaction.
-func (h *History) write(ctx context.Context, first *runRecord) {
-	batch := []*runRecord{first}
-	gather := time.NewTimer(historyGather)
-	defer gather.Stop()
-gathering:
-	for len(batch) < historyBatch {
-		select {
-		case r := <-h.records:
-			batch = append(batch, r)
-		case <-gather.C:
-			break gathering
+// write saves batch and whatever else arrives within historyGather (all of
+// it at once when final), each run as it stands with the output it
+// gathered meanwhile, in one transaction. A run that has neither ended nor
+// printed yet is left for the next batch, once: most calls end within it,
+// and are then written once, finished, instead of twice. Its caller has
+// seen nothing that a crash could lose, and the run is on disk within two
+// windows all the same. write returns the runs it left.
+func (h *History) write(ctx context.Context, batch []*runRecord, final bool) []*runRecord {
+	if !final {
+		gather := time.NewTimer(historyGather)
+		defer gather.Stop()
+	gathering:
+		for len(batch) < historyBatch {
+			select {
+			case r := <-h.records:
+				batch = append(batch, r)
+			case <-gather.C:
+				break gathering
+			}
 		}
 	}
-	records := make([]state.RunRecord, len(batch))
-	for i, r := range batch {
-		records[i] = r.take()
+	records := make([]state.RunRecord, 0, len(batch))
+	var left []*runRecord
+	for _, r := range batch {
+		if rec, ok := r.take(final); ok {
+			records = append(records, rec)
+		} else {
+			left = append(left, r)
+		}
 	}
-	if err := h.store.SaveRuns(ctx, records); err != nil {
-		h.log.Warn("recording run history", "runs", len(records), "err", err)
+	if len(records) > 0 {
+		if err := h.store.SaveRuns(ctx, records); err != nil {
+			h.log.Warn("recording run history", "runs", len(records), "err", err)
+		}
 	}
+	return left
 }
 
 func (h *History) prune(ctx context.Context) {
@@ -160,22 +180,40 @@ type runRecord struct {
 	run     state.Run
 	pending []state.LogLine
 	logSize int
-	queued  bool // waiting in h.records
+	queued  bool // waiting in h.records, or with the writer
+	// carried says the writer left the run for a later batch once
+	// already; it is not left again.
+	carried bool
 }
 
 // take returns the run as it stands with its pending output, which is
-// then the writer's.
-func (r *runRecord) take() state.RunRecord {
+// then the writer's; or, unless all must go, leaves a run that has not
+// ended and has no output for a later batch, once (false).
+func (r *runRecord) take(all bool) (state.RunRecord, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !all && !r.carried && r.run.FinishedAt.IsZero() && len(r.pending) == 0 {
+		r.carried = true
+		return state.RunRecord{}, false
+	}
 	rec := state.RunRecord{Run: r.run, Logs: r.pending}
 	r.pending, r.queued = nil, false
-	return rec
+	return rec, true
 }
 
+// newRunID returns a new unique run id: the time in milliseconds, then 8
+// random bytes. Ids that grow with time are appended at the end of the
+// history's id index, where random ones would each land on a page of its
+// own: a busy server's batch of runs then writes a few pages, not one per
+// run, and costs half the CPU. Listing by id also lists by arrival.
 func newRunID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
+	var b [14]byte
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
 	return "r-" + hex.EncodeToString(b[:])
 }
 
