@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from atoll import _autostart, _channel, _credentials, _progress
+from atoll import _autostart, _channel, _credentials, _lean, _progress
 from atoll._call import Call
 from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
@@ -157,8 +157,16 @@ def _events(
     yielded, and the result is returned."""
     if metadata is None:  # resolved per attempt: starting a local server saves a key
         metadata = _credentials.resolve(call.credentials, target)
-    events = _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
     control = call.control
+    lean: _lean.Call | None = None
+    path = _lean.socket_for(target)
+    if path is not None:
+        try:
+            lean = _lean.start(target, path, metadata, request)
+        except grpc.RpcError as err:  # the socket refused the credentials
+            raise from_rpc_error(err, target) from None
+    learn = lean is None and _lean.wants_socket(target)
+    events = lean if lean is not None else _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
     if control is not None:
         control.attach(events)
     result: pb.Result | None = None
@@ -221,6 +229,10 @@ def _events(
             progress.done()
         if control is not None:
             control.detach()
+        if lean is not None:
+            lean.finish()
+    if learn:
+        _lean.learn(target, events.initial_metadata())
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return result
