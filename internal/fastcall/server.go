@@ -469,27 +469,35 @@ func (c *conn) writeEnd(err error) {
 func (c *conn) write(kind byte, payload []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf = AppendFrame(c.wbuf[:0], kind, payload)
+	c.wbuf = AppendFrame(c.wbuf, kind, payload)
 	return c.flush()
 }
 
-// writeEvent sends one event, marshalled straight after its header.
+// writeEvent sends one event, marshalled straight after its header. The
+// call's last event (its result or failure) is held back for the End that
+// follows it at once: one write, and one wakeup of the caller, for both.
 func (c *conn) writeEvent(ev *atollv1.RunEvent) (int, error) {
 	n := proto.Size(ev)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(AppendHeader(c.wbuf[:0], FrameEvent, n), ev)
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(AppendHeader(c.wbuf, FrameEvent, n), ev)
 	if err != nil {
 		return 0, err
 	}
 	c.wbuf = b
+	switch ev.GetEvent().(type) {
+	case *atollv1.RunEvent_Result, *atollv1.RunEvent_Failure:
+		return n, nil
+	}
 	return n, c.flush()
 }
 
-// flush writes wbuf; a large one is not kept for the next frame.
+// flush writes what wbuf holds and empties it; a large buffer is not kept
+// for the next frame.
 func (c *conn) flush() error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 	_, err := c.nc.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
 	if cap(c.wbuf) > 1<<20 {
 		c.wbuf = nil
 	}

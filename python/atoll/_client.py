@@ -159,13 +159,14 @@ def _events(
         metadata = _credentials.resolve(call.credentials, target)
     control = call.control
     lean: _lean.Call | None = None
-    path = _lean.socket_for(target)
+    tls = _channel.tls_settings()
+    path = _lean.socket_for(target, tls)
     if path is not None:
         try:
-            lean = _lean.start(target, path, metadata, request)
+            lean = _lean.start(target, tls, path, metadata, request)
         except grpc.RpcError as err:  # the socket refused the credentials
             raise from_rpc_error(err, target) from None
-    learn = lean is None and _lean.wants_socket(target)
+    learn = lean is None and _lean.wants_socket(target, tls)
     events = lean if lean is not None else _channel.stub(target, pb_grpc.FunctionsStub).Run(request, metadata=metadata)
     if control is not None:
         control.attach(events)
@@ -232,7 +233,7 @@ def _events(
         if lean is not None:
             lean.finish()
     if learn:
-        _lean.learn(target, events.initial_metadata())
+        _lean.learn(target, tls, events.initial_metadata())
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return result

@@ -250,8 +250,11 @@ class _Pool:
         self.lock = threading.Lock()
         self.pid = os.getpid()
         self.idle: dict[tuple, list[_Conn]] = {}
-        # target -> socket path, as the server named it.
-        self.sockets: dict[str, str] = {}
+        # (target, TLS settings) -> socket path, as the server named it to
+        # a channel with those settings: a call whose settings never
+        # reached the server (plain text to a TLS server) does not take
+        # the socket either.
+        self.sockets: dict[tuple[str, object], str] = {}
 
     def after_fork(self) -> None:
         # The parent's connections are the parent's: dropped, not closed.
@@ -287,25 +290,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_pool.after_fork)
 
 
-def socket_for(target: str) -> str | None:
-    """The lean call socket of the server at target, once it named one."""
-    return _pool.sockets.get(target)
+def socket_for(target: str, tls: object = None) -> str | None:
+    """The lean call socket of the server at target, once it named one to
+    a channel with TLS settings tls."""
+    return _pool.sockets.get((target, tls))
 
 
-def wants_socket(target: str) -> bool:
+def wants_socket(target: str, tls: object = None) -> bool:
     """Whether a gRPC call to target should look for the socket's header."""
-    return target not in _pool.sockets and _loopback(target) and os.environ.get(_ENV) != "0"
+    return (target, tls) not in _pool.sockets and _loopback(target) and os.environ.get(_ENV) != "0"
 
 
-def learn(target: str, initial_metadata: object) -> None:
+def learn(target: str, tls: object, initial_metadata: object) -> None:
     """Records the socket a loopback server named in a Run's headers."""
     for key, value in initial_metadata or ():  # type: ignore[attr-defined]
         if key == HEADER and isinstance(value, str):
-            _pool.sockets[target] = value
+            _pool.sockets[(target, tls)] = value
             return
 
 
-def start(target: str, path: str, metadata: tuple[tuple[str, str], ...], request: pb.RunRequest) -> Call | None:
+def start(
+    target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: pb.RunRequest
+) -> Call | None:
     """Starts request on the server's socket; None when the socket cannot
     be used (the call then goes over gRPC, and the socket is not tried
     again until the server names it anew). A hello the server refuses
@@ -316,12 +322,12 @@ def start(target: str, path: str, metadata: tuple[tuple[str, str], ...], request
     try:
         conn = _pool.get(key)
     except Unreachable:
-        _pool.sockets.pop(target, None)
+        _pool.sockets.pop((target, tls), None)
         return None
     try:
         return Call(_pool, key, conn, request)
     except OSError:
         # The request did not go out whole: the server never ran it.
         conn.close()
-        _pool.sockets.pop(target, None)
+        _pool.sockets.pop((target, tls), None)
         return None
