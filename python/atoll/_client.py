@@ -232,8 +232,8 @@ def _events(
             control.detach()
         if lean is not None:
             lean.finish()
-    if learn:
-        _lean.learn(target, tls, events.initial_metadata())
+        elif learn and received:  # the headers came with the first event
+            _lean.learn(target, tls, events.initial_metadata())
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return result

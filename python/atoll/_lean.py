@@ -198,7 +198,16 @@ class Call:
             except OSError as exc:
                 raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
             if kind == _EVENT:
-                yield pb.RunEvent.FromString(payload)
+                event = pb.RunEvent.FromString(payload)
+                if event.WhichOneof("event") in ("result", "failure"):
+                    # The End follows the last event at once (the server
+                    # writes both together): taken now, the connection is
+                    # clean for the next call even when the caller raises
+                    # on this event.
+                    self._end()
+                yield event
+                if self._clean:
+                    return
             elif kind == _END:
                 if payload and payload[0] != 0:
                     raise _end_error(payload)
@@ -207,6 +216,20 @@ class Call:
                 return
             else:
                 raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of unknown type {kind!r}")
+
+    def _end(self) -> None:
+        try:
+            kind, payload = self._next()
+        except EOFError:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
+        except OSError as exc:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+        if kind != _END:
+            raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of type {kind!r} after the call's outcome")
+        if payload and payload[0] != 0:
+            raise _end_error(payload)
+        self._clean = True
+        self._conn.used = time.monotonic()
 
     def _next(self) -> tuple[int, bytes | bytearray]:
         conn, pinged = self._conn, False
@@ -230,6 +253,8 @@ class Call:
                 return kind, payload
 
     def cancel(self) -> None:
+        if self._clean:
+            return  # the call is over
         self.cancelled = True
         try:
             self._conn.send(_CANCEL)

@@ -96,6 +96,34 @@ def test_warm_calls_go_over_the_socket_and_reuse_a_connection(server, capfd):
     assert "out 3" in out and "err 3" in err
 
 
+def test_refusals_and_exceptions_come_back_as_over_grpc(server, monkeypatch):
+    """A call the server refuses, and a function that raises, raise the same
+    exception over both transports; the connection serves on after them."""
+
+    @isolated(keep_alive=60)
+    def fails():
+        raise KeyError("missing")
+
+    def outcomes() -> list[str]:
+        got = []
+        with pytest.raises(atoll.AtollError) as refused:
+            where.on(machine_type="NOPE")(1)
+        got.append(f"{type(refused.value).__name__}: {refused.value}")
+        with pytest.raises(KeyError) as raised:
+            fails()
+        got.append(repr(raised.value))
+        return got
+
+    where(0)
+    assert _lean.socket_for(server.address, _channel.tls_settings()) == lean_socket(server)
+    lean = outcomes()
+    assert pooled(server) >= 1, "the connection went back to the pool after the refusal and the exception"
+    assert where(4)[0] == 8
+    monkeypatch.setenv("ATOLL_LEAN_CALLS", "0")
+    assert outcomes() == lean
+    assert "NOPE" in lean[0]
+
+
 def test_calls_stay_on_grpc_with_lean_calls_off(server, run_script, monkeypatch):
     script = """
 import os
