@@ -161,11 +161,13 @@ class _Conn:
         """Whether the server kept the idle connection open."""
         # Nothing to read is the healthy case; a readable idle connection
         # was closed (or holds what no call asked for).
+        # poll, not select: a process may hold descriptors past 1024.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            return not poller.poll(0)
+        except OSError:
             return False
-        return not readable
 
     def close(self) -> None:
         self.sock.close()
