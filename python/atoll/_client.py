@@ -233,10 +233,20 @@ def _events(
         if lean is not None:
             lean.finish()
         elif learn and received:  # the headers came with the first event
-            _lean.learn(target, tls, events.initial_metadata())
+            _learn_socket(target, tls, events)
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return result
+
+
+def _learn_socket(target: str, tls: _channel.TLS, rpc: Any) -> None:
+    """Records the lean call socket a server named in its headers. Never
+    raises: it runs while the call's own outcome or exception is on its
+    way."""
+    try:
+        _lean.learn(target, tls, rpc.initial_metadata())
+    except Exception:  # noqa: BLE001 - the call stays on gRPC
+        pass
 
 
 def queued_line(status: pb.Status, machine_type: str) -> pb.Output:
