@@ -53,6 +53,10 @@ _HANDSHAKE_TIMEOUT = 10.0
 # server closes connections idle for 10 minutes.
 _MAX_IDLE = 32
 _IDLE_FOR = 300.0
+# Beyond the most recently used one, idle connections (left by a burst of
+# threads) are closed after this long, so that the server does not hold a
+# descriptor per thread that once called.
+_SURPLUS_IDLE_FOR = 2.0
 _READ_CHUNK = 256 << 10
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -277,6 +281,8 @@ class _Pool:
         self.lock = threading.Lock()
         self.pid = os.getpid()
         self.idle: dict[tuple, list[_Conn]] = {}
+        # Closes surplus idle connections while there are any.
+        self.reaper: threading.Thread | None = None
         # (target, TLS settings) -> socket path, as the server named it to
         # a channel with those settings: a call whose settings never
         # reached the server (plain text to a TLS server) does not take
@@ -287,6 +293,7 @@ class _Pool:
         # The parent's connections are the parent's: dropped, not closed.
         self.lock = threading.Lock()
         self.idle = {}
+        self.reaper = None
         self.pid = os.getpid()
 
     def get(self, key: tuple) -> _Conn:
@@ -308,8 +315,33 @@ class _Pool:
                 conns = self.idle.setdefault(key, [])
                 if len(conns) < _MAX_IDLE:
                     conns.append(conn)
+                    if len(conns) > 1 and self.reaper is None:
+                        self.reaper = threading.Thread(target=self._reap, name="atoll-lean-reaper", daemon=True)
+                        self.reaper.start()
                     return
         conn.close()
+
+    def _reap(self) -> None:
+        """Closes idle connections beyond each pool's most recent one once
+        they idled for _SURPLUS_IDLE_FOR; ends when none are left."""
+        while True:
+            time.sleep(_SURPLUS_IDLE_FOR / 2)
+            now, closing = time.monotonic(), []
+            with self.lock:
+                if self.reaper is not threading.current_thread():
+                    return  # forked: the child's pool is another's
+                surplus = False
+                for conns in self.idle.values():
+                    # Oldest first; the last is the one kept.
+                    while len(conns) > 1 and now - conns[0].used >= _SURPLUS_IDLE_FOR:
+                        closing.append(conns.pop(0))
+                    surplus = surplus or len(conns) > 1
+                if not surplus:
+                    self.reaper = None
+            for conn in closing:
+                conn.close()
+            if not surplus:
+                return
 
 
 _pool = _Pool()
