@@ -36,6 +36,7 @@ test-go:
 	# fails the run with "context deadline exceeded" on a loaded machine.
 	$(GO) test -run=NONE -fuzz=FuzzParseRequirement -fuzztime=50000x -fuzzminimizetime=200x ./internal/envbuild/
 	$(GO) test -run=NONE -fuzz=FuzzServerReadsEvents -fuzztime=5000x -fuzzminimizetime=200x ./internal/workerproto/
+	$(GO) test -run=NONE -fuzz=FuzzReadFrame -fuzztime=20000x -fuzzminimizetime=200x ./internal/fastcall/
 
 test-python: build
 	PATH="$(PY_SCRIPTS):$$PATH" ATOLL_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q python/tests --ignore=python/tests/kube

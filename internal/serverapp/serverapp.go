@@ -33,6 +33,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/auth"
 	"github.com/atoll-dev/atoll/internal/dashboard"
 	"github.com/atoll-dev/atoll/internal/envbuild"
+	"github.com/atoll-dev/atoll/internal/fastcall"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/metrics"
 	"github.com/atoll-dev/atoll/internal/sandbox"
@@ -197,6 +198,12 @@ type app struct {
 	// workerSockets is the directory of the workers' unix sockets, where
 	// their network is not the host's (see workerapi.go).
 	workerSockets string
+
+	// functions is the Functions service; lean serves its Run on the
+	// socket at leanPath (leancalls.go).
+	functions *server.Functions
+	lean      *fastcall.Server
+	leanPath  string
 }
 
 // Run serves until ctx ends.
@@ -227,6 +234,7 @@ func Run(ctx context.Context, cfg Config) error {
 		a.serveWorkerAPI,
 		a.serveKubeNested,
 		a.writePIDFile,
+		a.serveLeanCalls,
 	} {
 		if err := step(ctx); err != nil {
 			return err
@@ -457,6 +465,7 @@ func (a *app) registerServices(context.Context) error {
 		}
 		opts = append(opts, grpc.Creds(localSocketCreds{creds}))
 	}
+	opts = append(opts, a.leanCallOptions()...)
 	a.gs = grpc.NewServer(opts...)
 	accountDataDir, err := a.registerStorage()
 	if err != nil {
@@ -468,7 +477,7 @@ func (a *app) registerServices(context.Context) error {
 	}
 	a.accountDataDir = accountDataDir
 	running := server.NewRunning()
-	server.NewFunctions(server.Options{
+	a.functions = server.NewFunctions(server.Options{
 		Catalog:      a.catalog,
 		Capacity:     a.capacity,
 		Environments: server.BuiltEnvironments{Builder: a.builder},
@@ -478,7 +487,8 @@ func (a *app) registerServices(context.Context) error {
 		MaxTimeout:   a.cfg.MaxCallTimeout,
 		Running:      running,
 		Logger:       a.log.With("component", "server"),
-	}).Register(a.gs)
+	})
+	a.functions.Register(a.gs)
 	server.NewAdmin(server.AdminOptions{
 		Version: a.cfg.Version, Sandbox: a.launcher.Kind, SandboxWarning: a.launcher.Warning,
 		Scheduler: a.sched, Catalog: a.catalog, Capacity: a.capacity, Store: a.store,
@@ -531,7 +541,7 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	a.log.Info("shutting down: accepting no new calls; calls in flight may finish", "grace", grace)
 	stopped := make(chan struct{})
-	go func() { a.gs.GracefulStop(); close(stopped) }()
+	go func() { a.gs.GracefulStop(); a.drainLeanCalls(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(grace):

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from atoll import _autostart, _channel, _credentials, _progress
+from atoll import _autostart, _channel, _credentials, _lean, _progress
 from atoll._call import Call, RunStub
 from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
@@ -156,8 +156,17 @@ def _events(
     yielded, and the result is returned."""
     if metadata is None:  # resolved per attempt: starting a local server saves a key
         metadata = _credentials.resolve(call.credentials, target)
-    events = _channel.stub(target, RunStub).Run(request, metadata=metadata)
     control = call.control
+    lean: _lean.Call | None = None
+    tls = _channel.tls_settings()
+    path = _lean.socket_for(target, tls)
+    if path is not None:
+        try:
+            lean = _lean.start(target, tls, path, metadata, request)
+        except grpc.RpcError as err:  # the socket refused the credentials
+            raise from_rpc_error(err, target) from None
+    learn = lean is None and _lean.wants_socket(target, tls)
+    events = lean if lean is not None else _channel.stub(target, RunStub).Run(request, metadata=metadata)
     if control is not None:
         control.attach(events)
     result: pb.Result | None = None
@@ -220,9 +229,23 @@ def _events(
             progress.done()
         if control is not None:
             control.detach()
+        if lean is not None:
+            lean.finish()
+        elif learn and received:  # the headers came with the first event
+            _learn_socket(target, tls, events)
     if result is None:
         raise ProtocolError(f"the server at {target} ended the call without a result")
     return result
+
+
+def _learn_socket(target: str, tls: _channel.TLS, rpc: Any) -> None:
+    """Records the lean call socket a server named in its headers. Never
+    raises: it runs while the call's own outcome or exception is on its
+    way."""
+    try:
+        _lean.learn(target, tls, rpc.initial_metadata())
+    except Exception:  # noqa: BLE001 - the call stays on gRPC
+        pass
 
 
 def queued_line(status: pb.Status, machine_type: str) -> pb.Output:

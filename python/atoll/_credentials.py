@@ -39,20 +39,38 @@ class CloudKeyCredentials:
 
 def credentials_path() -> Path:
     """The credentials file `atoll login` (or the local server's first start) writes."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "atoll" / "credentials.json"
+    return Path(_credentials_file())
 
 
-_saved_cache: tuple[Path, int, dict[str, str]] | None = None
+# The credentials file's path for the (XDG_CONFIG_HOME, HOME) it was
+# worked out from: every call looks it up, and building it costs more than
+# the stat that follows.
+_path_cache: tuple[tuple[str | None, str | None], str] | None = None
+
+
+def _credentials_file() -> str:
+    global _path_cache
+    env = (os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
+    cached = _path_cache
+    if cached is not None and cached[0] == env:
+        return cached[1]
+    base = env[0] or os.path.join(os.path.expanduser("~"), ".config")
+    path = os.path.join(base, "atoll", "credentials.json")
+    _path_cache = (env, path)
+    return path
+
+
+_saved_cache: tuple[str, int, dict[str, str]] | None = None
 
 
 def load_saved() -> dict[str, str]:
     """The credentials file's contents, or {} when there is none. Read again
-    only when the file changes."""
+    only when the file changes (one stat per call: `atoll login` in another
+    process is seen by the next call)."""
     global _saved_cache
-    path = credentials_path()
+    path = _credentials_file()
     try:
-        mtime = path.stat().st_mtime_ns
+        mtime = os.stat(path).st_mtime_ns
     except FileNotFoundError:
         return {}
     except OSError:
@@ -95,11 +113,20 @@ def resolve(explicit: CloudKeyCredentials | None, target: str | None = None) -> 
         return (("x-atoll-worker-token", token),)
     key_id, secret = os.environ.get("ATOLL_KEY_ID"), os.environ.get("ATOLL_KEY_SECRET")
     if key_id and secret:
-        return CloudKeyCredentials(key_id, secret).metadata()
+        return _key_metadata(key_id, secret)
     saved = load_saved()
     if saved.get("key_id") and saved.get("key_secret") and (target is None or saved.get("host", target) == target):
-        return CloudKeyCredentials(saved["key_id"], saved["key_secret"]).metadata()
+        key_id, secret = saved["key_id"], saved["key_secret"]
+        if isinstance(key_id, str) and isinstance(secret, str):
+            return _key_metadata(key_id, secret)
+        return CloudKeyCredentials(key_id, secret).metadata()  # raises, naming the field
     return ()
+
+
+def _key_metadata(key_id: str, secret: str) -> tuple[tuple[str, str], ...]:
+    """CloudKeyCredentials(key_id, secret).metadata(), for two non-empty
+    strings, without making the value on every call."""
+    return (("x-atoll-key-id", key_id), ("x-atoll-key-secret", secret))
 
 
 def _worker_token_file() -> str | None:

@@ -1,0 +1,393 @@
+"""Lean local calls: Run over the local server's unix socket instead of gRPC.
+
+grpcio's Python stack costs a caller about 0.4 ms per call; a call to a
+server on this machine needs a write and a read. The server names its socket
+in a header of the first gRPC Run from a loopback caller; later calls of
+this process go over it, on a small pool of authenticated connections (one
+call at a time on each). Anything else (a remote server, an old server
+without the socket, a socket this process cannot open) stays on gRPC, and so
+does everything but Run.
+
+Frames (internal/fastcall): a type byte, a big-endian uint32 length, the
+payload. Hello (JSON: version and credentials) is answered by Ready or End;
+Run (a RunRequest) by Event frames (RunEvent) and one End (a status code
+byte and its message). Cancel stops the call in flight; Ping is answered
+by Pong, which tells a stopped server from a long call.
+
+Errors are raised as ``LeanError``, a ``grpc.RpcError`` with the gRPC
+status code the server gave, so that the client maps them as it maps
+gRPC's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+
+from atoll._call import read_event
+from atoll.v1 import atoll_pb2 as pb
+
+# The response header naming the server's lean call socket.
+HEADER = "x-atoll-lean-socket"
+# ATOLL_LEAN_CALLS=0 keeps every call on gRPC.
+_ENV = "ATOLL_LEAN_CALLS"
+
+_VERSION = 1
+_HELLO, _RUN, _CANCEL, _PING = b"H", b"R", b"C", b"P"
+_READY, _EVENT, _END, _PONG = ord("K"), ord("E"), ord("S"), ord("O")
+
+# As gRPC's keepalive on the caller's channels (_channel): a call that
+# hears nothing for KEEPALIVE_TIME pings, and gives the server up when
+# KEEPALIVE_TIMEOUT passes without an answer.
+KEEPALIVE_TIME = 10.0
+KEEPALIVE_TIMEOUT = 5.0
+# How long connecting and the hello may take.
+_HANDSHAKE_TIMEOUT = 10.0
+# Idle connections kept per socket and credentials, and for how long: the
+# server closes connections idle for 10 minutes.
+_MAX_IDLE = 32
+_IDLE_FOR = 300.0
+# Beyond the most recently used one, idle connections (left by a burst of
+# threads) are closed after this long, so that the server does not hold a
+# descriptor per thread that once called.
+_SURPLUS_IDLE_FOR = 2.0
+_READ_CHUNK = 256 << 10
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class LeanError(grpc.RpcError):
+    """A lean call's failure, with the gRPC status code that names it."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class Unreachable(Exception):
+    """The socket could not be opened or did not answer the hello: nothing
+    of the call was sent, and gRPC may still serve it."""
+
+
+def _loopback(target: str) -> bool:
+    host = target.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class _Conn:
+    """One authenticated connection to the socket."""
+
+    def __init__(self, path: str, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.buf = bytearray()
+        # A large frame being read: [kind, buffer, bytes filled].
+        self.partial: list | None = None
+        self.wlock = threading.Lock()
+        self.used = time.monotonic()
+        try:
+            self.sock.settimeout(_HANDSHAKE_TIMEOUT)
+            self.sock.connect(path)
+            hello = json.dumps({"version": _VERSION, "metadata": dict(metadata)}).encode()
+            self.send(_HELLO, hello)
+            kind, payload = self.read_frame()
+        except OSError as exc:
+            self.sock.close()
+            raise Unreachable(f"{path}: {exc}") from None
+        except BaseException:
+            self.sock.close()
+            raise
+        if kind == _END:
+            self.sock.close()
+            raise _end_error(payload)
+        if kind != _READY:
+            self.sock.close()
+            raise Unreachable(f"{path}: the server answered the hello with a frame of type {kind!r}")
+        self.sock.settimeout(KEEPALIVE_TIME)
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        header = kind + len(payload).to_bytes(4, "big")
+        with self.wlock:
+            if len(payload) < 65536:
+                self.sock.sendall(header + payload)
+            else:  # no copy of a large request
+                self.sock.sendall(header)
+                self.sock.sendall(payload)
+
+    def read_frame(self) -> tuple[int, bytes | bytearray]:
+        """The next frame; EOFError when the server closed the connection.
+        A socket timeout leaves what was read buffered for the next try."""
+        buf = self.buf
+        while True:
+            if self.partial is not None:
+                kind, out, filled = self.partial
+                view = memoryview(out)
+                while filled < len(out):
+                    n = self.sock.recv_into(view[filled:])
+                    if n == 0:
+                        raise EOFError
+                    filled += n
+                    self.partial[2] = filled
+                self.partial = None
+                return kind, out
+            if len(buf) >= 5:
+                kind = buf[0]
+                n = int.from_bytes(buf[1:5], "big")
+                if len(buf) >= 5 + n:
+                    payload = bytes(buf[5:5 + n])
+                    del buf[:5 + n]
+                    return kind, payload
+                if n > _READ_CHUNK:
+                    out = bytearray(n)
+                    have = len(buf) - 5
+                    out[:have] = buf[5:]
+                    del buf[:]
+                    self.partial = [kind, out, have]
+                    continue
+            chunk = self.sock.recv(_READ_CHUNK)
+            if not chunk:
+                raise EOFError
+            buf += chunk
+
+    def alive(self) -> bool:
+        """Whether the server kept the idle connection open."""
+        # Nothing to read is the healthy case; a readable idle connection
+        # was closed (or holds what no call asked for).
+        # poll, not select: a process may hold descriptors past 1024.
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        try:
+            return not poller.poll(0)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _end_error(payload: bytes | bytearray) -> LeanError:
+    code = _CODES.get(payload[0], grpc.StatusCode.UNKNOWN) if payload else grpc.StatusCode.UNKNOWN
+    return LeanError(code, bytes(payload[1:]).decode("utf-8", "replace"))
+
+
+class Call:
+    """One call in flight on a connection: iterate for its events. Its End
+    ends the iteration (OK) or raises LeanError; ``cancel`` (from any
+    thread) stops it; ``finish`` gives the connection back, or closes it if
+    the call did not end cleanly."""
+
+    def __init__(self, pool: _Pool, key: tuple, conn: _Conn, request: bytes) -> None:
+        self._pool, self._key, self._conn = pool, key, conn
+        self._clean = False
+        self.cancelled = False
+        conn.send(_RUN, request)
+
+    def __iter__(self) -> Iterator[pb.RunEvent]:
+        conn = self._conn
+        while True:
+            try:
+                kind, payload = self._next()
+            except EOFError:
+                raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
+            except OSError as exc:
+                raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+            if kind == _EVENT:
+                event = read_event(payload)
+                if event.WhichOneof("event") in ("result", "failure"):
+                    # The End follows the last event at once (the server
+                    # writes both together): taken now, the connection is
+                    # clean for the next call even when the caller raises
+                    # on this event.
+                    self._end()
+                yield event
+                if self._clean:
+                    return
+            elif kind == _END:
+                if payload and payload[0] != 0:
+                    raise _end_error(payload)
+                self._clean = True
+                conn.used = time.monotonic()
+                return
+            else:
+                raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of unknown type {kind!r}")
+
+    def _end(self) -> None:
+        try:
+            kind, payload = self._next()
+        except EOFError:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
+        except OSError as exc:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+        if kind != _END:
+            raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of type {kind!r} after the call's outcome")
+        if payload and payload[0] != 0:
+            raise _end_error(payload)
+        self._clean = True
+        self._conn.used = time.monotonic()
+
+    def _next(self) -> tuple[int, bytes | bytearray]:
+        conn, pinged = self._conn, False
+        while True:
+            try:
+                kind, payload = conn.read_frame()
+            except TimeoutError:
+                if pinged:
+                    raise LeanError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"no answer to a keepalive ping within {KEEPALIVE_TIMEOUT:g} s",
+                    ) from None
+                conn.send(_PING)
+                conn.sock.settimeout(KEEPALIVE_TIMEOUT)
+                pinged = True
+                continue
+            if pinged:
+                conn.sock.settimeout(KEEPALIVE_TIME)
+                pinged = False
+            if kind != _PONG:
+                return kind, payload
+
+    def cancel(self) -> None:
+        if self._clean:
+            return  # the call is over
+        self.cancelled = True
+        try:
+            self._conn.send(_CANCEL)
+        except OSError:
+            pass  # the connection is gone: so is the call
+
+    def finish(self) -> None:
+        if self._clean:
+            self._pool.put(self._key, self._conn)
+        else:
+            self._conn.close()
+
+
+class _Pool:
+    """Idle connections by (socket, credentials), of one process."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.idle: dict[tuple, list[_Conn]] = {}
+        # Closes surplus idle connections while there are any.
+        self.reaper: threading.Thread | None = None
+        # (target, TLS settings) -> socket path, as the server named it to
+        # a channel with those settings: a call whose settings never
+        # reached the server (plain text to a TLS server) does not take
+        # the socket either.
+        self.sockets: dict[tuple[str, object], str] = {}
+
+    def after_fork(self) -> None:
+        # The parent's connections are the parent's: dropped, not closed.
+        self.lock = threading.Lock()
+        self.idle = {}
+        self.reaper = None
+        self.pid = os.getpid()
+
+    def get(self, key: tuple) -> _Conn:
+        now = time.monotonic()
+        with self.lock:
+            if os.getpid() != self.pid:
+                self.after_fork()
+            conns = self.idle.get(key)
+            while conns:
+                conn = conns.pop()
+                if now - conn.used < _IDLE_FOR and conn.alive():
+                    return conn
+                conn.close()
+        return _Conn(key[0], key[1])
+
+    def put(self, key: tuple, conn: _Conn) -> None:
+        with self.lock:
+            if os.getpid() == self.pid:
+                conns = self.idle.setdefault(key, [])
+                if len(conns) < _MAX_IDLE:
+                    conns.append(conn)
+                    if len(conns) > 1 and self.reaper is None:
+                        self.reaper = threading.Thread(target=self._reap, name="atoll-lean-reaper", daemon=True)
+                        self.reaper.start()
+                    return
+        conn.close()
+
+    def _reap(self) -> None:
+        """Closes idle connections beyond each pool's most recent one once
+        they idled for _SURPLUS_IDLE_FOR; ends when none are left."""
+        while True:
+            time.sleep(_SURPLUS_IDLE_FOR / 2)
+            now, closing = time.monotonic(), []
+            with self.lock:
+                if self.reaper is not threading.current_thread():
+                    return  # forked: the child's pool is another's
+                surplus = False
+                for conns in self.idle.values():
+                    # Oldest first; the last is the one kept.
+                    while len(conns) > 1 and now - conns[0].used >= _SURPLUS_IDLE_FOR:
+                        closing.append(conns.pop(0))
+                    surplus = surplus or len(conns) > 1
+                if not surplus:
+                    self.reaper = None
+            for conn in closing:
+                conn.close()
+            if not surplus:
+                return
+
+
+_pool = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.after_fork)
+
+
+def socket_for(target: str, tls: object = None) -> str | None:
+    """The lean call socket of the server at target, once it named one to
+    a channel with TLS settings tls."""
+    return _pool.sockets.get((target, tls))
+
+
+def wants_socket(target: str, tls: object = None) -> bool:
+    """Whether a gRPC call to target should look for the socket's header."""
+    return (target, tls) not in _pool.sockets and _loopback(target) and os.environ.get(_ENV) != "0"
+
+
+def learn(target: str, tls: object, initial_metadata: object) -> None:
+    """Records the socket a loopback server named in a Run's headers."""
+    for key, value in initial_metadata or ():  # type: ignore[attr-defined]
+        if key == HEADER and isinstance(value, str):
+            _pool.sockets[(target, tls)] = value
+            return
+
+
+def start(
+    target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: bytes
+) -> Call | None:
+    """Starts request on the server's socket; None when the socket cannot
+    be used (the call then goes over gRPC, and the socket is not tried
+    again until the server names it anew). A hello the server refuses
+    (bad credentials) raises its LeanError."""
+    if os.environ.get(_ENV) == "0":
+        return None
+    key = (path, metadata)
+    try:
+        conn = _pool.get(key)
+    except Unreachable:
+        _pool.sockets.pop((target, tls), None)
+        return None
+    try:
+        return Call(_pool, key, conn, request)
+    except OSError:
+        # The request did not go out whole: the server never ran it.
+        conn.close()
+        _pool.sockets.pop((target, tls), None)
+        return None
