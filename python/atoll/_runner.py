@@ -202,6 +202,12 @@ class _OwnModules:
         self.own: dict[str, Any] = {}
         self.saved: dict[str, Any] = {}
         self.kept = False
+        # Which cloudpickle modules sys.modules held at the last look, in
+        # the user's view and in the runner's, and how many modules it
+        # held then: a scan of sys.modules costs tens of microseconds, on
+        # every call twice, while the modules change only when something
+        # is imported (or removed), which changes their count.
+        self._looked: dict[bool, tuple[int, list[str]]] = {}
         if not runtime:
             return  # the environment itself provides cloudpickle
         sys.path.insert(0, runtime)
@@ -210,23 +216,26 @@ class _OwnModules:
         finally:
             sys.path.remove(runtime)
             importlib.invalidate_caches()
-        self.own = self._take()
+        self.own = self._take(runner_view=True)
 
-    @staticmethod
-    def _take() -> dict[str, Any]:
-        names = [n for n in sys.modules if _is_cloudpickle(n)]
-        return {n: sys.modules.pop(n) for n in names}
+    def _take(self, runner_view: bool) -> dict[str, Any]:
+        modules = sys.modules
+        count, names = self._looked.get(runner_view, (-1, []))
+        if count != len(modules):
+            names = [n for n in modules if _is_cloudpickle(n)]
+            self._looked[runner_view] = (len(modules), names)
+        return {n: modules.pop(n) for n in names if n in modules}
 
     def __enter__(self):
         if self.own and not self.kept:
-            self.saved = self._take()
+            self.saved = self._take(runner_view=False)
             sys.modules.update(self.own)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.own and not self.kept:
             # Submodules imported meanwhile are the runner's too.
-            self.own.update(self._take())
+            self.own.update(self._take(runner_view=True))
             sys.modules.update(self.saved)
             self.saved = {}
 
@@ -237,7 +246,7 @@ class _OwnModules:
         (a second copy of it recurses on what the first rebuilt)."""
         if self.own and not self.kept:
             self.kept = True
-            self._take()
+            self._take(runner_view=False)
             self.saved = {}
             sys.modules.update(self.own)
 
