@@ -10,7 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
+# Tests start callers with preexec_fn (to give them back SIGINT), which
+# forks; gRPC's fork handlers then restart its poller in the child, where
+# close_fds closes the poller's epoll descriptor before exec, and the
+# child dies in gRPC's core ("epoll_wait ... Bad file descriptor",
+# grpc/grpc#43055). Read once, when grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+import grpc  # noqa: E402
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
