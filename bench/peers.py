@@ -52,8 +52,14 @@ PEER_TIMEOUT = 900
 
 # Environment for the peers' processes: Ray on loopback without reporting
 # usage; without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 Ray looks for a
-# routable address of this machine and runs its cluster on it.
-PEER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1"}
+# routable address of this machine and runs its cluster on it. Ray's
+# dashboard head asks the cloud metadata address (169.254.169.254) which
+# cloud it is on even with usage stats off; plain-HTTP requests go to a
+# closed loopback port instead (refused at once, Ray carries on), while
+# loopback itself is reached directly and pip's HTTPS index is unaffected.
+PEER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "PYTHONUNBUFFERED": "1",
+            "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost,::1", "no_proxy": "127.0.0.1,localhost,::1"}
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,7 @@ def measure_atoll(opts: dict, server) -> tuple[dict, dict]:
     with contextlib.redirect_stderr(io.StringIO()):
         out["fanout"] = median_time(fanout, FANOUT_RUNS)
     notes["fanout"] = "atoll: `f.submit()` ×64 on XS, from no warm worker, then every result"
+    notes["mb100_xs"] = "the XS row is atoll's alone: Ray and isolate set no memory limit per worker"
 
     binary, data_dir = atoll_binary(), str(server.data_dir)
 
@@ -298,18 +305,19 @@ def run_peer(python: Path, script: str, opts: dict, uv: str | None) -> dict:
 # --- the table --------------------------------------------------------------
 
 
-def fmt(row: Row, value: float) -> str:
+def fmt(row: Row, value: float, unit: bool = True) -> str:
     if row.unit == "ms":
         v = value * 1000
-        return f"{v:,.0f} ms" if v >= 100 else f"{v:.1f} ms" if v >= 10 else f"{v:.2f} ms"
+        text = f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+        return f"{text} ms" if unit else text
     if row.unit == "s":
-        return f"{value:.2f} s"
+        return f"{value:.2f} s" if unit else f"{value:.2f}"
     if row.unit == "rate":
         return f"{value:,.0f}"
-    return f"{value:.1f} MiB"
+    return f"{value:.1f} MiB" if unit else f"{value:.1f}"
 
 
-def summarize(row: Row, values: list) -> tuple[str, float | None]:
+def summarize(row: Row, values: list, detail: str = "") -> tuple[str, float | None]:
     """A cell over the runs: the median, and min–max when there are
     several; strings (a row that could not be measured) as they are."""
     numbers = [v for v in values if isinstance(v, (int, float))]
@@ -318,8 +326,13 @@ def summarize(row: Row, values: list) -> tuple[str, float | None]:
         return (" / ".join(words) if words else ""), None
     med = statistics.median(numbers)
     text = fmt(row, med)
+    extra = []
     if len(numbers) > 1:
-        text += f" ({fmt(row, min(numbers))}–{fmt(row, max(numbers))})"
+        extra.append(f"{fmt(row, min(numbers), False)}–{fmt(row, max(numbers), False)}")
+    if detail:
+        extra.append(f"last run {detail}" if len(values) > 1 else detail)
+    if extra:
+        text += f" ({'; '.join(extra)})"
     if words:
         text += f"; {len(values) - len(numbers)} of {len(values)} runs: {', '.join(words)}"
     return text, med
@@ -345,15 +358,14 @@ def table(runs: list[dict]) -> str:
                 values = [r[peer][variant][row.key] for r in runs if row.key in r.get(peer, {}).get(variant, {})]
                 if not values:
                     continue
-                text, med = summarize(row, values)
+                detail = runs[-1].get("notes", {}).get(peer, {}).get(row.key, "") if row.key == "mem" else ""
+                text, med = summarize(row, values, detail)
                 label = variant if peer != "other" else {"bare uv": "bare `uv venv` + `uv pip install`",
                                                          "python -c pass": "bare `python -c pass`"}[variant]
                 parts.append(f"{label} {text}" if label else text)
                 if med is not None:
                     meds.append(med)
-            if peer == "atoll" and row.key == "mem" and parts and runs[-1].get("notes", {}).get("atoll", {}).get("mem"):
-                parts[0] += f" ({runs[-1]['notes']['atoll']['mem']})"
-            cells[peer] = ", ".join(parts) or "—"
+            cells[peer] = ", ".join(parts) or ("" if peer == "other" else "—")
             medians[peer] = meds
         atoll = medians["atoll"][0] if medians["atoll"] else None
         lines.append(f"| {row.label} | {cells['atoll']} | {cells['Ray']} | {cells['isolate']} | {cells['other']} "
@@ -441,7 +453,8 @@ def bench_peers(args, _server) -> None:
             t = time.monotonic()
             runs.append(one_run(args, i, Path(tmp) / "data", pythons, uv))
             loads.append(load())
-            print(f"  run {i} took {time.monotonic() - t:.0f} s", flush=True)
+            steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in runs[-1]["seconds"].items())
+            print(f"  run {i} took {time.monotonic() - t:.0f} s ({steps})", flush=True)
     took = time.monotonic() - began
 
     print()
