@@ -290,16 +290,21 @@ def measure_bare(uv: str | None) -> dict:
 
 
 def run_peer(python: Path, script: str, opts: dict, uv: str | None) -> dict:
+    """The peer script's figures; a failed run is tried once more (on a
+    loaded machine Ray's node can miss its fixed 30 s start-up wait)."""
     env = {**os.environ, **PEER_ENV}
     if uv:
         env["ISOLATE_UV_EXE"] = uv
-    done = subprocess.run([str(python), str(HERE / script), json.dumps(opts)], capture_output=True, text=True,
-                          timeout=PEER_TIMEOUT, env=env, cwd=HERE)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
+    for attempt in (1, 2):
+        done = subprocess.run([str(python), str(HERE / script), json.dumps(opts)], capture_output=True, text=True,
+                              timeout=PEER_TIMEOUT, env=env, cwd=HERE)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode == 0 and lines:
+            return json.loads(lines[-1])
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"{script} failed (exit {done.returncode}): {tail[:200]}")
-    return json.loads(lines[-1])
+        if attempt == 1:
+            print(f"  {script} failed (exit {done.returncode}): {tail[:200]}; once more", flush=True)
+    raise RuntimeError(f"{script} failed (exit {done.returncode}): {tail[:200]}")
 
 
 # --- the table --------------------------------------------------------------
@@ -483,6 +488,8 @@ def bench_peers(args, _server) -> None:
         print(f"- {text}")
     print("- memory: PSS from /proc/<pid>/smaps_rollup; atoll: summed over the worker's processes "
           "(runtime, network stack, agent, runner); Ray: the idle actor's process; isolate: the agent's process")
-    for r in runs:
-        for name, reason in {**failed, **r.get("failed", {})}.items():
-            print(f"- {name}: {reason}")
+    for name, reason in failed.items():
+        print(f"- {name}: {reason}")
+    for i, r in enumerate(runs, 1):
+        for name, reason in r.get("failed", {}).items():
+            print(f"- {name}, run {i}: {reason}")
