@@ -49,26 +49,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python" / "tests"))
 
 from conftest import Server  # noqa: E402  (the test suite's server runner)
+from measure import percentile, timed  # noqa: E402
 from peers import PEER_ENV, bench_peers, ray_python  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def bare_python(n: int) -> list[float]:

@@ -85,7 +85,7 @@ try:
     round_trip(pool[1].echo.remote), round_trip(echo.remote)
     actor["mb100_s"] = median_time(lambda: round_trip(pool[1].echo.remote), opts["payload_runs"])
     task["mb100_s"] = median_time(lambda: round_trip(echo.remote), opts["payload_runs"])
-    del payload
+    payload = b""  # the 100 MB freed
 
     ray.get([sleepy.remote() for _ in range(64)])
     task["fanout"] = median_time(lambda: ray.get([sleepy.remote() for _ in range(64)]), opts["fanout_runs"])
