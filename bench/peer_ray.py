@@ -28,8 +28,12 @@ from measure import latency, median_time, pss_mib, throughput
 
 opts = json.loads(sys.argv[1])
 temp_dir = tempfile.mkdtemp(prefix="atoll-bench-ray-")
-ray.init(num_cpus=8, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-         _node_ip_address="127.0.0.1", _temp_dir=temp_dir)
+try:
+    ray.init(num_cpus=8, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             _node_ip_address="127.0.0.1", _temp_dir=temp_dir)
+except BaseException:
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    raise
 
 
 @ray.remote
