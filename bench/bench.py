@@ -1,6 +1,7 @@
 """atoll benchmarks: start a real server and print figures.
 
     python bench/bench.py [calls] [--warm N] [--cold N]
+    python bench/bench.py peers [--runs 3]
 
 calls: warm call round trip (p50/p99 over --warm calls of a trivial
 function) and cold start (p50 over --cold calls with keep_alive=0, each on a
@@ -18,6 +19,13 @@ warm workers handed from call to call, none started beyond the slots).
 map: items/s of `f.map` over a trivial function with 8 XS workers, beside
 Ray tasks (`ray.get([f.remote(i) for i in ...])` with 8 CPUs) in the same
 run; Ray is installed into a scratch venv under ~/.cache/atoll-bench.
+
+peers (only when named): atoll beside Ray 2.60 (actors and tasks) and fal's
+isolate 0.26 (its agent called directly), each installed by the benchmark into
+its own scratch venv under ~/.cache/atoll-bench, same machine, same run: warm
+round trip, calls/s with 8 and 2 caller threads, a 100 MB argument, 64 sleeps
+at once, a new environment, cold start and idle worker memory, printed as one
+table with the ratios (`--runs 3`: median and min–max of three runs).
 
 kubernetes (only when named; needs KUBECONFIG, e.g. from scripts/kube-up.sh):
 a first call on a new pod with the environment cached on the node, on a node
@@ -41,25 +49,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python" / "tests"))
 
 from conftest import Server  # noqa: E402  (the test suite's server runner)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+from measure import percentile, timed  # noqa: E402
+from peers import PEER_ENV, bench_peers, ray_python  # noqa: E402
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f} ms"
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def bare_python(n: int) -> list[float]:
@@ -255,14 +250,13 @@ def bench_envs(args: argparse.Namespace, server: Server) -> None:
     print(f"  atoll is {p / a:.1f}x faster")
 
 
-RAY_VERSION = "2.60.0"
-
 RAY_SCRIPT = """
 import sys, time
 import ray
 
 n, workers = int(sys.argv[1]), int(sys.argv[2])
-ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+         _node_ip_address="127.0.0.1")
 
 @ray.remote
 def trivial(x):
@@ -277,27 +271,6 @@ for _ in range(3):
     assert out == list(range(n))
 print(best)
 """
-
-
-def ray_python() -> Path:
-    """The Python of a scratch venv with Ray, installed on first use with uv
-    (or pip) from the package index."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atoll-bench"
-    venv = cache / "ray-venv"
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import ray; print(ray.__version__)"]
-    if python.exists() and subprocess.run(probe, capture_output=True, text=True).stdout.strip() == RAY_VERSION:
-        return python
-    cache.mkdir(parents=True, exist_ok=True)
-    uv = shutil.which("uv")
-    print(f"installing ray=={RAY_VERSION} into {venv} ...", flush=True)
-    if uv:
-        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
-        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), f"ray=={RAY_VERSION}"], check=True)
-    else:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"ray=={RAY_VERSION}"], check=True)
-    return python
 
 
 def bench_map(args: argparse.Namespace, server: Server) -> None:
@@ -322,7 +295,7 @@ def bench_map(args: argparse.Namespace, server: Server) -> None:
     try:
         python = ray_python()
         done = subprocess.run([str(python), "-c", RAY_SCRIPT, str(n), str(workers)], capture_output=True, text=True,
-                              timeout=600)
+                              timeout=600, env={**os.environ, **PEER_ENV})
         if done.returncode == 0:
             ray_rate = float(done.stdout.strip().splitlines()[-1])
         else:
@@ -397,9 +370,9 @@ def bench_kubernetes(args: argparse.Namespace, server: Server) -> None:
 
 
 SUITES = {"calls": bench_calls, "sandbox": bench_sandbox, "envs": bench_envs, "sync": bench_sync, "map": bench_map,
-          "overload": bench_overload, "kubernetes": bench_kubernetes}
-# Suites that need more than this machine: run only when named.
-NAMED_ONLY = {"kubernetes"}
+          "overload": bench_overload, "kubernetes": bench_kubernetes, "peers": bench_peers}
+# Suites that need more than this machine, or minutes of it: run only when named.
+NAMED_ONLY = {"kubernetes", "peers"}
 
 
 def main() -> None:
@@ -412,7 +385,11 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=10)
     parser.add_argument("--map-items", type=int, default=5000)
     parser.add_argument("--server-arg", action="append", default=[], help="extra `atoll server` flag")
+    parser.add_argument("--runs", type=int, default=1, help="peers: whole runs, each cell their median and min–max")
+    parser.add_argument("--peer-seconds", type=float, default=3, help="peers: seconds each calls/s figure counts")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     unknown = set(args.suites) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
