@@ -361,7 +361,8 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		done:      make(chan struct{}),
 	}
 	if m := w.Machine; m.CPUs > 0 && startCPUs(m) != m.CPUs {
-		p.settledQuota = cpuQuota(m.CPUs)
+		p.settledPeriod = cpuPeriodFor(m.CPUs)
+		p.settledQuota = cpuQuota(m.CPUs, p.settledPeriod)
 	}
 	if ownParent {
 		p.removeCgroup = p.memCgroup
@@ -533,15 +534,16 @@ var _ scheduler.Settler = (*ociProcess)(nil)
 
 // ociProcess is one running container.
 type ociProcess struct {
-	l            *OCILauncher
-	id           string
-	account      string
-	bundle       string
-	memCgroup    string     // host path of the cgroup whose OOM count is the worker's
-	cpuCgroup    string     // host path of the container's cpu cgroup
-	removeCgroup string     // a cgroup made for the worker, removed at teardown
-	settledQuota int64      // the type's CPU quota, where it started with more; else 0
-	net          *workerNet // NetworkIsolated: the worker's namespace and stack
+	l             *OCILauncher
+	id            string
+	account       string
+	bundle        string
+	memCgroup     string     // host path of the cgroup whose OOM count is the worker's
+	cpuCgroup     string     // host path of the container's cpu cgroup
+	removeCgroup  string     // a cgroup made for the worker, removed at teardown
+	settledQuota  int64      // the type's CPU quota, where it started with more; else 0
+	settledPeriod uint64     // the period settledQuota is per
+	net           *workerNet // NetworkIsolated: the worker's namespace and stack
 
 	runtimePID int      // the runtime process running the container in its foreground; 0 when detached
 	init       *os.File // pidfd of the container's init, when it could be had
@@ -803,7 +805,7 @@ func (p *ociProcess) Settle() error {
 	if p.settledQuota == 0 {
 		return nil
 	}
-	if err := p.l.cg.SetCPUQuota(p.cpuCgroup, p.settledQuota, cpuPeriod); err != nil {
+	if err := p.l.cg.SetCPUQuota(p.cpuCgroup, p.settledQuota, p.settledPeriod); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			// The container exited and its cgroup went with it.
 			return fmt.Errorf("settle worker %s: %w: %w", p.id, ErrNotRunning, err)

@@ -154,15 +154,15 @@ func TestOCIEchoIdentityAndLimits(t *testing.T) {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	if q := r.CPUQuota; q != "100000 100000" {
-		t.Errorf("CPU quota before Settle = %q, want 100000 per 100000 µs (one core to start)", q)
+	if q := r.CPUQuota; q != "10000 10000" {
+		t.Errorf("CPU quota before Settle = %q, want 10000 per 10000 µs (one core to start)", q)
 	}
 	if err := a.p.(scheduler.Settler).Settle(); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
 	a.callJSON("report", &r)
-	if q := r.CPUQuota; q != "25000 100000" {
-		t.Errorf("CPU quota after Settle = %q, want 25000 per 100000 µs (0.25 CPU)", q)
+	if q := r.CPUQuota; q != "2500 10000" {
+		t.Errorf("CPU quota after Settle = %q, want 2500 per 10000 µs (0.25 CPU)", q)
 	}
 	if !slices.Contains(r.Interfaces, "eth0") && len(r.Interfaces) < 2 {
 		t.Errorf("host network expected by default; interfaces = %v", r.Interfaces)
@@ -428,9 +428,10 @@ func TestOCISettleCPUQuota(t *testing.T) {
 		cpus             float64
 		atStart, settled string
 	}{
-		{"XS", 0.25, "100000 100000", "25000 100000"},
-		{"S", 0.5, "100000 100000", "50000 100000"},
-		{"M", 2, "200000 100000", "200000 100000"},
+		{"XS", 0.25, "10000 10000", "2500 10000"},
+		{"S", 0.5, "10000 10000", "5000 10000"},
+		{"M", 2, "20000 10000", "20000 10000"},
+		{"tiny", 0.05, "20000 20000", "1000 20000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

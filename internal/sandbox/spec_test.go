@@ -88,8 +88,8 @@ func TestBuildSpec(t *testing.T) {
 		t.Errorf("namespaces (-want +got):\n%s", diff)
 	}
 	r := s.Linux.Resources
-	if *r.CPU.Quota != 100000 || *r.CPU.Period != 100000 {
-		t.Errorf("cpu quota %d/%d, want 100000/100000 (XS starts with one core)", *r.CPU.Quota, *r.CPU.Period)
+	if *r.CPU.Quota != 10000 || *r.CPU.Period != 10000 {
+		t.Errorf("cpu quota %d/%d, want 10000/10000 (XS starts with one core)", *r.CPU.Quota, *r.CPU.Period)
 	}
 	if *r.Memory.Limit != 256*machine.MiB || *r.Memory.Swap != 256*machine.MiB {
 		t.Errorf("memory %d swap %d, want both 256 MiB (no swap)", *r.Memory.Limit, *r.Memory.Swap)
@@ -134,16 +134,20 @@ func TestBuildSpec(t *testing.T) {
 // least one core; Settle lowers it later.
 func TestBuildSpecStartQuota(t *testing.T) {
 	tests := []struct {
-		name string
-		cpus float64
-		want int64 // 0: no CPU limit
+		name   string
+		cpus   float64
+		want   int64  // 0: no CPU limit
+		period uint64 // 0: cpuPeriod
 	}{
-		{"XS", 0.25, 100000},
-		{"S", 0.5, 100000},
-		{"one core", 1, 100000},
-		{"M", 2, 200000},
-		{"fractional above one", 1.5, 150000},
-		{"unlimited", 0, 0},
+		{"XS", 0.25, 10000, 0},
+		{"S", 0.5, 10000, 0},
+		{"one core", 1, 10000, 0},
+		{"M", 2, 20000, 0},
+		{"fractional above one", 1.5, 15000, 0},
+		// 0.05 CPU of 10 ms would be 0.5 ms, under the kernel's 1 ms
+		// minimum quota: the period grows to keep 1 ms.
+		{"tiny", 0.05, 20000, 20000},
+		{"unlimited", 0, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,8 +161,12 @@ func TestBuildSpecStartQuota(t *testing.T) {
 			var got int64
 			if cpu != nil {
 				got = *cpu.Quota
-				if *cpu.Period != cpuPeriod {
-					t.Errorf("period %d, want %d", *cpu.Period, cpuPeriod)
+				want := cpuPeriod
+				if tt.period != 0 {
+					want = tt.period
+				}
+				if *cpu.Period != want {
+					t.Errorf("period %d, want %d", *cpu.Period, want)
 				}
 			}
 			if got != tt.want {
