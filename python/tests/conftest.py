@@ -43,6 +43,9 @@ def free_port() -> int:
 class Server:
     """One running atoll server."""
 
+    # Seconds start() waits for the server to answer.
+    start_timeout = 30
+
     def __init__(self, data_dir: Path, extra_args: list[str] | None = None, tls_ca: Path | None = None):
         self.data_dir = data_dir
         self.extra_args = extra_args or []
@@ -80,7 +83,7 @@ class Server:
         else:
             channel = grpc.insecure_channel(self.address)
         try:
-            grpc.channel_ready_future(channel).result(timeout=30)
+            grpc.channel_ready_future(channel).result(timeout=self.start_timeout)
         except grpc.FutureTimeoutError:
             self.stop()
             raise RuntimeError(f"atoll server did not start; log:\n{self.log()}") from None

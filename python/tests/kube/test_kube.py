@@ -142,6 +142,11 @@ CATALOG = (
 class KubeServer(Server):
     """An atoll server whose workers are pods in namespace."""
 
+    # Its launcher answers once its informers have synced with the API
+    # server and what a killed server left is gone; on a busy test cluster
+    # that has taken more than 30 s.
+    start_timeout = 90
+
     def __init__(self, root: Path, namespace: str, image: str, name: str, extra: list[str] | None = None, config: str = CATALOG):
         cfg = root / "atoll.yaml"
         root.mkdir(parents=True, exist_ok=True)
