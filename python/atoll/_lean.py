@@ -196,14 +196,8 @@ class Call:
         conn.send(_RUN, request)
 
     def __iter__(self) -> Iterator[pb.RunEvent]:
-        conn = self._conn
         while True:
-            try:
-                kind, payload = self._next()
-            except EOFError:
-                raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
-            except OSError as exc:
-                raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+            kind, payload = self._next()
             if kind == _EVENT:
                 event = read_event(payload)
                 if event.WhichOneof("event") in ("result", "failure"):
@@ -216,29 +210,36 @@ class Call:
                 if self._clean:
                     return
             elif kind == _END:
-                if payload and payload[0] != 0:
-                    raise _end_error(payload)
-                self._clean = True
-                conn.used = time.monotonic()
+                self._ended(payload)
                 return
             else:
                 raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of unknown type {kind!r}")
 
     def _end(self) -> None:
-        try:
-            kind, payload = self._next()
-        except EOFError:
-            raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
-        except OSError as exc:
-            raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+        kind, payload = self._next()
         if kind != _END:
             raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of type {kind!r} after the call's outcome")
+        self._ended(payload)
+
+    def _ended(self, payload: bytes | bytearray) -> None:
+        """Takes the call's End: a failure raises; else the connection is
+        clean for the next call."""
         if payload and payload[0] != 0:
             raise _end_error(payload)
         self._clean = True
         self._conn.used = time.monotonic()
 
     def _next(self) -> tuple[int, bytes | bytearray]:
+        """The next frame other than a Pong; a connection that closed or
+        failed is the server's unavailability."""
+        try:
+            return self._next_frame()
+        except EOFError:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, "the server closed the connection") from None
+        except OSError as exc:
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, f"the connection failed: {exc}") from None
+
+    def _next_frame(self) -> tuple[int, bytes | bytearray]:
         conn, pinged = self._conn, False
         while True:
             try:
