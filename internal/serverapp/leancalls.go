@@ -2,8 +2,6 @@ package serverapp
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -30,22 +28,18 @@ const (
 )
 
 // leanSocketPath is <data-dir>/calls.sock, or, where that is too long for
-// a socket's path, a short one named for the data directory in the
-// directory workerSocketDir falls back to.
+// a socket's path, one beside the workers' short directory
+// (shortSocketBase).
 func (a *app) leanSocketPath() (string, error) {
 	path := filepath.Join(a.dataDir, leanCallSocket)
 	if len(path) <= maxSocketPath {
 		return path, nil
 	}
-	sum := sha256.Sum256([]byte(a.dataDir))
-	parent := filepath.Join(os.TempDir(), fmt.Sprintf("atoll-%d", os.Getuid()))
-	if os.Getuid() == 0 {
-		parent = "/run/atoll"
-	}
-	if err := privateDir(parent); err != nil {
+	short, err := a.shortSocketBase()
+	if err != nil {
 		return "", fmt.Errorf("lean call socket: %w", err)
 	}
-	return filepath.Join(parent, hex.EncodeToString(sum[:8])+"-"+leanCallSocket), nil
+	return short + "-" + leanCallSocket, nil
 }
 
 // serveLeanCalls serves lean calls until the server stops: from ctx's end
@@ -118,15 +112,4 @@ func loopbackPeer(ctx context.Context) bool {
 	}
 	tcp, ok := p.Addr.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()
-}
-
-// afterCall gives memory back after a large lean call, as HandleRPC does
-// after a large gRPC one.
-func (m *memoryReleaser) afterCall(bytes int64) {
-	if bytes >= largeRPCBytes {
-		select {
-		case m.kick <- struct{}{}:
-		default: // one is due already
-		}
-	}
 }

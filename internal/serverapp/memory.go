@@ -51,11 +51,17 @@ func (m *memoryReleaser) HandleRPC(ctx context.Context, s stats.RPCStats) {
 	case *stats.OutPayload:
 		n.Add(int64(s.Length))
 	case *stats.End:
-		if n.Load() >= largeRPCBytes {
-			select {
-			case m.kick <- struct{}{}:
-			default: // one is due already
-			}
+		m.afterCall(n.Load())
+	}
+}
+
+// afterCall gives memory back after a call that moved bytes both ways
+// together, if that is large: a gRPC one (HandleRPC) or a lean one.
+func (m *memoryReleaser) afterCall(bytes int64) {
+	if bytes >= largeRPCBytes {
+		select {
+		case m.kick <- struct{}{}:
+		default: // one is due already
 		}
 	}
 }

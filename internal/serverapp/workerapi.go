@@ -47,15 +47,11 @@ func (a *app) workersUseSockets() bool {
 func (a *app) workerSocketDir() (string, error) {
 	dir := filepath.Join(a.dataDir, workerAPIDir)
 	if len(filepath.Join(dir, dialBackSocket)) > maxSocketPath {
-		sum := sha256.Sum256([]byte(a.dataDir))
-		parent := filepath.Join(os.TempDir(), fmt.Sprintf("atoll-%d", os.Getuid()))
-		if os.Getuid() == 0 {
-			parent = "/run/atoll"
-		}
-		if err := privateDir(parent); err != nil {
+		short, err := a.shortSocketBase()
+		if err != nil {
 			return "", fmt.Errorf("worker sockets: %w", err)
 		}
-		dir = filepath.Join(parent, hex.EncodeToString(sum[:8]))
+		dir = short
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("worker sockets: %w", err)
@@ -74,6 +70,22 @@ func (a *app) workerSocketDir() (string, error) {
 // privateDir makes dir, or accepts it as it is, only if it is a directory
 // of this user's that no one else may write to: in a shared temporary
 // directory, another user could have made it first.
+// shortSocketBase is where this data directory's sockets go when their
+// own paths would be too long for a socket's: a name made from the data
+// directory, in a private directory under /run/atoll (root) or the
+// temporary directory (other users).
+func (a *app) shortSocketBase() (string, error) {
+	sum := sha256.Sum256([]byte(a.dataDir))
+	parent := filepath.Join(os.TempDir(), fmt.Sprintf("atoll-%d", os.Getuid()))
+	if os.Getuid() == 0 {
+		parent = "/run/atoll"
+	}
+	if err := privateDir(parent); err != nil {
+		return "", err
+	}
+	return filepath.Join(parent, hex.EncodeToString(sum[:8])), nil
+}
+
 func privateDir(dir string) error {
 	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
