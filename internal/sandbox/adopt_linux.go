@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -49,13 +47,9 @@ func stopAdopting() {
 // has exited, so the init (running, or a zombie nobody else may reap) is
 // the server's, and its pid cannot have been given to another process.
 func adoptInit(pidFile string) (int, *os.File, error) {
-	data, err := os.ReadFile(pidFile)
+	pid, err := readPidFile(pidFile)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read the container's pid: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 0 {
-		return 0, nil, fmt.Errorf("the runtime's pid file holds %q", data)
+		return 0, nil, err
 	}
 	f := openChild(pid, os.Getpid())
 	if f == nil {

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -728,12 +727,8 @@ func (r runtimeIO) Set(cmd *exec.Cmd) {
 // pid file, if it is the runtime process's child (as runc's is); else Kill
 // asks the runtime.
 func openInit(pidFile string, runtimePID int) *os.File {
-	data, err := os.ReadFile(pidFile)
+	pid, err := readPidFile(pidFile)
 	if err != nil {
-		return nil
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || pid <= 0 {
 		return nil
 	}
 	return openChild(pid, runtimePID)

@@ -1,6 +1,11 @@
 package sandbox
 
-import "os"
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
 
 // pidFileWatch tells when the runtime has written its pid file, which it
 // does once the container's process runs. It watches the bundle directory
@@ -18,3 +23,16 @@ func (w *pidFileWatch) written() bool {
 }
 
 func (w *pidFileWatch) Close() error { return w.file.Close() }
+
+// readPidFile reads the container's pid that the runtime wrote.
+func readPidFile(path string) (int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("read the container's pid: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("the runtime's pid file holds %q", data)
+	}
+	return pid, nil
+}

@@ -49,7 +49,7 @@ func cpuPeriodFor(cpus float64) uint64 {
 // overhead, not the user's code, and throttled to a fraction of a core it
 // takes several times as long (a cold start in XS, at 0.25 CPU, took about
 // 300 ms against 130 ms in M). The type's own quota holds for every call:
-// Settle lowers it to cpuQuota(m.CPUs) once the agent reports ready,
+// Settle lowers it to the type's own quota once the agent reports ready,
 // before its first call runs.
 func startCPUs(m machine.Type) float64 { return max(m.CPUs, 1) }
 
