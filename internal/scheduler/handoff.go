@@ -44,6 +44,16 @@ func (s *Scheduler) handOffLocked(w *worker) bool {
 	return true
 }
 
+// othersWaitLocked says a call of a pool other than key's is in line.
+func (s *Scheduler) othersWaitLocked(key PoolKey) bool {
+	for k, queue := range s.waiters {
+		if k != key && len(queue) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Scheduler) setWaitersLocked(key PoolKey, queue []*waiter) {
 	if len(queue) == 0 {
 		delete(s.waiters, key)

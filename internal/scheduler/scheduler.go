@@ -230,7 +230,16 @@ func (s *Scheduler) reserveCapacity(ctx, wctx context.Context, t machine.Type, q
 		if !errors.Is(err, machine.ErrNoCapacity) {
 			return nil, err
 		}
-		w := s.oldestIdle("")
+		// Under the mutex that hands workers over: once one was handed to
+		// this call (or its wait ended), evicting an idle worker would
+		// tear down a warm worker for a start nobody needs.
+		s.mu.Lock()
+		if err := wctx.Err(); err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		w := s.oldestIdleLocked("")
+		s.mu.Unlock()
 		if w == nil {
 			break
 		}
@@ -280,6 +289,10 @@ func (s *Scheduler) Waiting() int {
 func (s *Scheduler) oldestIdle(account string) *worker {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.oldestIdleLocked(account)
+}
+
+func (s *Scheduler) oldestIdleLocked(account string) *worker {
 	var oldest *worker
 	for key, pool := range s.idle {
 		if account != "" && key.Account != account {
@@ -446,9 +459,12 @@ func (s *Scheduler) Release(l *Lease, keepAlive time.Duration) {
 		s.mu.Unlock()
 		return
 	}
-	if (s.capacity != nil && s.capacity.Waiting() > 0) || s.queue.wants(w.key.Account) {
+	if s.othersWaitLocked(w.key) && ((s.capacity != nil && s.capacity.Waiting() > 0) || s.queue.wants(w.key.Account)) {
 		// A call of another pool is waiting for room: a warm worker
-		// would only hold it up.
+		// would only hold it up. (Every call that waits for room is in
+		// line in s.waiters until it settles; one already handed a
+		// worker has left it but may still count among the capacity's
+		// or the queue's waiters for a moment.)
 		s.mu.Unlock()
 		s.discard(w)
 		return
