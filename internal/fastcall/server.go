@@ -260,8 +260,11 @@ type conn struct {
 	base  context.Context
 	creds hello
 
-	wmu  sync.Mutex
-	wbuf []byte
+	// wbuf gathers frames for one write; a large value is not copied into
+	// it: pieces holds what goes before wbuf, the value among them.
+	wmu    sync.Mutex
+	wbuf   []byte
+	pieces net.Buffers
 
 	// busy says a call is in flight; cancel and done are its, guarded by
 	// mu.
@@ -388,7 +391,7 @@ func (c *conn) verify() (auth.Principal, error) {
 // answered with its End and the connection serves on.
 func (c *conn) startCall(payload []byte) {
 	req := new(atollv1.RunRequest)
-	if err := proto.Unmarshal(payload, req); err != nil {
+	if err := unmarshalRun(payload, req); err != nil {
 		c.writeEnd(status.Errorf(codes.InvalidArgument, "the request is not a valid %T message: %v", req, err))
 		return
 	}
@@ -477,14 +480,21 @@ func (c *conn) write(kind byte, payload []byte) error {
 // call's last event (its result or failure) is held back for the End that
 // follows it at once: one write, and one wakeup of the caller, for both.
 func (c *conn) writeEvent(ev *atollv1.RunEvent) (int, error) {
-	n := proto.Size(ev)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(AppendHeader(c.wbuf, FrameEvent, n), ev)
-	if err != nil {
-		return 0, err
+	var n int
+	if head, value, ok := largeValue(ev); ok {
+		n = len(head) + len(value)
+		c.pieces = append(c.pieces, append(AppendHeader(c.wbuf, FrameEvent, n), head...), value)
+		c.wbuf = nil
+	} else {
+		n = proto.Size(ev)
+		b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(AppendHeader(c.wbuf, FrameEvent, n), ev)
+		if err != nil {
+			return 0, err
+		}
+		c.wbuf = b
 	}
-	c.wbuf = b
 	switch ev.GetEvent().(type) {
 	case *atollv1.RunEvent_Result, *atollv1.RunEvent_Failure:
 		return n, nil
@@ -496,7 +506,15 @@ func (c *conn) writeEvent(ev *atollv1.RunEvent) (int, error) {
 // for the next frame.
 func (c *conn) flush() error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
-	_, err := c.nc.Write(c.wbuf)
+	var err error
+	if c.pieces != nil {
+		// One writev for the pieces and what followed them.
+		bufs := append(c.pieces, c.wbuf)
+		_, err = bufs.WriteTo(c.nc)
+		c.pieces = nil
+	} else {
+		_, err = c.nc.Write(c.wbuf)
+	}
 	c.wbuf = c.wbuf[:0]
 	if cap(c.wbuf) > 1<<20 {
 		c.wbuf = nil

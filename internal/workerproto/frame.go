@@ -153,8 +153,11 @@ func (r *frameReader) payload(n uint64) ([]byte, error) {
 }
 
 // readBounded reads exactly n bytes. Up to eagerBytes are allocated at
-// once; past that the buffer grows as bytes arrive, so a peer stating a
-// length it never sends holds no more memory than it did send.
+// once; past that, a peer stating a length it never sends holds memory in
+// proportion to what it did send: the bytes are read into chunks (each as
+// large as all before it) until a quarter of n has arrived, and only then
+// is the whole buffer allocated, the chunks copied into its front and the
+// rest read in place. A large value is so copied a quarter, not whole.
 func readBounded(r io.Reader, n uint64) ([]byte, error) {
 	if n <= eagerBytes {
 		b := make([]byte, n)
@@ -163,17 +166,24 @@ func readBounded(r io.Reader, n uint64) ([]byte, error) {
 		}
 		return b, nil
 	}
-	b := make([]byte, 0, eagerBytes)
-	for uint64(len(b)) < n {
-		if len(b) == cap(b) {
-			b = append(b, make([]byte, min(uint64(cap(b)), n-uint64(len(b))))...)[:len(b)]
-		}
-		end := min(uint64(cap(b)), n)
-		m, err := io.ReadFull(r, b[len(b):end])
-		b = b[:len(b)+m]
+	var chunks [][]byte
+	var got uint64
+	for quarter := n / 4; got < quarter; {
+		chunk := make([]byte, min(max(got, eagerBytes), quarter-got))
+		m, err := io.ReadFull(r, chunk)
+		got += uint64(m)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %d raw bytes cut short after %d: %w", ErrProtocol, n, len(b), err)
+			return nil, fmt.Errorf("%w: %d raw bytes cut short after %d: %w", ErrProtocol, n, got, err)
 		}
+		chunks = append(chunks, chunk)
+	}
+	b := make([]byte, n)
+	at := 0
+	for _, chunk := range chunks {
+		at += copy(b[at:], chunk)
+	}
+	if m, err := io.ReadFull(r, b[got:]); err != nil {
+		return nil, fmt.Errorf("%w: %d raw bytes cut short after %d: %w", ErrProtocol, n, got+uint64(m), err)
 	}
 	return b, nil
 }

@@ -194,7 +194,7 @@ class IsolatedFunction(Generic[R]):
         ):
             raise ValueError(f"max_concurrency must be a positive int or None, got {max_concurrency!r}")
         o = self.options
-        template = self._call_of(dumps_function(self.func, o.requirements), b"")
+        template = self._call_of(dumps_function(self.func, o.requirements), ())
         return _map.run_map(
             o.host.route(), template, ((tuple(a), {}) for a in args_iter),
             requirements=o.requirements, ordered=ordered, return_exceptions=return_exceptions,
@@ -234,7 +234,7 @@ class IsolatedFunction(Generic[R]):
         function = dumps_function(self.func, self.options.requirements)
         return self._call_of(function, dumps_arguments(self.name, args, kwargs, self.options.requirements))
 
-    def _call_of(self, function: bytes, arguments: bytes) -> Call:
+    def _call_of(self, function: bytes, arguments: tuple[bytes, ...]) -> Call:
         o = self.options
         return Call(
             function_name=self.name,

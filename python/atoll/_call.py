@@ -96,13 +96,15 @@ class Call:
     for how long its worker stays warm.
 
     ``function_name`` names the function in errors and in the server's
-    records; ``credentials`` are the caller's explicit ones, if any (else
-    the host finds them in the environment).
+    records; ``arguments`` are the pickled arguments as pieces whose
+    concatenation is the payload (dumps_arguments); ``credentials`` are the
+    caller's explicit ones, if any (else the host finds them in the
+    environment).
     """
 
     function_name: str
     function: bytes = field(repr=False)
-    arguments: bytes = field(repr=False)
+    arguments: tuple[bytes, ...] = field(repr=False)
     environment: EnvironmentSpec
     machine_type: str
     keep_alive: float
@@ -118,7 +120,7 @@ class Call:
         req = pb.RunRequest(
             function_name=self.function_name,
             function=self.function,
-            arguments=self.arguments,
+            arguments=b"".join(self.arguments),
             environment=self.environment.proto(),
             machine_type=self.machine_type,
             keep_alive_seconds=float(self.keep_alive),
@@ -129,13 +131,29 @@ class Call:
             req.retries.CopyFrom(self.retries.proto())
         return req
 
-    def wire_request(self) -> bytes:
-        """The Run request encoded as the Functions API receives it, the
-        arguments copied once: straight into the encoding, never through a
-        protobuf message (which would copy them twice more). Protobuf
-        reads fields in any order, so they go last."""
-        head = replace(self, arguments=b"").request().SerializeToString()
-        return b"".join((head, _ARGUMENTS_TAG, _varint(len(self.arguments)), self.arguments))
+    def wire_request(self) -> tuple[bytes, ...]:
+        """The Run request encoded as the Functions API receives it, as
+        pieces whose concatenation is the encoding: the arguments' pieces
+        are not copied (a lean call writes them from where they are; gRPC
+        takes them joined, see joined), and never go through a protobuf
+        message, which would copy them twice more. Protobuf reads fields in
+        any order, so they go last."""
+        head = replace(self, arguments=()).request().SerializeToString()
+        size = sum(map(len, self.arguments))
+        tag = b"".join((head, _ARGUMENTS_TAG, _varint(size)))
+        if len(self.arguments) == 1 and size < _SEPARATE_PIECE:
+            return (tag + self.arguments[0],)
+        return (tag, *self.arguments)
+
+
+def joined(pieces: tuple[bytes, ...]) -> bytes:
+    """pieces as one bytes value (a single piece is not copied)."""
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+# Arguments this large are sent as pieces of their own, not copied behind
+# the rest of the request.
+_SEPARATE_PIECE = 64 << 10
 
 
 # RunRequest.arguments: field 3, length-delimited.

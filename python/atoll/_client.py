@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import grpc
 
 from atoll import _autostart, _channel, _credentials, _lean, _progress
-from atoll._call import Call, RunStub
+from atoll._call import Call, RunStub, joined
 from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
@@ -150,7 +150,7 @@ class _NotConnected(Exception):
 
 
 def _events(
-    target: str, call: Call, request: bytes, metadata: tuple[tuple[str, str], ...] | None = None
+    target: str, call: Call, request: tuple[bytes, ...], metadata: tuple[tuple[str, str], ...] | None = None
 ) -> Generator[bytes, None, pb.Result]:
     """Runs the call: output is written as it arrives, yielded values are
     yielded, and the result is returned."""
@@ -166,7 +166,7 @@ def _events(
         except grpc.RpcError as err:  # the socket refused the credentials
             raise from_rpc_error(err, target) from None
     learn = lean is None and _lean.wants_socket(target, tls)
-    events = lean if lean is not None else _channel.stub(target, RunStub).Run(request, metadata=metadata)
+    events = lean if lean is not None else _channel.stub(target, RunStub).Run(joined(request), metadata=metadata)
     if control is not None:
         control.attach(events)
     result: pb.Result | None = None

@@ -59,6 +59,8 @@ _IDLE_FOR = 300.0
 # descriptor per thread that once called.
 _SURPLUS_IDLE_FOR = 2.0
 _READ_CHUNK = 256 << 10
+# The most pieces one sendmsg takes (Linux's UIO_MAXIOV).
+_IOV_MAX = 1024
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
 
@@ -118,14 +120,24 @@ class _Conn:
             raise Unreachable(f"{path}: the server answered the hello with a frame of type {kind!r}")
         self.sock.settimeout(KEEPALIVE_TIME)
 
-    def send(self, kind: bytes, payload: bytes = b"") -> None:
-        header = kind + len(payload).to_bytes(4, "big")
+    def send(self, kind: bytes, *pieces: bytes) -> None:
+        """Sends a frame whose payload is the concatenation of pieces; a
+        large piece is written from its own memory (sendmsg), not copied."""
+        size = sum(map(len, pieces))
+        header = kind + size.to_bytes(4, "big")
         with self.wlock:
-            if len(payload) < 65536:
-                self.sock.sendall(header + payload)
-            else:  # no copy of a large request
-                self.sock.sendall(header)
-                self.sock.sendall(payload)
+            if size < 65536:
+                self.sock.sendall(b"".join((header, *pieces)))
+                return
+            views = [memoryview(header)] + [memoryview(p) for p in pieces if len(p)]
+            while views:
+                sent = self.sock.sendmsg(views[:_IOV_MAX])
+                while sent:
+                    if sent >= len(views[0]):
+                        sent -= len(views.pop(0))
+                    else:
+                        views[0] = views[0][sent:]
+                        sent = 0
 
     def read_frame(self) -> tuple[int, bytes | bytearray]:
         """The next frame; EOFError when the server closed the connection.
@@ -189,11 +201,11 @@ class Call:
     thread) stops it; ``finish`` gives the connection back, or closes it if
     the call did not end cleanly."""
 
-    def __init__(self, pool: _Pool, key: tuple, conn: _Conn, request: bytes) -> None:
+    def __init__(self, pool: _Pool, key: tuple, conn: _Conn, request: tuple[bytes, ...]) -> None:
         self._pool, self._key, self._conn = pool, key, conn
         self._clean = False
         self.cancelled = False
-        conn.send(_RUN, request)
+        conn.send(_RUN, *request)
 
     def __iter__(self) -> Iterator[pb.RunEvent]:
         while True:
@@ -371,9 +383,10 @@ def learn(target: str, tls: object, initial_metadata: object) -> None:
 
 
 def start(
-    target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: bytes
+    target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: tuple[bytes, ...]
 ) -> Call | None:
-    """Starts request on the server's socket; None when the socket cannot
+    """Starts request (the encoded RunRequest, as pieces) on the server's
+    socket; None when the socket cannot
     be used (the call then goes over gRPC, and the socket is not tried
     again until the server names it anew). A hello the server refuses
     (bad credentials) raises its LeanError."""

@@ -121,7 +121,7 @@ class _Feed:
             return True
         with self.lock:
             self.sent = index + 1
-        batch.append(pb.MapItem(index=index, arguments=data))
+        batch.append(pb.MapItem(index=index, arguments=b"".join(data)))
         return True
 
 

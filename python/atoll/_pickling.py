@@ -214,21 +214,33 @@ class Parts:
     so a 100 MB bytes value is sent from its own memory, never copied into
     the pickle. The parts refer to the value until they are written."""
 
-    def __init__(self) -> None:
+    def __init__(self, copy_mutable: bool = False) -> None:
         self.parts: list[bytes | memoryview] = []
         self.nbytes = 0
+        # A caller's arguments may be sent after the call returns to the
+        # caller's code (submit, map): data that could change by then (a
+        # bytearray, an array) is copied, as a pickle would have; a bytes
+        # value cannot change and is kept by reference.
+        self.copy_mutable = copy_mutable
 
     def write(self, data: Any) -> int:
-        part = data if type(data) is bytes else pickle.PickleBuffer(data).raw()
+        if type(data) is bytes:
+            part = data
+        elif self.copy_mutable:
+            part = bytes(data)
+        else:
+            part = pickle.PickleBuffer(data).raw()
         self.parts.append(part)
         self.nbytes += len(part)
         return len(part)
 
 
-def dumps_parts(value: Any, protocol: int | None = None, label: str = "") -> tuple[list[bytes | memoryview], dict[str, dict[str, Any]]]:
+def dumps_parts(
+    value: Any, protocol: int | None = None, label: str = "", copy_mutable: bool = False
+) -> tuple[list[bytes | memoryview], dict[str, dict[str, Any]]]:
     """Like dumps, as a list of parts whose concatenation is the payload;
     large data in value is not copied (see Parts)."""
-    out = Parts()
+    out = Parts(copy_mutable)
     pickler = Pickler(out, protocol=protocol, label=label)
     pickler.dump(value)
     manifest = manifest_of(pickler.modules) if pickler.modules else {}

@@ -254,14 +254,21 @@ def dumps_function(fn: Callable[..., Any], requirements: Iterable[str] = ()) -> 
     return payload
 
 
+# Arguments pickled to less than this are sent as one piece.
+_ONE_PIECE = 1 << 20
+
+
 def dumps_arguments(
     name: str, args: tuple[Any, ...], kwargs: dict[str, Any], requirements: Iterable[str] = ()
-) -> bytes:
-    """Pickles (args, kwargs) with their manifest; SerializationError names
-    the part of an argument that failed (args[0]['conn']),
-    VersionMismatchError a distribution the requirements lack."""
+) -> tuple[bytes, ...]:
+    """Pickles (args, kwargs) with their manifest, as pieces whose
+    concatenation is the payload: a large bytes argument is a piece of its
+    own, sent from its own memory rather than copied into the pickle (small
+    payloads are one piece). SerializationError names the part of an
+    argument that failed (args[0]['conn']), VersionMismatchError a
+    distribution the requirements lack."""
     try:
-        payload, manifest = _pickling.dumps((args, kwargs), protocol=5)
+        parts, manifest = _pickling.dumps_parts((args, kwargs), protocol=5, copy_mutable=True)
         if manifest:
             # Only arguments that refer to installed distributions pay for
             # naming which argument uses which: pickled again, labeled.
@@ -269,7 +276,7 @@ def dumps_arguments(
                 [_pickling.Labeled(f"argument {i} of {name}", v) for i, v in enumerate(args)],
                 {k: _pickling.Labeled(f"keyword argument '{k}' of {name}", v) for k, v in kwargs.items()},
             )
-            payload, manifest = _pickling.dumps(labeled, protocol=5)
+            parts, manifest = _pickling.dumps_parts(labeled, protocol=5, copy_mutable=True)
     except Exception as exc:  # noqa: BLE001
         items = [(f"argument {i}", f"args[{i}]", v) for i, v in enumerate(args)]
         items += [(f"keyword argument '{k}'", f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
@@ -282,7 +289,9 @@ def dumps_arguments(
                 ) from exc
         raise SerializationError(f"cannot send the arguments of {name}: {type(exc).__name__}: {exc}") from exc
     _check_provided(manifest, requirements, f"the arguments of {name}")
-    return payload
+    if len(parts) == 1 or sum(map(len, parts)) < _ONE_PIECE:
+        return (b"".join(parts),)
+    return tuple(parts)  # type: ignore[arg-type]  # bytes only (copy_mutable)
 
 
 def loads_value(name: str, data: bytes) -> Any:

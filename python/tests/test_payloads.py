@@ -117,3 +117,37 @@ def test_large_values_are_read_from_the_received_message_in_place():
         assert read_event(event.SerializeToString()) == event
     trailing = pb.RunEvent(yielded=value).SerializeToString() + pb.RunEvent(output=pb.Output(data=b"x")).SerializeToString()
     assert read_event(trailing) == pb.RunEvent.FromString(trailing)
+
+
+def test_a_large_bytes_argument_is_sent_from_its_own_memory():
+    from atoll._call import Call, EnvironmentSpec, joined
+    from atoll._serialize import dumps_arguments
+    from atoll.v1 import atoll_pb2 as pb
+
+    big, mutable = os.urandom(2 * MB), bytearray(os.urandom(2 * MB))
+    pieces = dumps_arguments("f", (big, mutable), {})
+    # The bytes goes as it is; the bytearray is copied, so that a change
+    # after the call was made (submit, map) is not what is sent.
+    assert any(p is big for p in pieces)
+    assert not any(p is mutable for p in pieces) and all(type(p) is bytes for p in pieces)
+    assert b"".join(pieces) == _pickling.dumps(((big, mutable), {}), protocol=5)[0]
+    call = Call("f", b"fn", pieces, EnvironmentSpec("3.11"), "XS", 3.0)
+    wire = call.wire_request()
+    assert any(p is big for p in wire)
+    assert pb.RunRequest.FromString(joined(wire)) == call.request()
+    # Small arguments are one piece.
+    assert len(dumps_arguments("f", (b"small",), {})) == 1
+
+
+def test_a_mutable_argument_is_sent_as_it_was_when_submitted(server):
+    @isolated(keep_alive=30)
+    def digest(data):
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    data = bytearray(os.urandom(4 * MB))
+    want = hashlib.sha256(data).hexdigest()
+    future = digest.submit(data)
+    data[:] = bytes(len(data))  # changed at once, likely before it is sent
+    assert future.result(timeout=120) == want
