@@ -386,10 +386,10 @@ def start(
     target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: tuple[bytes, ...]
 ) -> Call | None:
     """Starts request (the encoded RunRequest, as pieces) on the server's
-    socket; None when the socket cannot
-    be used (the call then goes over gRPC, and the socket is not tried
-    again until the server names it anew). A hello the server refuses
-    (bad credentials) raises its LeanError."""
+    socket; None when the socket cannot be used (the call then goes over
+    gRPC, and the socket is not tried again until the server names it
+    anew). A hello the server refuses (bad credentials) raises its
+    LeanError."""
     if os.environ.get(_ENV) == "0":
         return None
     key = (path, metadata)
