@@ -13,8 +13,14 @@ import (
 // server a read and a write, not two more copies.
 const largeValueBytes = 1 << 20
 
-// runArgumentsField is RunRequest.arguments.
-const runArgumentsField protowire.Number = 3
+// The fields the lean transport reads or writes by hand: RunRequest's
+// arguments; RunEvent's result and yielded; Result's value.
+const (
+	runArgumentsField protowire.Number = 3
+	eventResultField  protowire.Number = 3
+	eventYieldedField protowire.Number = 5
+	resultValueField  protowire.Number = 1
+)
 
 // unmarshalRun decodes a RunRequest whose arguments, when large, refer to
 // payload itself instead of a copy. The fields are checked as protobuf
@@ -63,7 +69,7 @@ func largeValue(ev *atollv1.RunEvent) (head, value []byte, ok bool) {
 		if len(e.Yielded) < largeValueBytes {
 			return nil, nil, false
 		}
-		head = protowire.AppendTag(nil, 5, protowire.BytesType)
+		head = protowire.AppendTag(nil, eventYieldedField, protowire.BytesType)
 		return protowire.AppendVarint(head, uint64(len(e.Yielded))), e.Yielded, true
 	case *atollv1.RunEvent_Result:
 		v, isValue := e.Result.GetOutcome().(*atollv1.Result_Value)
@@ -71,10 +77,10 @@ func largeValue(ev *atollv1.RunEvent) (head, value []byte, ok bool) {
 			return nil, nil, false
 		}
 		n := len(v.Value)
-		inner := protowire.SizeTag(1) + protowire.SizeBytes(n)
-		head = protowire.AppendTag(nil, 3, protowire.BytesType)
+		inner := protowire.SizeTag(resultValueField) + protowire.SizeBytes(n)
+		head = protowire.AppendTag(nil, eventResultField, protowire.BytesType)
 		head = protowire.AppendVarint(head, uint64(inner))
-		head = protowire.AppendTag(head, 1, protowire.BytesType)
+		head = protowire.AppendTag(head, resultValueField, protowire.BytesType)
 		return protowire.AppendVarint(head, uint64(n)), v.Value, true
 	}
 	return nil, nil, false

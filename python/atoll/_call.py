@@ -135,8 +135,8 @@ class Call:
         """The Run request encoded as the Functions API receives it, as
         pieces whose concatenation is the encoding: the arguments' pieces
         are not copied (a lean call writes them from where they are; gRPC
-        takes them joined, see joined), and never go through a protobuf
-        message, which would copy them twice more. Protobuf reads fields in
+        takes them joined), and never go through a protobuf message, which
+        would copy them twice more. Protobuf reads fields in
         any order, so they go last."""
         head = replace(self, arguments=()).request().SerializeToString()
         size = sum(map(len, self.arguments))
@@ -144,11 +144,6 @@ class Call:
         if len(self.arguments) == 1 and size < _SEPARATE_PIECE:
             return (tag + self.arguments[0],)
         return (tag, *self.arguments)
-
-
-def joined(pieces: tuple[bytes, ...]) -> bytes:
-    """pieces as one bytes value (a single piece is not copied)."""
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 # Arguments this large are sent as pieces of their own, not copied behind

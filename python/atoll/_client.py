@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import grpc
 
 from atoll import _autostart, _channel, _credentials, _lean, _progress
-from atoll._call import Call, RunStub, joined
+from atoll._call import Call, RunStub
 from atoll._errors import CancelledError, ProtocolError, ServerUnavailableError, from_failure, from_rpc_error
 from atoll._serialize import loads_value, rebuild_exception
 from atoll.v1 import atoll_pb2 as pb
@@ -166,7 +166,7 @@ def _events(
         except grpc.RpcError as err:  # the socket refused the credentials
             raise from_rpc_error(err, target) from None
     learn = lean is None and _lean.wants_socket(target, tls)
-    events = lean if lean is not None else _channel.stub(target, RunStub).Run(joined(request), metadata=metadata)
+    events = lean if lean is not None else _channel.stub(target, RunStub).Run(b"".join(request), metadata=metadata)
     if control is not None:
         control.attach(events)
     result: pb.Result | None = None

@@ -120,7 +120,7 @@ def test_large_values_are_read_from_the_received_message_in_place():
 
 
 def test_a_large_bytes_argument_is_sent_from_its_own_memory():
-    from atoll._call import Call, EnvironmentSpec, joined
+    from atoll._call import Call, EnvironmentSpec
     from atoll._serialize import dumps_arguments
     from atoll.v1 import atoll_pb2 as pb
 
@@ -134,7 +134,7 @@ def test_a_large_bytes_argument_is_sent_from_its_own_memory():
     call = Call("f", b"fn", pieces, EnvironmentSpec("3.11"), "XS", 3.0)
     wire = call.wire_request()
     assert any(p is big for p in wire)
-    assert pb.RunRequest.FromString(joined(wire)) == call.request()
+    assert pb.RunRequest.FromString(b"".join(wire)) == call.request()
     # Small arguments are one piece.
     assert len(dumps_arguments("f", (b"small",), {})) == 1
 
