@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
-	"time"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/workerproto"
@@ -39,9 +38,6 @@ runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
 runner.main(runtime)
 `
-
-// flushTimeout bounds how long a result waits for output still in flight.
-const flushTimeout = 5 * time.Second
 
 // Options configures the agent.
 type Options struct {
@@ -177,8 +173,8 @@ func (a *Agent) startRunner() (*runner, error) {
 }
 
 func (r *runner) flushOutput() {
-	r.stdout.Flush(flushTimeout)
-	r.stderr.Flush(flushTimeout)
+	r.stdout.Flush()
+	r.stderr.Flush()
 }
 
 // Run serves calls until the server closes the protocol stream, the runner

@@ -1,11 +1,12 @@
 package agent
 
 import (
-	"errors"
 	"io"
 	"os"
 	"sync"
-	"time"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 )
@@ -14,20 +15,35 @@ import (
 // of its standard file descriptors. Flush guarantees that every byte written
 // to the pipe before Flush was called has been forwarded when it returns,
 // which is how output is kept ahead of the result that follows it.
+//
+// Every read of the pipe and the forwarding of what it read happen under mu,
+// so Flush needs no help from the loop: it takes mu, and whatever the loop
+// read before is forwarded; what is still in the pipe, Flush reads itself. A
+// call that printed nothing costs one ioctl per stream and wakes no goroutine.
 type outputPipe struct {
 	f      *os.File
+	rc     syscall.RawConn
 	stream atollv1.Stream
 	send   func(*atollv1.WorkerEvent)
 
-	mu      sync.Mutex
-	pending []chan struct{}
-	done    chan struct{}
+	mu  sync.Mutex
+	buf []byte // guarded by mu
+	eof bool   // guarded by mu: the write end is closed everywhere
+
+	done chan struct{}
 }
 
 const outputChunk = 32 << 10
 
 func newOutputPipe(f *os.File, stream atollv1.Stream, send func(*atollv1.WorkerEvent)) *outputPipe {
-	p := &outputPipe{f: f, stream: stream, send: send, done: make(chan struct{})}
+	p := &outputPipe{f: f, stream: stream, send: send, buf: make([]byte, outputChunk), done: make(chan struct{})}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		// Not a pollable file: nothing to forward from.
+		close(p.done)
+		return p
+	}
+	p.rc = rc
 	go p.loop()
 	return p
 }
@@ -38,67 +54,63 @@ func (p *outputPipe) forward(b []byte) {
 	p.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Stream: p.stream, Data: data}}})
 }
 
+// readOnce reads and forwards what one read returns; it reports whether
+// the pipe had nothing to read now (EAGAIN), and an error at its end. The
+// caller holds mu.
+func (p *outputPipe) readOnce(fd int, limit int) (empty bool, err error) {
+	for {
+		n, err := unix.Read(fd, p.buf[:min(limit, len(p.buf))])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return true, nil
+		case err != nil:
+			return false, err
+		case n == 0:
+			p.eof = true
+			return false, io.EOF
+		}
+		p.forward(p.buf[:n])
+		return false, nil
+	}
+}
+
 func (p *outputPipe) loop() {
 	defer close(p.done)
-	buf := make([]byte, outputChunk)
 	for {
-		n, err := p.f.Read(buf)
-		if n > 0 {
-			p.forward(buf[:n])
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A Flush interrupted the read: forward exactly what is in the
-			// pipe now, then answer every Flush waiting.
-			_ = p.f.SetReadDeadline(time.Time{})
-			p.drainAvailable(buf)
-			p.ackPending()
-		default:
-			p.ackPending()
+		var rerr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.eof {
+				rerr = io.EOF
+				return true
+			}
+			var empty bool
+			empty, rerr = p.readOnce(int(fd), len(p.buf))
+			return !empty // on false the poller waits until the pipe is readable
+		})
+		if err != nil || rerr != nil {
 			return
 		}
 	}
 }
 
-func (p *outputPipe) drainAvailable(buf []byte) {
-	avail := pipeAvailable(p.f)
-	for avail > 0 {
-		n, err := p.f.Read(buf[:min(avail, len(buf))])
-		if n > 0 {
-			p.forward(buf[:n])
-			avail -= n
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *outputPipe) ackPending() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.pending {
-		close(c)
-	}
-	p.pending = nil
-}
-
-// Flush waits until everything written to the pipe so far is forwarded, or
-// until timeout passes (a stuck reader must not hold back a result).
-func (p *outputPipe) Flush(timeout time.Duration) {
-	ack := make(chan struct{})
-	p.mu.Lock()
-	p.pending = append(p.pending, ack)
-	p.mu.Unlock()
-	if err := p.f.SetReadDeadline(time.Unix(1, 0)); err != nil {
+// Flush forwards everything written to the pipe so far before it returns.
+func (p *outputPipe) Flush() {
+	if p.rc == nil {
 		return
 	}
-	select {
-	case <-ack:
-	case <-p.done:
-	case <-time.After(timeout):
-	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.rc.Control(func(fd uintptr) {
+		for avail := pipeAvailable(int(fd)); avail > 0 && !p.eof; avail = pipeAvailable(int(fd)) {
+			if empty, err := p.readOnce(int(fd), avail); empty || err != nil {
+				return
+			}
+		}
+	})
 }
 
 // Close stops forwarding; the loop ends once the read end is closed.

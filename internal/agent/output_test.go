@@ -42,7 +42,7 @@ func TestFlushForwardsEverythingWrittenBefore(t *testing.T) {
 		if _, err := w.WriteString(want); err != nil {
 			t.Fatal(err)
 		}
-		p.Flush(5 * time.Second)
+		p.Flush()
 		if got := c.String(); got != want {
 			t.Fatalf("round %d: after Flush got %d bytes, want %d", i, len(got), len(want))
 		}
@@ -61,7 +61,7 @@ func TestFlushAfterWriterClosedReturns(t *testing.T) {
 	w.WriteString("last words")
 	w.Close()
 	done := make(chan struct{})
-	go func() { p.Flush(5 * time.Second); close(done) }()
+	go func() { p.Flush(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(3 * time.Second):

@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -68,7 +69,7 @@ func New() *cobra.Command {
 				}
 			}
 			if dial.addr == "" {
-				opts.Conn = workerproto.NewAgentConn(os.Stdin, os.Stdout)
+				opts.Conn = workerproto.NewAgentConn(pollable(os.Stdin), pollable(os.Stdout))
 			} else {
 				conn, err := dialServer(cmd.Context(), dial)
 				if err != nil {
@@ -112,4 +113,18 @@ func dialServer(ctx context.Context, dial dialOptions) (io.ReadWriteCloser, erro
 	ctx, cancel := context.WithTimeout(ctx, workerproto.HandshakeTimeout)
 	defer cancel()
 	return workerproto.Dial(ctx, dial.addr, strings.TrimSpace(string(token)))
+}
+
+// pollable returns f as a file Go's poller waits on. The standard streams
+// are opened blocking: every read of a call would then hold a thread in the
+// kernel, which the runtime hands its P away from after 20 µs and takes it
+// back from on return, a thread wake-up or two per call. Non-blocking, a
+// waiting read parks only its goroutine. f is returned as it is where it
+// cannot be made non-blocking.
+func pollable(f *os.File) *os.File {
+	fd := int(f.Fd())
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		return f
+	}
+	return os.NewFile(uintptr(fd), f.Name())
 }
