@@ -272,6 +272,11 @@ type conn struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// calls hands each call to the connection's call goroutine, started
+	// with the first: its stack, grown by that call, serves the next ones
+	// without growing again. Only serve sends on it.
+	calls chan func()
 }
 
 func (c *conn) serve() {
@@ -279,6 +284,9 @@ func (c *conn) serve() {
 	defer func() {
 		c.cancelCall()
 		c.waitCall()
+		if c.calls != nil {
+			close(c.calls)
+		}
 		c.nc.Close()
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -416,7 +424,7 @@ func (c *conn) startCall(payload []byte) {
 	c.busy.Store(true)
 	// A call may run for hours without a frame from the caller.
 	c.nc.SetReadDeadline(time.Time{})
-	go func() {
+	c.runCall(func() {
 		defer close(done)
 		st := &stream{ctx: ctx, c: c}
 		err := c.s.opts.Run(req, st)
@@ -432,7 +440,22 @@ func (c *conn) startCall(payload []byte) {
 		if c.s.isClosing() {
 			c.nc.Close()
 		}
-	}()
+	})
+}
+
+// runCall runs f on the connection's call goroutine. One call runs at a
+// time (serve refuses a second), so the next is handed over without
+// waiting even while the last one's goroutine is finishing.
+func (c *conn) runCall(f func()) {
+	if c.calls == nil {
+		c.calls = make(chan func(), 1)
+		go func() {
+			for f := range c.calls {
+				f()
+			}
+		}()
+	}
+	c.calls <- f
 }
 
 func (c *conn) cancelCall() {
