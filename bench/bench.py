@@ -4,7 +4,8 @@
     python bench/bench.py peers [--runs 3]
 
 calls: warm call round trip (p50/p99 over --warm calls of a trivial
-function) and cold start (p50 over --cold calls with keep_alive=0, each on a
+function, and the CPU each call costs the caller, the server and each of
+the worker's processes) and cold start (p50 over --cold calls with keep_alive=0, each on a
 new worker), with a bare `python -c pass` for scale.
 sandbox: cold start with the environment cached, with the runc and runsc
 (gVisor) sandboxes and with the plain-process launcher, beside a bare
@@ -49,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python" / "tests"))
 
 from conftest import Server  # noqa: E402  (the test suite's server runner)
-from measure import percentile, timed  # noqa: E402
+from measure import children, cpu_ns, percentile, process_name, timed  # noqa: E402
 from peers import PEER_ENV, bench_peers, ray_python  # noqa: E402
 
 
@@ -73,10 +74,19 @@ def bench_calls(args: argparse.Namespace, server: Server) -> None:
         return 1
 
     timed(trivial, 50)  # start the worker and warm up the channel
+    # Every process's CPU over the warm calls: this one (the caller), the
+    # server and everything under it (the worker's processes).
+    pids = [os.getpid(), server.proc.pid, *children(server.proc.pid)]
+    before = {pid: cpu_ns(pid) for pid in pids}
     warm = timed(trivial, args.warm)
+    spent = {pid: cpu_ns(pid) - before[pid] for pid in pids}
     cold = timed(trivial_cold, args.cold)
     bare = bare_python(args.cold)
     print(f"warm call round trip  ({args.warm} calls): p50 {ms(percentile(warm, 50))}   p99 {ms(percentile(warm, 99))}")
+    labels = {os.getpid(): "caller", server.proc.pid: "server"}
+    per_call = ", ".join(f"{labels.get(pid) or process_name(pid)} {ns / args.warm / 1000:.0f}"
+                         for pid, ns in spent.items() if ns >= args.warm * 1000)
+    print(f"CPU per warm call, µs: {per_call}")
     print(f"cold start, new worker ({args.cold} calls): p50 {ms(percentile(cold, 50))}   p99 {ms(percentile(cold, 99))}")
     print(f"bare `python -c pass`  ({args.cold} runs):  p50 {ms(percentile(bare, 50))}")
 
