@@ -72,3 +72,29 @@ func TestFlushAfterWriterClosedReturns(t *testing.T) {
 		t.Fatalf("got %q", c.String())
 	}
 }
+
+// Flush must hold its guarantee while the loop is reading the same pipe:
+// after each write and Flush, everything written so far has been
+// forwarded, in order, whichever of the two read each piece.
+func TestFlushWhileTheLoopReads(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c collector
+	p := newOutputPipe(r, atollv1.Stream_STREAM_STDOUT, c.send)
+	var want strings.Builder
+	for i := range 2000 {
+		piece := strings.Repeat(string(rune('a'+i%26)), 1+i%300)
+		if _, err := w.WriteString(piece); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteString(piece)
+		p.Flush()
+		if got := c.String(); got != want.String() {
+			t.Fatalf("write %d: after Flush got %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+	w.Close()
+	p.Close()
+}
