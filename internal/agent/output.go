@@ -54,25 +54,25 @@ func (p *outputPipe) forward(b []byte) {
 	p.send(&atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Output{Output: &atollv1.Output{Stream: p.stream, Data: data}}})
 }
 
-// readOnce reads and forwards what one read returns; it reports whether
-// the pipe had nothing to read now (EAGAIN), and an error at its end. The
-// caller holds mu.
-func (p *outputPipe) readOnce(fd int, limit int) (empty bool, err error) {
+// readOnce reads at most limit bytes and forwards them; it returns how
+// many it read, with empty set where the pipe had nothing to read now
+// (EAGAIN) and an error at its end. The caller holds mu.
+func (p *outputPipe) readOnce(fd int, limit int) (n int, empty bool, err error) {
 	for {
 		n, err := unix.Read(fd, p.buf[:min(limit, len(p.buf))])
 		switch {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN:
-			return true, nil
+			return 0, true, nil
 		case err != nil:
-			return false, err
+			return 0, false, err
 		case n == 0:
 			p.eof = true
-			return false, io.EOF
+			return 0, false, io.EOF
 		}
 		p.forward(p.buf[:n])
-		return false, nil
+		return n, false, nil
 	}
 }
 
@@ -88,7 +88,7 @@ func (p *outputPipe) loop() {
 				return true
 			}
 			var empty bool
-			empty, rerr = p.readOnce(int(fd), len(p.buf))
+			_, empty, rerr = p.readOnce(int(fd), len(p.buf))
 			return !empty // on false the poller waits until the pipe is readable
 		})
 		if err != nil || rerr != nil {
@@ -98,6 +98,8 @@ func (p *outputPipe) loop() {
 }
 
 // Flush forwards everything written to the pipe so far before it returns.
+// It reads only what was there when it began: a process that keeps
+// writing cannot hold the result back.
 func (p *outputPipe) Flush() {
 	if p.rc == nil {
 		return
@@ -105,10 +107,12 @@ func (p *outputPipe) Flush() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	_ = p.rc.Control(func(fd uintptr) {
-		for avail := pipeAvailable(int(fd)); avail > 0 && !p.eof; avail = pipeAvailable(int(fd)) {
-			if empty, err := p.readOnce(int(fd), avail); empty || err != nil {
+		for left := pipeAvailable(int(fd)); left > 0 && !p.eof; {
+			n, empty, err := p.readOnce(int(fd), left)
+			if empty || err != nil {
 				return
 			}
+			left -= n
 		}
 	})
 }

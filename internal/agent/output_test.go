@@ -5,8 +5,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 )
@@ -96,5 +99,59 @@ func TestFlushWhileTheLoopReads(t *testing.T) {
 		}
 	}
 	w.Close()
+	p.Close()
+}
+
+// A process that never stops writing must not keep Flush from returning:
+// it forwards what was in the pipe when it began, not what the writer adds
+// while it reads. While it runs, at most the pipe's capacity goes out, and
+// the few chunks the loop forwards before Flush gets the lock (a mutex
+// waited on for 1 ms is handed to its waiter); a Flush that read on while
+// the writer wrote would forward a chunk every millisecond without end.
+func TestFlushReadsOnlyWhatWasThere(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	capacity, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forwarding slower than the writer writes keeps the pipe full.
+	var forwarded atomic.Int64
+	slow := func(ev *atollv1.WorkerEvent) {
+		time.Sleep(time.Millisecond)
+		forwarded.Add(int64(len(ev.GetOutput().GetData())))
+	}
+	p := newOutputPipe(r, atollv1.Stream_STREAM_STDOUT, slow)
+	stop, wrote, started := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() {
+		defer close(wrote)
+		line := []byte(strings.Repeat("y", 4096))
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := w.Write(line); err != nil {
+				return
+			}
+			once.Do(func() { close(started) })
+		}
+	}()
+	<-started
+	time.Sleep(10 * time.Millisecond) // the pipe fills
+	for i := range 20 {
+		before := forwarded.Load()
+		p.Flush()
+		if limit := int64(capacity + 4*outputChunk); forwarded.Load()-before > limit {
+			t.Fatalf("flush %d: %d bytes forwarded while it ran, more than the %d it may", i, forwarded.Load()-before, limit)
+		}
+	}
+	close(stop)
+	w.Close()
+	<-wrote
 	p.Close()
 }
