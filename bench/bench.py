@@ -5,8 +5,8 @@
 
 calls: warm call round trip (p50/p99 over --warm calls of a trivial
 function, and the CPU each call costs the caller, the server and each of
-the worker's processes) and cold start (p50 over --cold calls with keep_alive=0, each on a
-new worker), with a bare `python -c pass` for scale.
+the worker's processes) and cold start (p50 over --cold calls with
+keep_alive=0, each on a new worker), with a bare `python -c pass` for scale.
 sandbox: cold start with the environment cached, with the runc and runsc
 (gVisor) sandboxes and with the plain-process launcher, beside a bare
 `python -c pass`.

@@ -31,16 +31,23 @@ func (c *collector) String() string {
 	return c.buf.String()
 }
 
+// pipeTo returns an output pipe forwarding to send, and the write end of
+// the pipe it reads.
+func pipeTo(t *testing.T, stream atollv1.Stream, send func(*atollv1.WorkerEvent)) (*outputPipe, *os.File) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newOutputPipe(r, stream, send), w
+}
+
 // Flush must return only once everything written before it was forwarded,
 // however the writes and the reader's reads interleave.
 func TestFlushForwardsEverythingWrittenBefore(t *testing.T) {
 	for i := range 200 {
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
 		var c collector
-		p := newOutputPipe(r, atollv1.Stream_STREAM_STDOUT, c.send)
+		p, w := pipeTo(t, atollv1.Stream_STREAM_STDOUT, c.send)
 		want := strings.Repeat("x", i*97) + "end\n"
 		if _, err := w.WriteString(want); err != nil {
 			t.Fatal(err)
@@ -55,12 +62,8 @@ func TestFlushForwardsEverythingWrittenBefore(t *testing.T) {
 }
 
 func TestFlushAfterWriterClosedReturns(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c collector
-	p := newOutputPipe(r, atollv1.Stream_STREAM_STDERR, c.send)
+	p, w := pipeTo(t, atollv1.Stream_STREAM_STDERR, c.send)
 	w.WriteString("last words")
 	w.Close()
 	done := make(chan struct{})
@@ -80,12 +83,8 @@ func TestFlushAfterWriterClosedReturns(t *testing.T) {
 // after each write and Flush, everything written so far has been
 // forwarded, in order, whichever of the two read each piece.
 func TestFlushWhileTheLoopReads(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var c collector
-	p := newOutputPipe(r, atollv1.Stream_STREAM_STDOUT, c.send)
+	p, w := pipeTo(t, atollv1.Stream_STREAM_STDOUT, c.send)
 	var want strings.Builder
 	for i := range 2000 {
 		piece := strings.Repeat(string(rune('a'+i%26)), 1+i%300)
@@ -109,21 +108,17 @@ func TestFlushWhileTheLoopReads(t *testing.T) {
 // waited on for 1 ms is handed to its waiter); a Flush that read on while
 // the writer wrote would forward a chunk every millisecond without end.
 func TestFlushReadsOnlyWhatWasThere(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	capacity, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Forwarding slower than the writer writes keeps the pipe full.
 	var forwarded atomic.Int64
 	slow := func(ev *atollv1.WorkerEvent) {
 		time.Sleep(time.Millisecond)
 		forwarded.Add(int64(len(ev.GetOutput().GetData())))
 	}
-	p := newOutputPipe(r, atollv1.Stream_STREAM_STDOUT, slow)
+	p, w := pipeTo(t, atollv1.Stream_STREAM_STDOUT, slow)
+	capacity, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop, wrote, started := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	go func() {
