@@ -15,6 +15,8 @@ KUBE_KUBELET_HEALTHZ_PORT=30248
 KUBE_BRIDGE=atoll-cni0
 KUBE_POD_CIDR=10.88.77.0/24
 KUBE_BRIDGE_IP=10.88.77.1
+# Locally administered (the 02 of its first byte), so no card has it.
+KUBE_BRIDGE_MAC=02:a7:0c:88:77:01
 KUBE_SERVICE_CIDR=10.88.78.0/24
 KUBE_SERVICE_IP=10.88.78.1
 KUBE_PAUSE_IMAGE=localhost/atoll-pause:3.10

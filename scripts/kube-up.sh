@@ -205,8 +205,13 @@ save_sysctls() {
 
 # The bridge exists before the first pod, so that the server can listen on
 # its address for workers dialing back; the CNI bridge plugin adopts it.
+# Its MAC address is set: a bridge left to pick its own takes the lowest of
+# its ports', so it changes as pods come and go, and a pod whose ARP cache
+# still holds the old one loses every packet to the server until the entry
+# expires (a nested call's connect times out).
 make_bridge() {
   ip link show "$KUBE_BRIDGE" >/dev/null 2>&1 || ip link add "$KUBE_BRIDGE" type bridge
+  ip link set "$KUBE_BRIDGE" address "$KUBE_BRIDGE_MAC"
   ip -4 addr show dev "$KUBE_BRIDGE" | grep -qF " $KUBE_BRIDGE_IP/" ||
     ip addr add "$KUBE_BRIDGE_IP/${KUBE_POD_CIDR#*/}" dev "$KUBE_BRIDGE"
   ip link set "$KUBE_BRIDGE" up

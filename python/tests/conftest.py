@@ -40,6 +40,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def unmount_under(directory: Path) -> None:
+    """Detaches what is still mounted below directory: the account volumes
+    of a server a test killed, which never unmounted them."""
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        # Field 5 is the mount point, with space, tab, newline and backslash
+        # written as octal escapes.
+        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+    for point in reversed(points):  # the innermost first
+        if point.startswith(prefix):
+            subprocess.run(["umount", "--lazy", point], check=True)
+
+
 class Server:
     """One running atoll server."""
 
@@ -104,6 +117,7 @@ class Server:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+        unmount_under(self.data_dir)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

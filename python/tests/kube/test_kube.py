@@ -316,6 +316,27 @@ def test_nested_calls_dial_the_server_from_the_pod(server):
     assert outer(1) == 20
 
 
+def test_the_gateway_keeps_its_mac_address_as_pods_come_and_go(server):
+    # A bridge left to choose its own MAC address takes the lowest of its
+    # ports': each pod that came or went could change it under the ARP
+    # cache of every other pod, whose packets to the server were then lost.
+    bridge = Path("/sys/class/net/atoll-cni0")
+    assert (bridge / "addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET: chosen, never a port's
+
+    @isolated(keep_alive=30)
+    def gateway_mac(ip):
+        with open("/proc/net/arp") as f:
+            return [line.split()[3] for line in f if line.split()[0] == ip]
+
+    @isolated(keep_alive=0)
+    def elsewhere():
+        return 1
+
+    before = gateway_mac(BRIDGE_IP)
+    assert elsewhere() == 1
+    assert gateway_mac(BRIDGE_IP) == before == [(bridge / "address").read_text().strip()]
+
+
 def test_out_of_memory_is_out_of_memory_error(server):
     @isolated(keep_alive=0, machine_type="XS")
     def hog():
