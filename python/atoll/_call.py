@@ -178,7 +178,7 @@ class RunStub:
 _LARGE_EVENT = 1 << 20
 # RunEvent.result (3), RunEvent.yielded (5), Result.value (1): all
 # length-delimited.
-_RESULT_TAG, _YIELDED_TAG, _VALUE_TAG = 3 << 3 | 2, 5 << 3 | 2, 1 << 3 | 2
+RESULT_TAG, YIELDED_TAG, VALUE_TAG = 3 << 3 | 2, 5 << 3 | 2, 1 << 3 | 2
 
 
 def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
@@ -203,15 +203,33 @@ def _only_field(view: memoryview, pos: int) -> tuple[int, int]:
     return tag, pos
 
 
+class Loaded:
+    """A value unpickled as it arrived, or the exception unpickling it
+    raised: ``get`` returns the one or raises the other."""
+
+    __slots__ = ("value", "error")
+
+    def __init__(self, value: Any = None, error: Exception | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class ValueEvent:
     """A RunEvent that carries a large value (a result's or a yielded one),
     read in place: its value is a view of the received message, which the
     caller unpickles from, where protobuf would have copied it twice (into
-    a message, then out as bytes). It answers as RunEvent and Result do."""
+    a message, then out as bytes); or, from a lean call, the value already
+    unpickled as it arrived (a Loaded). It answers as RunEvent and Result
+    do."""
 
     __slots__ = ("kind", "value")
 
-    def __init__(self, kind: str, value: memoryview) -> None:
+    def __init__(self, kind: str, value: memoryview | Loaded) -> None:
         self.kind = kind
         self.value = value
 
@@ -223,7 +241,7 @@ class ValueEvent:
         return self
 
     @property
-    def yielded(self) -> memoryview:
+    def yielded(self) -> memoryview | Loaded:
         return self.value
 
 
@@ -233,10 +251,10 @@ def read_event(data: bytes) -> pb.RunEvent | ValueEvent:
     if len(data) >= _LARGE_EVENT:
         view = memoryview(data)
         tag, start = _only_field(view, 0)
-        if tag == _YIELDED_TAG:
+        if tag == YIELDED_TAG:
             return ValueEvent("yielded", view[start:])
-        if tag == _RESULT_TAG:
+        if tag == RESULT_TAG:
             inner, at = _only_field(view, start)
-            if inner == _VALUE_TAG:
+            if inner == VALUE_TAG:
                 return ValueEvent("result", view[at:])
     return pb.RunEvent.FromString(data)

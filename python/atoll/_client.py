@@ -3,6 +3,7 @@ events into output, a return value or an exception."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -162,7 +163,8 @@ def _events(
     path = _lean.socket_for(target, tls)
     if path is not None:
         try:
-            lean = _lean.start(target, tls, path, metadata, request)
+            load = functools.partial(loads_value, call.function_name)
+            lean = _lean.start(target, tls, path, metadata, request, load=load)
         except grpc.RpcError as err:  # the socket refused the credentials
             raise from_rpc_error(err, target) from None
     learn = lean is None and _lean.wants_socket(target, tls)

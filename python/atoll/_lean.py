@@ -27,11 +27,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 
-from atoll._call import read_event
+from atoll._call import RESULT_TAG, VALUE_TAG, YIELDED_TAG, Loaded, ValueEvent, read_event
 from atoll.v1 import atoll_pb2 as pb
 
 # The response header naming the server's lean call socket.
@@ -59,6 +60,11 @@ _IDLE_FOR = 300.0
 # descriptor per thread that once called.
 _SURPLUS_IDLE_FOR = 2.0
 _READ_CHUNK = 256 << 10
+# An event frame this large that carries a call's value (its result, or one
+# a generator yielded) is unpickled as it arrives (_FrameStream), not read
+# whole first: a large bytes is received straight into the object it
+# becomes, with no buffer of the whole frame beside it.
+_STREAM_FROM = 1 << 20
 # The most pieces one sendmsg takes (Linux's UIO_MAXIOV).
 _IOV_MAX = 1024
 
@@ -139,9 +145,11 @@ class _Conn:
                         views[0] = views[0][sent:]
                         sent = 0
 
-    def read_frame(self) -> tuple[int, bytes | bytearray]:
+    def read_frame(self, stream_values: bool = False) -> tuple[int, bytes | bytearray | _FrameStream]:
         """The next frame; EOFError when the server closed the connection.
-        A socket timeout leaves what was read buffered for the next try."""
+        A socket timeout leaves what was read buffered for the next try.
+        With stream_values, a large event frame comes as a _FrameStream of
+        its payload, to be read to its end before the next frame."""
         buf = self.buf
         while True:
             if self.partial is not None:
@@ -158,6 +166,9 @@ class _Conn:
             if len(buf) >= 5:
                 kind = buf[0]
                 n = int.from_bytes(buf[1:5], "big")
+                if stream_values and kind == _EVENT and n >= _STREAM_FROM:
+                    del buf[:5]
+                    return kind, _FrameStream(self, n)
                 if len(buf) >= 5 + n:
                     payload = bytes(buf[5:5 + n])
                     del buf[:5 + n]
@@ -190,6 +201,111 @@ class _Conn:
         self.sock.close()
 
 
+class _FrameStream:
+    """The payload of one frame, read from the connection as it is asked
+    for: the file pickle's Unpickler reads a large value from. It has what
+    the Unpickler uses (read, readinto, readline, peek), never reads past
+    its frame (bytes of the next frame that a receive brought stay in the
+    connection's buffer), and records a failure of the connection itself
+    (``broken``), which is not the value's."""
+
+    def __init__(self, conn: _Conn, left: int) -> None:
+        self.conn = conn
+        self.left = left
+        self.broken: BaseException | None = None
+
+    def _fill(self) -> None:
+        """At least one byte of the frame in the connection's buffer."""
+        try:
+            chunk = self.conn.sock.recv(min(self.left, _READ_CHUNK))
+        except OSError as exc:
+            self.broken = exc
+            raise
+        if not chunk:
+            self.broken = EOFError("the server closed the connection inside a frame")
+            raise self.broken
+        self.conn.buf += chunk
+
+    def readinto(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        want = min(len(view), self.left)
+        buf = self.conn.buf
+        got = min(len(buf), want)
+        view[:got] = buf[:got]
+        del buf[:got]
+        try:
+            while got < want:
+                n = self.conn.sock.recv_into(view[got:want])
+                if n == 0:
+                    raise EOFError("the server closed the connection inside a frame")
+                got += n
+        except (OSError, EOFError) as exc:
+            self.broken = exc
+            raise
+        finally:
+            self.left -= got
+        return got
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        buf = self.conn.buf
+        if n <= len(buf):
+            out = bytes(buf[:n])
+            del buf[:n]
+            self.left -= n
+            return out
+        out = bytearray(n)
+        got = self.readinto(out)
+        return bytes(out) if got == n else bytes(out[:got])
+
+    def peek(self, n: int = 0) -> bytes:
+        if self.left and not self.conn.buf:
+            self._fill()
+        return bytes(self.conn.buf[: min(max(n, 1), self.left)])
+
+    def readline(self) -> bytes:
+        out = bytearray()
+        while self.left:
+            buf = self.conn.buf
+            if not buf:
+                self._fill()
+            end = min(len(buf), self.left)
+            i = buf.find(b"\n", 0, end)
+            take = i + 1 if i >= 0 else end
+            out += buf[:take]
+            del buf[:take]
+            self.left -= take
+            if i >= 0:
+                break
+        return bytes(out)
+
+    def drain(self) -> None:
+        """Reads what the frame's reader left, up to the next frame."""
+        buf = self.conn.buf
+        take = min(len(buf), self.left)
+        del buf[:take]
+        self.left -= take
+        scratch = bytearray(min(self.left, _READ_CHUNK))
+        while self.left:
+            self.readinto(memoryview(scratch)[: min(self.left, len(scratch))])
+
+
+def _read_varint_from(stream: _FrameStream, head: bytearray) -> int:
+    """A protobuf varint read from stream (its bytes appended to head); -1
+    if the frame ends first or it runs past 64 bits."""
+    n = shift = 0
+    while shift < 64:
+        b = stream.read(1)
+        if not b:
+            return -1
+        head += b
+        n |= (b[0] & 0x7F) << shift
+        if b[0] < 0x80:
+            return n
+        shift += 7
+    return -1
+
+
 def _end_error(payload: bytes | bytearray) -> LeanError:
     code = _CODES.get(payload[0], grpc.StatusCode.UNKNOWN) if payload else grpc.StatusCode.UNKNOWN
     return LeanError(code, bytes(payload[1:]).decode("utf-8", "replace"))
@@ -201,17 +317,25 @@ class Call:
     thread) stops it; ``finish`` gives the connection back, or closes it if
     the call did not end cleanly."""
 
-    def __init__(self, pool: _Pool, key: tuple, conn: _Conn, request: tuple[bytes, ...]) -> None:
+    def __init__(
+        self,
+        pool: _Pool,
+        key: tuple,
+        conn: _Conn,
+        request: tuple[bytes, ...],
+        load: Callable[[_FrameStream], Any] | None = None,
+    ) -> None:
         self._pool, self._key, self._conn = pool, key, conn
+        self._load = load
         self._clean = False
         self.cancelled = False
         conn.send(_RUN, *request)
 
-    def __iter__(self) -> Iterator[pb.RunEvent]:
+    def __iter__(self) -> Iterator[pb.RunEvent | ValueEvent]:
         while True:
             kind, payload = self._next()
             if kind == _EVENT:
-                event = read_event(payload)
+                event = self._streamed(payload) if isinstance(payload, _FrameStream) else read_event(payload)
                 if event.WhichOneof("event") in ("result", "failure"):
                     # The End follows the last event at once (the server
                     # writes both together): taken now, the connection is
@@ -226,6 +350,36 @@ class Call:
                 return
             else:
                 raise LeanError(grpc.StatusCode.INTERNAL, f"the server sent a frame of unknown type {kind!r}")
+
+    def _streamed(self, stream: _FrameStream) -> pb.RunEvent | ValueEvent:
+        """The event of a large frame being received: a value (a result, or
+        one yielded) unpickled as it arrives, by the call's loader, into a
+        ValueEvent holding what it returned or raised; any other event is
+        read whole and parsed."""
+        head = bytearray()
+        try:
+            tag = _read_varint_from(stream, head)
+            size = _read_varint_from(stream, head)
+            kind = None
+            if tag == YIELDED_TAG and size == stream.left:
+                kind = "yielded"
+            elif tag == RESULT_TAG and size == stream.left:
+                inner = _read_varint_from(stream, head)
+                if inner == VALUE_TAG and _read_varint_from(stream, head) == stream.left:
+                    kind = "result"
+            if kind is None:
+                return read_event(bytes(head) + stream.read())
+            try:
+                loaded = Loaded(self._load(stream))
+            except Exception as exc:  # noqa: BLE001 - the value's, raised where it is taken
+                if stream.broken is not None:
+                    raise stream.broken from None
+                loaded = Loaded(error=exc)
+            stream.drain()
+        except (OSError, EOFError) as exc:
+            message = f"the connection failed while receiving a value: {exc}"
+            raise LeanError(grpc.StatusCode.UNAVAILABLE, message) from None
+        return ValueEvent(kind, loaded)
 
     def _end(self) -> None:
         kind, payload = self._next()
@@ -255,7 +409,7 @@ class Call:
         conn, pinged = self._conn, False
         while True:
             try:
-                kind, payload = conn.read_frame()
+                kind, payload = conn.read_frame(stream_values=self._load is not None)
             except TimeoutError:
                 if pinged:
                     raise LeanError(
@@ -383,13 +537,20 @@ def learn(target: str, tls: object, initial_metadata: object) -> None:
 
 
 def start(
-    target: str, tls: object, path: str, metadata: tuple[tuple[str, str], ...], request: tuple[bytes, ...]
+    target: str,
+    tls: object,
+    path: str,
+    metadata: tuple[tuple[str, str], ...],
+    request: tuple[bytes, ...],
+    load: Callable[[Any], Any] | None = None,
 ) -> Call | None:
     """Starts request (the encoded RunRequest, as pieces) on the server's
     socket; None when the socket cannot be used (the call then goes over
     gRPC, and the socket is not tried again until the server names it
     anew). A hello the server refuses (bad credentials) raises its
-    LeanError."""
+    LeanError. With load, a large value is unpickled by it as it arrives
+    (load reads a file-like object), and its event holds what load returned
+    or raised (a Loaded)."""
     if os.environ.get(_ENV) == "0":
         return None
     key = (path, metadata)
@@ -399,7 +560,7 @@ def start(
         _pool.sockets.pop((target, tls), None)
         return None
     try:
-        return Call(_pool, key, conn, request)
+        return Call(_pool, key, conn, request, load)
     except OSError:
         # The request did not go out whole: the server never ran it.
         conn.close()

@@ -17,11 +17,12 @@ import re
 import sys
 import sysconfig
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 import cloudpickle
 
 from atoll import _errors, _pickling
+from atoll._call import Loaded
 from atoll._errors import AtollError, RemoteError, SerializationError, VersionMismatchError
 
 
@@ -294,18 +295,26 @@ def dumps_arguments(
     return tuple(parts)  # type: ignore[arg-type]  # bytes only (copy_mutable)
 
 
-def loads_value(name: str, data: bytes) -> Any:
+def loads_value(name: str, data: bytes | memoryview | BinaryIO | Loaded) -> Any:
     """Unpickles a return value, checking its manifest first: what fails to
     load because of a distribution this interpreter lacks or has in another
-    version raises VersionMismatchError with the fix."""
+    version raises VersionMismatchError with the fix. data is the payload,
+    or a file it is read from as it unpickles, or a value unpickled already
+    (Loaded: returned, or its exception raised)."""
+    if isinstance(data, Loaded):
+        return data.get()
     what = f"the return value of {name}"
+    streamed = hasattr(data, "readinto")
     try:
-        manifest, body = _pickling.split(data)
+        if streamed:
+            manifest, body = _pickling.read_manifest(data.read), data
+        else:
+            manifest, body = _pickling.split(data)
     except Exception as exc:  # noqa: BLE001
         raise SerializationError(f"{what} arrived malformed: {exc}") from exc
     found = _pickling.mismatches(manifest)
     try:
-        value = cloudpickle.loads(body)
+        value = cloudpickle.load(body) if streamed else cloudpickle.loads(body)
     except Exception as exc:  # noqa: BLE001
         if found:
             m = _pickling.culprit(found, exc)

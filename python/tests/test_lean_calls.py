@@ -375,3 +375,69 @@ def test_a_server_gone_mid_call_is_named(tmp_path, how):
             else:
                 os.environ[k] = v
         srv.stop()
+
+
+def test_a_large_value_is_unpickled_as_it_arrives_and_a_failure_keeps_the_connection(server):
+    @isolated(keep_alive=30)
+    def big(n, refuse):
+        import os
+
+        class Refuses:
+            # Pickles in the worker; unpickling calls int("not a number").
+            def __reduce__(self):
+                return (int, ("not a number",))
+
+        return [Refuses() if refuse else None, os.urandom(n), b"tail"]
+
+    mb = 1_000_000
+    assert big(10, False)[2] == b"tail"  # over gRPC: the server names its socket
+    value = big(8 * mb, False)
+    assert len(value[1]) == 8 * mb and value[2] == b"tail"
+    before = pooled_ids(server)
+    # The failure comes first in the pickle: 8 MB of the frame are still
+    # unread when it is raised, and are read past, not taken as frames.
+    with pytest.raises(atoll.SerializationError, match="the return value of .*big could not be unpickled here"):
+        big(8 * mb, True)
+    assert pooled_ids(server) == before, "the connection was clean after the failed value and went back to the pool"
+    value = big(3 * mb, False)
+    assert len(value[1]) == 3 * mb and value[2] == b"tail"
+    assert pooled_ids(server) == before
+
+
+def test_a_frame_stream_reads_its_frame_and_nothing_after_it():
+    import pickle
+    import threading
+
+    class Conn:
+        def __init__(self, sock):
+            self.sock, self.buf = sock, bytearray()
+
+    value = [os.urandom(3_000_000), "text", list(range(50_000)), b"x" * 70_000]
+    payload = pickle.dumps(value, protocol=5)
+    after = frame(b"S", b"\0")  # the next frame, in the same write
+    a, b = socket.socketpair()
+    with a, b:
+        sender = threading.Thread(target=a.sendall, args=(payload + after,))
+        sender.start()
+        conn = Conn(b)
+        stream = _lean._FrameStream(conn, len(payload))
+        assert stream.peek(4) == payload[:4] and stream.left == len(payload), "peek consumes nothing"
+        # The large bytes is read into the object it becomes (readinto),
+        # the small opcodes through peek and read.
+        assert pickle.load(stream) == value
+        sender.join()
+        assert stream.left == 0 and stream.read(10) == b"" and stream.peek(10) == b""
+        # What a receive brought past the frame is the next frame's, and
+        # stays the connection's.
+        while len(conn.buf) < len(after):
+            conn.buf += b.recv(64)
+        assert bytes(conn.buf) == after
+
+        a.sendall(b"one\ntwo" + after)
+        conn = Conn(b)
+        stream = _lean._FrameStream(conn, len(b"one\ntwo"))
+        assert stream.readline() == b"one\n" and stream.readline() == b"two" and stream.readline() == b""
+        stream.drain()
+        while len(conn.buf) < len(after):
+            conn.buf += b.recv(64)
+        assert bytes(conn.buf) == after
