@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"go.uber.org/goleak"
 
 	"github.com/atoll-dev/atoll/internal/scheduler"
@@ -34,6 +36,8 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "helper:", err)
 			os.Exit(3)
 		}
+		os.Exit(helperAgent(os.Stdin, os.Stdout))
+	case mode == "runner":
 		os.Exit(helperAgent(os.Stdin, os.Stdout))
 	case strings.HasPrefix(mode, "alloc:"):
 		mib, _ := strconv.Atoi(strings.TrimPrefix(mode, "alloc:"))
@@ -72,9 +76,26 @@ type statResult struct {
 func helperAgent(in io.Reader, out io.Writer) int {
 	sc := bufio.NewScanner(in)
 	enc := json.NewEncoder(out)
+	var runner *helperRunner
 	for sc.Scan() {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		switch cmd {
+		case "start-runner":
+			// Like the agent's Python runner: a child started before the
+			// worker is ready, which answers "runner ..." commands.
+			r, err := startHelperRunner()
+			if err != nil {
+				fmt.Fprintln(out, "error:", err)
+				continue
+			}
+			runner = r
+			fmt.Fprintln(out, r.cmd.Process.Pid)
+		case "runner":
+			if runner == nil {
+				fmt.Fprintln(out, "error: no runner")
+				continue
+			}
+			fmt.Fprintln(out, runner.call(arg))
 		case "echo":
 			fmt.Fprintln(out, arg)
 		case "report":
@@ -155,6 +176,86 @@ func helperAgent(in io.Reader, out io.Writer) int {
 	return 0
 }
 
+// helperRunner is a child of the helper that answers the same commands.
+type helperRunner struct {
+	cmd *exec.Cmd
+	in  io.Writer
+	out *bufio.Reader
+}
+
+func startHelperRunner() (*helperRunner, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	c := exec.Command(exe)
+	c.Env = append(os.Environ(), helperEnv+"=runner")
+	in, err := c.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	return &helperRunner{cmd: c, in: in, out: bufio.NewReader(out)}, nil
+}
+
+// call sends the runner one command and returns its one-line answer.
+func (r *helperRunner) call(line string) string {
+	if _, err := fmt.Fprintln(r.in, line); err != nil {
+		return "error: " + err.Error()
+	}
+	answer, err := r.out.ReadString('\n')
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return strings.TrimSpace(answer)
+}
+
+// ownCPUCgroup finds this process's own cpu cgroup as the container sees
+// it: the runtime mounts the container's cgroup at /sys/fs/cgroup (v2) or
+// /sys/fs/cgroup/cpu (v1), and /proc/self/cgroup names the process's
+// cgroup by its path in the host's hierarchy, whose mount root is the
+// container's. "" where there is none.
+func ownCPUCgroup() (dir string, v2 bool) {
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return "", false
+	}
+	own, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", false
+	}
+	for _, m := range mounts {
+		v2 := m.FSType == "cgroup2"
+		if v2 && m.Mountpoint != "/sys/fs/cgroup" {
+			continue // a hybrid host's hierarchy without controllers
+		}
+		if !v2 && !slices.Contains(strings.Split(m.VFSOptions, ","), "cpu") {
+			continue
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(string(own)), "\n") {
+			parts := strings.SplitN(line, ":", 3)
+			if len(parts) != 3 || (v2 != (parts[1] == "")) {
+				continue
+			}
+			if !v2 && !slices.Contains(strings.Split(parts[1], ","), "cpu") {
+				continue
+			}
+			rel, err := filepath.Rel(m.Root, parts[2])
+			if err != nil || strings.HasPrefix(rel, "..") {
+				continue
+			}
+			return filepath.Join(m.Mountpoint, rel), v2
+		}
+	}
+	return "", false
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""
@@ -222,9 +323,10 @@ func makeReport() report {
 	if r.Home != "" { // else the probe would land in the package directory
 		r.HomeWrite = errString(os.WriteFile(filepath.Join(r.Home, "probe"), []byte("x"), 0o600))
 	}
-	r.CPUQuota = firstFile("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us")
-	if period := firstFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us"); period != "" && !strings.Contains(r.CPUQuota, " ") {
-		r.CPUQuota += " " + period
+	if dir, v2 := ownCPUCgroup(); v2 {
+		r.CPUQuota = firstFile(filepath.Join(dir, "cpu.max"))
+	} else if dir != "" {
+		r.CPUQuota = firstFile(filepath.Join(dir, "cpu.cfs_quota_us")) + " " + firstFile(filepath.Join(dir, "cpu.cfs_period_us"))
 	}
 	r.MemoryLimit = firstFile("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 	r.PidsMax = firstFile("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max")

@@ -106,11 +106,14 @@ type runtimeProfile struct {
 	globalArgs func(o OCIOptions) []string
 	// seccomp adapts the default profile to what the runtime makes of it.
 	seccomp func(*specs.LinuxSeccomp)
+	// agentCgroup: the container's processes are host processes, which
+	// Settle can move into cgroups of their own (see Settle).
+	agentCgroup bool
 }
 
 var profiles = map[string]runtimeProfile{
-	KindRunc: {keep: true, detach: true, sealedCopy: true},
-	KindCrun: {},
+	KindRunc: {keep: true, detach: true, sealedCopy: true, agentCgroup: true},
+	KindCrun: {agentCgroup: true},
 	KindRunsc: {globalArgs: func(o OCIOptions) []string {
 		// runsc has its own network stack; "host" passes the host's through.
 		// It applies the spec's seccomp filter inside its own kernel only
@@ -359,9 +362,11 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		cpuCgroup: l.cg.CPUDir(cgroupsPath),
 		done:      make(chan struct{}),
 	}
-	if m := w.Machine; m.CPUs > 0 && startCPUs(m) != m.CPUs {
-		p.settledPeriod = cpuPeriodFor(m.CPUs)
-		p.settledQuota = cpuQuota(m.CPUs, p.settledPeriod)
+	if m := w.Machine; m.CPUs > 0 {
+		period := cpuPeriodFor(m.CPUs)
+		p.typeCPU = cgroups.CPUShare{Quota: cpuQuota(m.CPUs, period), Period: period}
+		p.agentCPU = cgroups.CPUShare{Quota: cpuQuota(agentCPUs(m), cpuPeriod), Period: cpuPeriod}
+		p.boosted = startCPUs(m) != m.CPUs
 	}
 	if ownParent {
 		p.removeCgroup = p.memCgroup
@@ -533,16 +538,18 @@ var _ scheduler.Settler = (*ociProcess)(nil)
 
 // ociProcess is one running container.
 type ociProcess struct {
-	l             *OCILauncher
-	id            string
-	account       string
-	bundle        string
-	memCgroup     string     // host path of the cgroup whose OOM count is the worker's
-	cpuCgroup     string     // host path of the container's cpu cgroup
-	removeCgroup  string     // a cgroup made for the worker, removed at teardown
-	settledQuota  int64      // the type's CPU quota, where it started with more; else 0
-	settledPeriod uint64     // the period settledQuota is per
-	net           *workerNet // NetworkIsolated: the worker's namespace and stack
+	l            *OCILauncher
+	id           string
+	account      string
+	bundle       string
+	memCgroup    string           // host path of the cgroup whose OOM count is the worker's
+	cpuCgroup    string           // host path of the container's cpu cgroup
+	removeCgroup string           // a cgroup made for the worker, removed at teardown
+	typeCPU      cgroups.CPUShare // the type's CPU quota; zero where it has no CPU limit
+	agentCPU     cgroups.CPUShare // the agent's, in a cgroup of its own (see Settle)
+	boosted      bool             // it started with more CPU than typeCPU (see startCPUs)
+	initPID      int              // the container's init (the agent), once it runs; 0 if unknown
+	net          *workerNet       // NetworkIsolated: the worker's namespace and stack
 
 	runtimePID int      // the runtime process running the container in its foreground; 0 when detached
 	init       *os.File // pidfd of the container's init, when it could be had
@@ -610,6 +617,7 @@ func (p *ociProcess) runDetached(ctx context.Context, pidFile string) error {
 	var pid int
 	if err == nil {
 		pid, p.init, err = adoptInit(pidFile)
+		p.initPID = pid
 	}
 	if err != nil {
 		// Whatever the runtime made is deleted (forcibly: that kills a
@@ -680,7 +688,7 @@ func (p *ociProcess) runForeground(ctx context.Context, pidFile string) (err err
 	}
 	defer func() {
 		if err == nil {
-			p.init = openInit(pidFile, p.runtimePID)
+			p.initPID, p.init = openInit(pidFile, p.runtimePID)
 		}
 	}()
 	for !watch.written() {
@@ -726,12 +734,12 @@ func (r runtimeIO) Set(cmd *exec.Cmd) {
 // openInit opens a pidfd on the container's init, named by the runtime's
 // pid file, if it is the runtime process's child (as runc's is); else Kill
 // asks the runtime.
-func openInit(pidFile string, runtimePID int) *os.File {
+func openInit(pidFile string, runtimePID int) (int, *os.File) {
 	pid, err := readPidFile(pidFile)
 	if err != nil {
-		return nil
+		return 0, nil
 	}
-	return openChild(pid, runtimePID)
+	return pid, openChild(pid, runtimePID)
 }
 
 func (p *ociProcess) Stdio() io.ReadWriteCloser { return p.pipes.conn }
@@ -783,31 +791,50 @@ func (p *ociProcess) Kill() error {
 	return nil
 }
 
-// Settle holds the worker to its machine type's CPU quota. It started
-// with at least one core (see startCPUs), so that starting, which is
-// atoll's overhead, is not throttled; the scheduler calls Settle once the
-// agent is ready, before the first call, so every call runs within the
-// type's quota. It writes the cgroup file itself: a "runtime update"
-// process would cost more than the boost saves. For a type of one CPU or
-// more there is nothing to lower. On a worker that has exited it returns
-// an error wrapping ErrNotRunning.
+// Settle holds the worker to its machine type's CPU quota, before its
+// first call; the scheduler calls it once the agent is ready. The worker
+// started with at least one core (see startCPUs), so that starting, which
+// is atoll's overhead, is not throttled.
+//
+// Where the container's processes are host processes (runc, crun), the
+// agent gets a cpu cgroup of its own (agentCPUs) and the function's
+// processes, the Python runner and all it starts, one held to the type's
+// quota: relaying calls, output and values is atoll's overhead too, and
+// counted against a small type's quota it made the function wait (an XS
+// worker in a loop of trivial calls was throttled in nine of ten periods,
+// its agent taking 130 µs of each call). The runner is the only process
+// the agent starts, before it reports ready, so every process started
+// later is the function's. Elsewhere (runsc, whose processes run in its
+// own kernel) Settle lowers the container's quota to the type's.
+//
+// It writes cgroup files itself: a "runtime update" process would cost
+// more than the boost saves. On a worker that has exited it returns an
+// error wrapping ErrNotRunning.
 func (p *ociProcess) Settle() error {
 	select {
 	case <-p.done:
 		return fmt.Errorf("settle worker %s: %w", p.id, ErrNotRunning)
 	default:
 	}
-	if p.settledQuota == 0 {
+	var err error
+	switch {
+	case p.typeCPU.Quota == 0:
+		return nil
+	case p.l.profile.agentCgroup && p.initPID > 0:
+		err = p.l.cg.SeparateAgent(p.cpuCgroup, p.initPID, p.typeCPU, p.agentCPU)
+	case p.boosted:
+		err = p.l.cg.SetCPUQuota(p.cpuCgroup, p.typeCPU.Quota, p.typeCPU.Period)
+	default:
 		return nil
 	}
-	if err := p.l.cg.SetCPUQuota(p.cpuCgroup, p.settledQuota, p.settledPeriod); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			// The container exited and its cgroup went with it.
-			return fmt.Errorf("settle worker %s: %w: %w", p.id, ErrNotRunning, err)
-		}
-		return fmt.Errorf("settle worker %s: set cpu quota: %w", p.id, err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		// The container exited and its cgroup or its agent went with it.
+		return fmt.Errorf("settle worker %s: %w: %w", p.id, ErrNotRunning, err)
+	}
+	return fmt.Errorf("settle worker %s: set cpu quota: %w", p.id, err)
 }
 
 // Wait waits for the container to exit, reads whether it was killed for

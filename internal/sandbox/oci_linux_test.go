@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	ocgroups "github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 
 	"github.com/atoll-dev/atoll/internal/machine"
@@ -157,12 +158,17 @@ func TestOCIEchoIdentityAndLimits(t *testing.T) {
 	if q := r.CPUQuota; q != "10000 10000" {
 		t.Errorf("CPU quota before Settle = %q, want 10000 per 10000 µs (one core to start)", q)
 	}
+	a.call("start-runner")
 	if err := a.p.(scheduler.Settler).Settle(); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
-	a.callJSON("report", &r)
+	a.callJSON("runner report", &r)
 	if q := r.CPUQuota; q != "2500 10000" {
-		t.Errorf("CPU quota after Settle = %q, want 2500 per 10000 µs (0.25 CPU)", q)
+		t.Errorf("the function's CPU quota after Settle = %q, want 2500 per 10000 µs (0.25 CPU)", q)
+	}
+	a.callJSON("report", &r)
+	if q := r.CPUQuota; q != "5000 10000" {
+		t.Errorf("the agent's CPU quota after Settle = %q, want 5000 per 10000 µs (half a CPU)", q)
 	}
 	if !slices.Contains(r.Interfaces, "eth0") && len(r.Interfaces) < 2 {
 		t.Errorf("host network expected by default; interfaces = %v", r.Interfaces)
@@ -401,12 +407,12 @@ func TestOCIPidsLimitStopsForkBomb(t *testing.T) {
 	}
 }
 
-// hostCPUQuota reads a worker's CPU quota and period from its cgroup on
-// the host, as "QUOTA PERIOD".
-func hostCPUQuota(t *testing.T, l *OCILauncher, id string) string {
+// hostCPUQuota reads the CPU quota and period of a worker's cpu cgroup,
+// or of its child sub (see cgroups.Layout.SeparateAgent), from the host,
+// as "QUOTA PERIOD".
+func hostCPUQuota(t *testing.T, l *OCILauncher, id, sub string) string {
 	t.Helper()
-	cgroupsPath, _, _ := l.cgroupPaths(id)
-	dir := l.cg.CPUDir(cgroupsPath)
+	dir := filepath.Join(hostCPUCgroup(l, id), sub)
 	read := func(file string) string {
 		t.Helper()
 		data, err := os.ReadFile(filepath.Join(dir, file))
@@ -421,17 +427,25 @@ func hostCPUQuota(t *testing.T, l *OCILauncher, id string) string {
 	return read("cpu.cfs_quota_us") + " " + read("cpu.cfs_period_us")
 }
 
+func hostCPUCgroup(l *OCILauncher, id string) string {
+	cgroupsPath, _, _ := l.cgroupPaths(id)
+	return l.cg.CPUDir(cgroupsPath)
+}
+
+// TestOCISettleCPUQuota: Settle holds the function's processes to the
+// type's quota and the agent to its own, in two cgroups inside the
+// worker's, which is held to their sum.
 func TestOCISettleCPUQuota(t *testing.T) {
 	f := newOCIFixture(t, KindRunc, nil)
 	tests := []struct {
-		name             string
-		cpus             float64
-		atStart, settled string
+		name                             string
+		cpus                             float64
+		atStart, worker, function, agent string
 	}{
-		{"XS", 0.25, "10000 10000", "2500 10000"},
-		{"S", 0.5, "10000 10000", "5000 10000"},
-		{"M", 2, "20000 10000", "20000 10000"},
-		{"tiny", 0.05, "20000 20000", "1000 20000"},
+		{"XS", 0.25, "10000 10000", "7500 10000", "2500 10000", "5000 10000"},
+		{"S", 0.5, "10000 10000", "10000 10000", "5000 10000", "5000 10000"},
+		{"M", 2, "20000 10000", "40000 10000", "20000 10000", "20000 10000"},
+		{"tiny", 0.05, "20000 20000", "11000 20000", "1000 20000", "5000 10000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -439,17 +453,41 @@ func TestOCISettleCPUQuota(t *testing.T) {
 			spec.Machine = testXS
 			spec.Machine.CPUs = tt.cpus
 			a := f.start(t, spec)
-			if got := hostCPUQuota(t, f.l, spec.ID); got != tt.atStart {
+			if got := hostCPUQuota(t, f.l, spec.ID, ""); got != tt.atStart {
 				t.Errorf("quota before Settle = %q, want %q", got, tt.atStart)
 			}
+			a.call("start-runner")
 			if err := a.p.(scheduler.Settler).Settle(); err != nil {
 				t.Fatalf("Settle: %v", err)
 			}
-			if got := hostCPUQuota(t, f.l, spec.ID); got != tt.settled {
-				t.Errorf("quota after Settle = %q, want %q", got, tt.settled)
+			for _, c := range []struct{ sub, want string }{{"", tt.worker}, {cgroups.FunctionCgroup, tt.function}, {cgroups.AgentCgroup, tt.agent}} {
+				if got := hostCPUQuota(t, f.l, spec.ID, c.sub); got != c.want {
+					t.Errorf("quota of %q after Settle = %q, want %q", c.sub, got, c.want)
+				}
+			}
+			dir := hostCPUCgroup(f.l, spec.ID)
+			procs := func(sub string) []int {
+				t.Helper()
+				pids, err := ocgroups.GetPids(filepath.Join(dir, sub))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pids
+			}
+			if got, want := procs(cgroups.AgentCgroup), []int{a.p.(*ociProcess).initPID}; !slices.Equal(got, want) {
+				t.Errorf("the agent's cgroup holds %v, want the container's init %v", got, want)
+			}
+			if got := procs(cgroups.FunctionCgroup); len(got) != 1 {
+				t.Errorf("the function's cgroup holds %v, want the runner alone", got)
+			}
+			if got := procs(""); len(got) != 0 {
+				t.Errorf("the worker's own cgroup still holds %v", got)
 			}
 			if got := a.call("echo still here"); got != "still here" {
 				t.Errorf("agent after Settle: %q", got)
+			}
+			if got := a.call("runner echo runner here"); got != "runner here" {
+				t.Errorf("runner after Settle: %q", got)
 			}
 		})
 	}
@@ -489,11 +527,12 @@ func TestOCISettleGoneCgroup(t *testing.T) {
 	for _, v2 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("v2=%v", v2), func(t *testing.T) {
 			p := &ociProcess{
-				l:            &OCILauncher{cg: cgroups.Layout{V2: v2, CPURoot: t.TempDir()}},
-				id:           "w1",
-				cpuCgroup:    filepath.Join(t.TempDir(), "gone"),
-				settledQuota: 25000,
-				done:         make(chan struct{}), // running, as far as Settle knows
+				l:         &OCILauncher{cg: cgroups.Layout{V2: v2, CPURoot: t.TempDir()}},
+				id:        "w1",
+				cpuCgroup: filepath.Join(t.TempDir(), "gone"),
+				typeCPU:   cgroups.CPUShare{Quota: 2500, Period: 10000},
+				boosted:   true,
+				done:      make(chan struct{}), // running, as far as Settle knows
 			}
 			if err := p.Settle(); !errors.Is(err, ErrNotRunning) {
 				t.Errorf("Settle on a removed cgroup = %v, want ErrNotRunning", err)
@@ -507,16 +546,29 @@ func TestOCICPUQuotaHolds(t *testing.T) {
 	spec := helperSpec(t, workerID(t))
 	spec.Machine = testXS
 	a := f.start(t, spec)
+	a.call("start-runner")
 	if err := a.p.(scheduler.Settler).Settle(); err != nil {
 		t.Fatalf("Settle: %v", err)
 	}
-	ratio, err := strconv.ParseFloat(a.call("spin 1500"), 64)
-	if err != nil {
-		t.Fatal(err)
+	spin := func(cmd string) float64 {
+		t.Helper()
+		ratio, err := strconv.ParseFloat(a.call(cmd), 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ratio
 	}
-	t.Logf("a CPU-bound loop in XS used %.2f CPU", ratio)
-	if ratio > 0.35 {
-		t.Errorf("CPU use %.2f, want about 0.25", ratio)
+	function := spin("runner spin 1500")
+	t.Logf("a CPU-bound loop in XS used %.2f CPU", function)
+	if function > 0.35 {
+		t.Errorf("CPU use %.2f, want about 0.25", function)
+	}
+	// The agent's cgroup is held to half a core, not to the function's
+	// quarter.
+	agent := spin("spin 1500")
+	t.Logf("the agent spinning used %.2f CPU", agent)
+	if agent > 0.6 || agent < 0.3 {
+		t.Errorf("the agent's CPU use %.2f, want about 0.5", agent)
 	}
 }
 

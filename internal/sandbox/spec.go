@@ -53,6 +53,13 @@ func cpuPeriodFor(cpus float64) uint64 {
 // before its first call runs.
 func startCPUs(m machine.Type) float64 { return max(m.CPUs, 1) }
 
+// agentCPUs is the CPU quota of a worker's agent, in a cgroup of its own
+// beside the function's (see Settle): its type's, but at least half a core.
+// The agent only relays what the server sends and the function writes, so
+// the function's own quota bounds its work; a quota of its own bounds it
+// again.
+func agentCPUs(m machine.Type) float64 { return max(m.CPUs, 0.5) }
+
 // cpuQuota is the CFS quota, per period, that allows cpus CPUs.
 func cpuQuota(cpus float64, period uint64) int64 { return int64(cpus * float64(period)) }
 

@@ -1,7 +1,9 @@
 package cgroups
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/fscommon"
+	"golang.org/x/sys/unix"
 )
 
 // unifiedRoot is where a cgroup v2 host mounts its one hierarchy.
@@ -73,6 +76,94 @@ func (l Layout) SetCPUQuota(dir string, quota int64, period uint64) error {
 		file, value = "cpu.max", fmt.Sprintf("%d %d", quota, period)
 	}
 	return ocgroups.WriteFile(dir, file, value)
+}
+
+// SeparateAgent splits the worker's cpu cgroup in dir in two: the
+// process agent (the worker's agent, its container's init) goes into a
+// child cgroup AgentCgroup held to agent, and every other process (the
+// Python runner, and whatever it started) into FunctionCgroup, held to
+// function. Processes they start later stay in their parent's cgroup. The
+// worker's own cgroup is held to the sum, and so stays bounded even if a
+// process were left in it. It must run once, before the worker's first
+// call; on cgroup v2 it enables the cpu controller for the children, which
+// the kernel allows only once dir itself holds no process.
+//
+// A cgroup that is gone gives an error wrapping os.ErrNotExist.
+func (l Layout) SeparateAgent(dir string, agent int, function, agentShare CPUShare) error {
+	if dir == "" {
+		return ErrNoCPUController
+	}
+	agentDir, fnDir := filepath.Join(dir, AgentCgroup), filepath.Join(dir, FunctionCgroup)
+	for _, d := range []string{agentDir, fnDir} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("make cgroup %s: %w", d, err)
+		}
+	}
+	if !l.V2 {
+		// v1 applies a child's quota at once, and refuses one above its
+		// parent's: the worker still has its start quota (at least one CPU).
+		if err := l.setShares(agentDir, fnDir, function, agentShare); err != nil {
+			return err
+		}
+	}
+	if err := ocgroups.WriteCgroupProc(agentDir, agent); err != nil {
+		return fmt.Errorf("move the agent (pid %d) into %s: %w", agent, agentDir, err)
+	}
+	if err := moveAll(dir, fnDir); err != nil {
+		return err
+	}
+	if l.V2 {
+		if err := ocgroups.WriteFile(dir, "cgroup.subtree_control", "+cpu"); err != nil {
+			return fmt.Errorf("enable the cpu controller under %s: %w", dir, err)
+		}
+		if err := l.setShares(agentDir, fnDir, function, agentShare); err != nil {
+			return err
+		}
+	}
+	// The sum, per the function's period; the agent's share is per a
+	// period at least as long (it is never below the function's).
+	total := function.Quota + int64(float64(agentShare.Quota)*float64(function.Period)/float64(agentShare.Period))
+	return l.SetCPUQuota(dir, total, function.Period)
+}
+
+func (l Layout) setShares(agentDir, fnDir string, function, agent CPUShare) error {
+	if err := l.setShare(agentDir, agent); err != nil {
+		return err
+	}
+	return l.setShare(fnDir, function)
+}
+
+// setShare sets the quota and period of the cpu cgroup in dir.
+func (l Layout) setShare(dir string, s CPUShare) error {
+	if !l.V2 {
+		// The period first: the quota, checked against it, may be longer
+		// than the period the cgroup starts with.
+		if err := ocgroups.WriteFile(dir, "cpu.cfs_period_us", strconv.FormatUint(s.Period, 10)); err != nil {
+			return err
+		}
+	}
+	return l.SetCPUQuota(dir, s.Quota, s.Period)
+}
+
+// moveAll moves every process of the cgroup in from into the cgroup in
+// to. A process forked while the list was read is moved in the next
+// round; one that exits meanwhile is no error.
+func moveAll(from, to string) error {
+	for range 100 {
+		pids, err := ocgroups.GetPids(from)
+		if err != nil {
+			return fmt.Errorf("list the processes of %s: %w", from, err)
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		for _, pid := range pids {
+			if err := ocgroups.WriteCgroupProc(to, pid); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("move pid %d into %s: %w", pid, to, err)
+			}
+		}
+	}
+	return fmt.Errorf("processes of %s kept appearing while they were moved into %s", from, to)
 }
 
 // SwapLimit reports whether memory plus swap can be limited. On v1 that

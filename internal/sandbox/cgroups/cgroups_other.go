@@ -12,6 +12,9 @@ func Detect() (Layout, error) { return Layout{}, errNotLinux }
 // SetCPUQuota fails where there are no cgroups.
 func (Layout) SetCPUQuota(string, int64, uint64) error { return errNotLinux }
 
+// SeparateAgent fails where there are no cgroups.
+func (Layout) SeparateAgent(string, int, CPUShare, CPUShare) error { return errNotLinux }
+
 // SwapLimit is false where there are no cgroups.
 func (Layout) SwapLimit() bool { return false }
 

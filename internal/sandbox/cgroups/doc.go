@@ -6,8 +6,10 @@
 //
 // It is built on github.com/opencontainers/cgroups (the cgroup file
 // access and parsing runc uses) and github.com/moby/sys/mountinfo. It
-// must not create workers' cgroups or apply their limits: the OCI runtime
+// must not create workers' own cgroups or apply their limits: the OCI runtime
 // does that from the spec package sandbox writes. It never decides
 // resources (package machine does) and keeps no state besides the Layout
-// it returns.
+// it returns. The only cgroups it makes are inside a
+// worker's own: SeparateAgent gives the worker's agent a cpu cgroup beside
+// the one of the function's processes.
 package cgroups

@@ -37,3 +37,15 @@ type Limits struct {
 	CPUs        float64
 	MemoryBytes int64
 }
+
+// The two cpu cgroups SeparateAgent makes inside a worker's.
+const (
+	AgentCgroup    = "agent"
+	FunctionCgroup = "function"
+)
+
+// CPUShare is a CFS quota, per Period microseconds.
+type CPUShare struct {
+	Quota  int64
+	Period uint64
+}
