@@ -2,8 +2,11 @@ package cgroups
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,5 +246,96 @@ func TestThisHost(t *testing.T) {
 	}
 	if l.V2 && l.Hybrid {
 		t.Error("a host cannot be both v2 and hybrid")
+	}
+}
+
+// TestSeparateAgentOnThisHost splits a real cgroup holding two real
+// processes, as Settle does a worker's: the "agent" alone in one child,
+// the other in the other, each with its quota, the parent empty and held
+// to their sum.
+func TestSeparateAgentOnThisHost(t *testing.T) {
+	l, err := Detect()
+	if err == nil && l.CPURoot == "" {
+		err = ErrNoCPUController
+	}
+	if err == nil && os.Geteuid() != 0 {
+		err = errors.New("making cgroups needs root")
+	}
+	if err != nil {
+		if os.Getenv("ATOLL_REQUIRE_SANDBOX") == "1" {
+			t.Fatalf("%v (ATOLL_REQUIRE_SANDBOX=1)", err)
+		}
+		t.Skipf("no cgroups to make here: %v", err)
+	}
+	parent := l.CPUDir(fmt.Sprintf("/atoll-test-separate-%d", os.Getpid()))
+	worker := filepath.Join(parent, "w")
+	for _, d := range []string{parent, worker} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if l.V2 {
+			// The cpu controller for the cgroup below, as the runtime
+			// enables it for a worker's.
+			if err := ocgroups.WriteFile(filepath.Dir(d), "cgroup.subtree_control", "+cpu"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var procs []*exec.Cmd
+	t.Cleanup(func() {
+		for _, c := range procs {
+			c.Process.Kill()
+			c.Wait()
+		}
+		if err := Remove(parent); err != nil {
+			t.Error(err)
+		}
+	})
+	for range 2 {
+		c := exec.Command("sleep", "60")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, c)
+		if err := ocgroups.WriteCgroupProc(worker, c.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.setShare(worker, CPUShare{10000, 10000}); err != nil { // the start quota: one core
+		t.Fatal(err)
+	}
+	agent, function := procs[0].Process.Pid, procs[1].Process.Pid
+	if err := l.SeparateAgent(worker, agent, CPUShare{2500, 10000}, CPUShare{5000, 10000}); err != nil {
+		t.Fatalf("SeparateAgent: %v", err)
+	}
+	quota := func(dir string) string {
+		t.Helper()
+		if l.V2 {
+			s, _ := ocgroups.ReadFile(dir, "cpu.max")
+			return strings.TrimSpace(s)
+		}
+		q, _ := ocgroups.ReadFile(dir, "cpu.cfs_quota_us")
+		p, _ := ocgroups.ReadFile(dir, "cpu.cfs_period_us")
+		return strings.TrimSpace(q) + " " + strings.TrimSpace(p)
+	}
+	for _, c := range []struct {
+		dir   string
+		quota string
+		pids  []int
+	}{
+		{worker, "7500 10000", nil},
+		{filepath.Join(worker, AgentCgroup), "5000 10000", []int{agent}},
+		{filepath.Join(worker, FunctionCgroup), "2500 10000", []int{function}},
+	} {
+		if got := quota(c.dir); got != c.quota {
+			t.Errorf("%s: quota %q, want %q", c.dir, got, c.quota)
+		}
+		pids, err := ocgroups.GetPids(c.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(pids, c.pids) {
+			t.Errorf("%s holds %v, want %v", c.dir, pids, c.pids)
+		}
 	}
 }
