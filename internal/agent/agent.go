@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
@@ -97,6 +98,25 @@ type runner struct {
 	readErr    error
 }
 
+// hugePages asks glibc's malloc to back the memory it maps with
+// transparent huge pages (madvise MADV_HUGEPAGE; glibc 2.35 and later, and
+// ignored before): a 100 MB value received or built by the runner then
+// faults in about 50 pages instead of 25,000 (allocating and touching
+// 100 MB took 30 ms instead of 74 ms on the 2-CPU development machine). It
+// costs an idle runner about 0.4 MiB.
+const hugePages = "glibc.malloc.hugetlb=1"
+
+// runnerEnv is the runner's environment: the agent's, with hugePages
+// unless GLIBC_TUNABLES is set already (then it is left as it is).
+func runnerEnv(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GLIBC_TUNABLES=") {
+			return env
+		}
+	}
+	return append(env[:len(env):len(env)], "GLIBC_TUNABLES="+hugePages)
+}
+
 func (a *Agent) startRunner() (*runner, error) {
 	callR, callW, err := os.Pipe()
 	if err != nil {
@@ -116,6 +136,7 @@ func (a *Agent) startRunner() (*runner, error) {
 	}
 	cmd := exec.Command(a.opts.Python, "-u", "-c", bootstrap, a.opts.SDKDir, a.opts.RuntimeDir)
 	cmd.Dir = a.opts.Dir
+	cmd.Env = runnerEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.ExtraFiles = []*os.File{callR, resW}
 	cmd.SysProcAttr = runnerProcAttr(a.opts.RunnerUser)

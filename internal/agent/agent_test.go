@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +31,16 @@ func pickled(t *testing.T, python, expr string) []byte {
 	out, err := exec.Command(python, "-c", "import pickle, sys; sys.stdout.buffer.write(pickle.dumps("+expr+"))").Output()
 	if err != nil {
 		t.Fatalf("pickle %s: %v", expr, err)
+	}
+	return append([]byte(emptyManifest), out...)
+}
+
+// cloudpickled is pickled for what only cloudpickle pickles (a lambda).
+func cloudpickled(t *testing.T, python, expr string) []byte {
+	t.Helper()
+	out, err := exec.Command(python, "-c", "import cloudpickle, sys; sys.stdout.buffer.write(cloudpickle.dumps("+expr+"))").Output()
+	if err != nil {
+		t.Fatalf("cloudpickle %s: %v", expr, err)
 	}
 	return append([]byte(emptyManifest), out...)
 }
@@ -134,5 +147,41 @@ func TestAgentPassesLargeValuesThrough(t *testing.T) {
 	}
 	if got := len(res.GetValue()); got < size {
 		t.Fatalf("value of %d bytes, want at least %d", got, size)
+	}
+}
+
+// TestRunnerBacksLargeValuesWithHugePages: the runner's malloc maps a
+// large value in transparent huge pages (see hugePages), where the host
+// gives them to memory that asks.
+func TestRunnerBacksLargeValuesWithHugePages(t *testing.T) {
+	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || strings.Contains(string(thp), "[never]") {
+		t.Skipf("this host gives no transparent huge pages (%q, %v)", thp, err)
+	}
+	h, python := startAgent(t)
+	// A 64 MiB bytes written through, then the process's own count of
+	// anonymous memory in huge pages, in kB.
+	fn := cloudpickled(t, python, `lambda: (lambda b: print([l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0].split()[1]))(b"x" * (64 << 20))`)
+	_, out, err := h.call(t, fn, pickled(t, python, "((), {})"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	t.Logf("AnonHugePages with a 64 MiB value: %d kB", kb)
+	if kb < 32<<10 {
+		t.Errorf("%d kB of the runner's memory in huge pages, want most of the 64 MiB value's", kb)
+	}
+}
+
+func TestRunnerEnvKeepsTunablesSetAlready(t *testing.T) {
+	if got := runnerEnv([]string{"A=1"}); !slices.Equal(got, []string{"A=1", "GLIBC_TUNABLES=" + hugePages}) {
+		t.Errorf("runnerEnv = %q", got)
+	}
+	own := []string{"GLIBC_TUNABLES=glibc.malloc.arena_max=2", "A=1"}
+	if got := runnerEnv(own); !slices.Equal(got, own) {
+		t.Errorf("runnerEnv with GLIBC_TUNABLES set = %q, want it unchanged", got)
 	}
 }
