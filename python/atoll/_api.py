@@ -15,7 +15,7 @@ from atoll import _futures, _map
 from atoll._call import Call, EnvironmentSpec, Retries
 from atoll._credentials import CloudKeyCredentials
 from atoll._host import Host, cloud
-from atoll._serialize import dumps_arguments, dumps_function
+from atoll._serialize import FunctionPickle, dumps_arguments
 
 R = TypeVar("R")
 
@@ -130,6 +130,7 @@ class IsolatedFunction(Generic[R]):
             raise TypeError(f"@isolated decorates a function, not {type(func).__name__}")
         self.func = func
         self.options = options
+        self._pickle: FunctionPickle | None = None
         functools.update_wrapper(self, func)
 
     @property
@@ -194,7 +195,7 @@ class IsolatedFunction(Generic[R]):
         ):
             raise ValueError(f"max_concurrency must be a positive int or None, got {max_concurrency!r}")
         o = self.options
-        template = self._call_of(dumps_function(self.func, o.requirements), ())
+        template = self._call_of(self._pickled(), ())
         return _map.run_map(
             o.host.route(), template, ((tuple(a), {}) for a in args_iter),
             requirements=o.requirements, ordered=ordered, return_exceptions=return_exceptions,
@@ -231,8 +232,16 @@ class IsolatedFunction(Generic[R]):
         """This function called with args and kwargs, as the value hosts run."""
         # The function first: pickling it decides which of the caller's
         # modules travel by value, and so how the arguments pickle.
-        function = dumps_function(self.func, self.options.requirements)
+        function = self._pickled()
         return self._call_of(function, dumps_arguments(self.name, args, kwargs, self.options.requirements))
+
+    def _pickled(self) -> bytes:
+        """The function's pickle, kept between calls while it would come out
+        the same (see FunctionPickle)."""
+        pickle = self._pickle
+        if pickle is None or pickle.fn is not self.func:
+            pickle = self._pickle = FunctionPickle(self.func, self.options.requirements)
+        return pickle.get()
 
     def _call_of(self, function: bytes, arguments: tuple[bytes, ...]) -> Call:
         o = self.options

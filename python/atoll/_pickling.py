@@ -379,3 +379,90 @@ def warn_loaded(found: list[Mismatch], what: str, *, to_worker: bool) -> None:
             "if its values look wrong",
             file=sys.stderr,
         )
+
+
+# ---- the function's own pickle, kept while nothing it is made of changed ----
+
+_cp = cloudpickle.cloudpickle
+_code_globals = getattr(_cp, "_extract_code_globals", None)
+_by_reference = getattr(_cp, "_should_pickle_by_reference", None)
+_by_value_modules = getattr(_cp, "_PICKLE_BY_VALUE_MODULES", None)
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
+_MISSING = object()
+
+
+def function_state(fn: Any) -> list[Any] | None:
+    """Everything fn's pickle by value is made of, as a list of the objects
+    themselves, or None when part of it could change without any of them
+    being replaced (a list, a dict, an instance, a class pickled by value):
+    such a function is pickled anew every call.
+
+    Two states whose items are the same objects (``is``) give the same
+    pickle: a function's code, names, defaults, attributes, annotations,
+    closure cells' contents and the globals its code uses; each of those an
+    immutable value, a tuple or frozenset of them, or a module, class or
+    function that travels by reference (its name) or a function that
+    travels by value, whose own state is part of this one. The state
+    holds the objects, so none of them is freed and its id reused while it
+    is kept; what decides how things travel (the modules registered to
+    travel by value, sys.modules) is part of it too."""
+    if _code_globals is None or _by_reference is None or _by_value_modules is None:
+        return None  # a cloudpickle without these internals: no cache
+    if type(fn) is not types.FunctionType:
+        return None  # a partial, a callable object: pickled every call
+    state: list[Any] = [(len(sys.modules), len(_by_value_modules))]
+    return state if _add_function(fn, state, set()) else None
+
+
+def same_state(a: list[Any], b: list[Any]) -> bool:
+    """Whether two function_state lists are of the same objects."""
+    return len(a) == len(b) and a[0] == b[0] and all(x is y for x, y in zip(a[1:], b[1:]))
+
+
+def _add_function(fn: Any, state: list[Any], seen: set[int]) -> bool:
+    if id(fn) in seen:
+        state.append(fn)
+        return True
+    seen.add(id(fn))
+    code = fn.__code__
+    state += (fn, code, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__, fn.__defaults__)
+    for mapping in (fn.__kwdefaults__, fn.__dict__, fn.__annotations__):
+        if mapping:
+            for key, value in mapping.items():
+                state += (key, value)
+                if not _unchanging(value, state, seen):
+                    return False
+        else:
+            state.append(mapping)
+    if not _unchanging(fn.__defaults__, state, seen):
+        return False
+    for cell in fn.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            value = _MISSING
+        state.append(value)
+        if value is not _MISSING and not _unchanging(value, state, seen):
+            return False
+    names = fn.__globals__
+    for name in _code_globals(code):
+        value = names.get(name, _MISSING)
+        state += (name, value)
+        if value is not _MISSING and not _unchanging(value, state, seen):
+            return False
+    return True
+
+
+def _unchanging(value: Any, state: list[Any], seen: set[int]) -> bool:
+    cls = type(value)
+    if cls in _IMMUTABLE:
+        return True
+    if cls is tuple or cls is frozenset:
+        return all(_unchanging(item, state, seen) for item in value)
+    if cls is types.FunctionType:
+        return _by_reference(value) or _add_function(value, state, seen)
+    if cls is types.BuiltinFunctionType:
+        return True  # pickled by name
+    if cls is types.ModuleType or isinstance(value, type):
+        return _by_reference(value)
+    return False

@@ -255,6 +255,33 @@ def dumps_function(fn: Callable[..., Any], requirements: Iterable[str] = ()) -> 
     return payload
 
 
+class FunctionPickle:
+    """A function's pickle (dumps_function), kept between calls while
+    nothing it is made of changed (see _pickling.function_state): pickling
+    a function by value is most of what a warm call costs the caller.
+    Safe from several threads: the kept pickle and its state are replaced
+    together."""
+
+    def __init__(self, fn: Callable[..., Any], requirements: Iterable[str] = ()) -> None:
+        self.fn = fn
+        self.requirements = tuple(requirements)
+        self._kept: tuple[list[Any], bytes] | None = None
+
+    def get(self) -> bytes:
+        _ship_local_modules_by_value()  # before the state: it decides what travels by value
+        state = _pickling.function_state(self.fn)
+        kept = self._kept
+        if state is not None and kept is not None and _pickling.same_state(state, kept[0]):
+            return kept[1]
+        payload = dumps_function(self.fn, self.requirements)
+        # Kept only if pickling changed nothing the state covers (its first
+        # run may import modules, or register the caller's by value).
+        after = _pickling.function_state(self.fn) if state is not None else None
+        kept_state = after is not None and _pickling.same_state(state, after)
+        self._kept = (after, payload) if kept_state else None
+        return payload
+
+
 # Arguments pickled to less than this are sent as one piece.
 _ONE_PIECE = 1 << 20
 
@@ -398,6 +425,7 @@ __all__ = [
     "find_culprit",
     "dumps_arguments",
     "dumps_function",
+    "FunctionPickle",
     "loads_value",
     "rebuild_exception",
     "RemoteTraceback",

@@ -417,3 +417,93 @@ def test_a_malformed_manifest_is_an_error_not_a_crash():
     with pytest.raises(Exception, match="shorter than its manifest header"):
         _pickling.split(b"\0")
 
+
+
+def _dynamic(source: str) -> dict:
+    """Functions defined in a module of their own that cannot be imported,
+    so they travel by value like those of a caller's script."""
+    namespace = {"__name__": "atoll_test_dynamic"}
+    exec(textwrap.dedent(source), namespace)
+    return namespace
+
+
+def _run(payload: bytes, *args):
+    import cloudpickle
+
+    _manifest, body = _pickling.split(payload)
+    return cloudpickle.loads(body)(*args)
+
+
+def test_a_functions_pickle_is_kept_while_nothing_it_is_made_of_changes():
+    from atoll._serialize import FunctionPickle
+
+    ns = _dynamic(
+        """
+        import os
+        X = 1.5
+        def helper():
+            return X
+        def f(a, b=2):
+            return (a, b, helper(), os.sep)
+        """
+    )
+    pickle = FunctionPickle(ns["f"])
+    # The first pickling in a process may import modules, or register the
+    # caller's to travel by value, which changes the state once.
+    first = [pickle.get() for _ in range(3)][-1]
+    assert pickle.get() is first  # kept, not pickled again
+    assert _run(first, 1) == (1, 2, 1.5, "/")
+    ns["X"] = 2.5  # a global of a function it calls, rebound: the old float is kept alive, its id not reused
+    assert _run(pickle.get(), 1) == (1, 2, 2.5, "/")
+    ns["f"].__defaults__ = (3,)
+    assert _run(pickle.get(), 1) == (1, 3, 2.5, "/")
+    ns["helper"] = lambda: "replaced"
+    assert _run(pickle.get(), 1) == (1, 3, "replaced", "/")
+    again = pickle.get()
+    assert pickle.get() is again
+
+
+def test_a_function_using_something_mutable_is_pickled_every_call():
+    from atoll._serialize import FunctionPickle
+
+    ns = _dynamic(
+        """
+        SEEN = []
+        class Box:
+            value = 1
+        def f():
+            return list(SEEN), Box.value
+        """
+    )
+    pickle = FunctionPickle(ns["f"])
+    assert _run(pickle.get()) == ([], 1)
+    ns["SEEN"].append("mutated in place")
+    ns["Box"].value = 2  # a class travelling by value: its attributes can change
+    assert _run(pickle.get()) == (["mutated in place"], 2)
+    assert pickle._kept is None
+
+
+def test_a_closures_rebound_variable_reaches_the_next_pickle():
+    from atoll._serialize import FunctionPickle
+
+    def make():
+        count = 0
+
+        def f():
+            return count
+
+        def bump():
+            nonlocal count
+            count += 1
+
+        return f, bump
+
+    f, bump = make()
+    pickle = FunctionPickle(f)
+    assert _run(pickle.get()) == 0
+    bump()
+    assert _run(pickle.get()) == 1
+    f.tag = "an attribute"
+    import cloudpickle
+
+    assert cloudpickle.loads(_pickling.split(pickle.get())[1]).tag == "an attribute"
