@@ -5,7 +5,7 @@ and never reach back into the function."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from atoll._credentials import CloudKeyCredentials
@@ -115,12 +115,13 @@ class Call:
     # Set by submit(): lets another thread cancel the call.
     control: CallControl | None = field(default=None, compare=False, repr=False)
 
-    def request(self) -> pb.RunRequest:
-        """The call as the Functions API's Run request."""
+    def request(self, arguments: bool = True) -> pb.RunRequest:
+        """The call as the Functions API's Run request (without its
+        arguments if not arguments)."""
         req = pb.RunRequest(
             function_name=self.function_name,
             function=self.function,
-            arguments=b"".join(self.arguments),
+            arguments=b"".join(self.arguments) if arguments else b"",
             environment=self.environment.proto(),
             machine_type=self.machine_type,
             keep_alive_seconds=float(self.keep_alive),
@@ -138,12 +139,33 @@ class Call:
         takes them joined), and never go through a protobuf message, which
         would copy them twice more. Protobuf reads fields in
         any order, so they go last."""
-        head = replace(self, arguments=()).request().SerializeToString()
+        head = self._head()
         size = sum(map(len, self.arguments))
         tag = b"".join((head, _ARGUMENTS_TAG, _varint(size)))
         if len(self.arguments) == 1 and size < _SEPARATE_PIECE:
             return (tag + self.arguments[0],)
         return (tag, *self.arguments)
+
+
+    def _head(self) -> bytes:
+        """The request without its arguments, encoded; kept for the next
+        call of the same function with the same options (the calls of a warm
+        loop differ only in their arguments, and the function's pickle is
+        kept as the same object while it would come out the same)."""
+        key = (self.environment, self.machine_type, self.keep_alive, self.timeout, self.retries, self.secrets)
+        kept = _heads.get(self.function_name)
+        if kept is not None and kept[0] is self.function and kept[1] == key:
+            return kept[2]
+        head = self.request(arguments=False).SerializeToString()
+        if len(_heads) >= _KEPT_HEADS:
+            _heads.clear()
+        _heads[self.function_name] = (self.function, key, head)
+        return head
+
+
+# The encoded heads of the last calls, by function name; at most this many.
+_heads: dict[str, tuple[bytes, tuple[Any, ...], bytes]] = {}
+_KEPT_HEADS = 256
 
 
 # Arguments this large are sent as pieces of their own, not copied behind

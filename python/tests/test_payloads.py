@@ -139,6 +139,29 @@ def test_a_large_bytes_argument_is_sent_from_its_own_memory():
     assert len(dumps_arguments("f", (b"small",), {})) == 1
 
 
+def test_the_kept_request_head_follows_every_change_of_the_call():
+    from atoll._call import Call, EnvironmentSpec, Retries
+    from atoll.v1 import atoll_pb2 as pb
+
+    fn = b"the function's pickle"
+    base = Call("f", fn, (b"1",), EnvironmentSpec("3.11"), "XS", 3.0)
+    calls = [
+        base,
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 3.0),  # only the arguments differ: the head is kept
+        Call("f", bytes(bytearray(b"another pickle")), (b"2",), EnvironmentSpec("3.11"), "XS", 3.0),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11", ("six",)), "XS", 3.0),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "M", 3.0),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 0.0),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 3.0, timeout=5.0),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 3.0, retries=Retries(2)),
+        Call("f", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 3.0, secrets=("token",)),
+        Call("g", fn, (b"2",), EnvironmentSpec("3.11"), "XS", 3.0),
+        base,
+    ]
+    for call in calls:
+        assert pb.RunRequest.FromString(b"".join(call.wire_request())) == call.request(), call
+
+
 def test_a_mutable_argument_is_sent_as_it_was_when_submitted(server):
     @isolated(keep_alive=30)
     def digest(data):
