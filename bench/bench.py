@@ -48,6 +48,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python" / "tests"))
+# Servers log as a deployed one does (the test suite's log at debug level,
+# a line or more per call, is not what users run).
+os.environ.setdefault("ATOLL_LOG_LEVEL", "info")
 
 from conftest import Server  # noqa: E402  (the test suite's server runner)
 from measure import children, cpu_ns, percentile, process_name, timed  # noqa: E402

@@ -30,6 +30,9 @@ from measure import children, latency, median_time, process_name, pss_mib, throu
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# Servers log as a deployed one does (the test suite's log at debug level,
+# a line or more per call, is not what users run).
+os.environ.setdefault("ATOLL_LOG_LEVEL", "info")
 
 RAY_VERSION = "2.60.0"
 ISOLATE_VERSION = "0.26.12"
