@@ -28,19 +28,20 @@ const emptyManifest = "\x00\x00\x00\x00"
 // any pickle).
 func pickled(t *testing.T, python, expr string) []byte {
 	t.Helper()
-	out, err := exec.Command(python, "-c", "import pickle, sys; sys.stdout.buffer.write(pickle.dumps("+expr+"))").Output()
-	if err != nil {
-		t.Fatalf("pickle %s: %v", expr, err)
-	}
-	return append([]byte(emptyManifest), out...)
+	return pickledWith(t, python, "pickle", expr)
 }
 
 // cloudpickled is pickled for what only cloudpickle pickles (a lambda).
 func cloudpickled(t *testing.T, python, expr string) []byte {
 	t.Helper()
-	out, err := exec.Command(python, "-c", "import cloudpickle, sys; sys.stdout.buffer.write(cloudpickle.dumps("+expr+"))").Output()
+	return pickledWith(t, python, "cloudpickle", expr)
+}
+
+func pickledWith(t *testing.T, python, module, expr string) []byte {
+	t.Helper()
+	out, err := exec.Command(python, "-c", "import "+module+", sys; sys.stdout.buffer.write("+module+".dumps("+expr+"))").Output()
 	if err != nil {
-		t.Fatalf("cloudpickle %s: %v", expr, err)
+		t.Fatalf("%s %s: %v", module, expr, err)
 	}
 	return append([]byte(emptyManifest), out...)
 }

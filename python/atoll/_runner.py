@@ -62,6 +62,9 @@ _U32 = struct.Struct(">I")
 # How much of the call channel is read ahead; large payloads bypass it, read
 # straight into the objects they unpickle as.
 _READ_BUFFER = 1 << 20
+# Payloads this large are unpickled as they are read from the pipe; smaller
+# ones are read whole first.
+_STREAM_FROM = 1 << 20
 # The most buffers one os.writev takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
 
@@ -300,6 +303,11 @@ class _Loader:
         end, whatever happened)."""
         p = self.pickling
         found = []
+        if isinstance(source, _Frame) and source.left < _STREAM_FROM:
+            # Small payloads are read whole: an unpickler reading from a
+            # Python file object calls it for every opcode it peeks at
+            # (22 µs for a call without arguments, against 2 µs).
+            source = source.read()
         streamed = isinstance(source, _Frame)
         body = None
         try:
