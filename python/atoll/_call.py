@@ -146,7 +146,6 @@ class Call:
             return (tag + self.arguments[0],)
         return (tag, *self.arguments)
 
-
     def _head(self) -> bytes:
         """The request without its arguments, encoded; kept for the next
         call of the same function with the same options (the calls of a warm

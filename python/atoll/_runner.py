@@ -509,6 +509,15 @@ def _serve_call(fn_bytes, arguments, functions, loader, pickling, own_modules, r
 
 def main(runtime: str = "") -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
+    # Line by line, as on a terminal, not unbuffered (-u writes a print's
+    # text and its newline apart): a line is one write, so the lines of
+    # calls running at once (a map's items) reach the caller whole, never
+    # one inside another. A partial line goes out on flush(), and the
+    # runner flushes both streams before every value and result.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, write_through=False)
     sys.argv = ["atoll-worker"]
     sys.exit(serve(runtime=runtime))
 

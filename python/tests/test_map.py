@@ -158,6 +158,23 @@ def _runs(server, suffix):
     return [r for r in runs if r.function_name.endswith(suffix)]
 
 
+def test_lines_of_items_running_at_once_reach_the_caller_whole(server, capfd):
+    @isolated(keep_alive=30)
+    def chatty(tag):
+        import sys
+
+        for i in range(2000):
+            print(f"{tag}-{i}")
+        return sys.stdout.line_buffering
+
+    # Twice: the second map's two items start at once on the warm workers
+    # of the first, and print at the same time.
+    for _ in range(2):
+        assert list(chatty.map(["a", "b"], max_concurrency=2)) == [True, True]
+    lines = [line for line in capfd.readouterr().out.splitlines() if line]
+    assert sorted(lines) == sorted([f"{tag}-{i}" for tag in "ab" for i in range(2000)] * 2)
+
+
 def test_ctrl_c_in_a_map_cancels_its_items(server, tmp_path):
     import os
     import signal

@@ -120,8 +120,8 @@ func (l Layout) SeparateAgent(dir string, agent int, function, agentShare CPUSha
 			return err
 		}
 	}
-	// The sum, per the function's period; the agent's share is per a
-	// period at least as long (it is never below the function's).
+	// The sum, per the function's period (the agent's quota converted to
+	// it: the two periods may differ).
 	total := function.Quota + int64(float64(agentShare.Quota)*float64(function.Period)/float64(agentShare.Period))
 	return l.SetCPUQuota(dir, total, function.Period)
 }
