@@ -3,9 +3,14 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 
+	"github.com/moby/sys/mountinfo"
+	ocgroups "github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,4 +64,40 @@ func becomeRunner(args []string) error {
 		return err
 	}
 	return syscall.Exec(exe, rest, os.Environ())
+}
+
+// ownCPUCgroup finds this process's own cpu cgroup as the container sees
+// it: the runtime mounts the container's cgroup at /sys/fs/cgroup (v2) or
+// /sys/fs/cgroup/cpu (v1), and /proc/self/cgroup names the process's
+// cgroup by its path in the host's hierarchy, whose mount root is the
+// container's. "" where there is none.
+func ownCPUCgroup() (dir string, v2 bool) {
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
+	if err != nil {
+		return "", false
+	}
+	own, err := ocgroups.ParseCgroupFile("/proc/self/cgroup") // controller (v2: "") to path
+	if err != nil {
+		return "", false
+	}
+	for _, m := range mounts {
+		v2 := m.FSType == "cgroup2"
+		controller := "cpu"
+		switch {
+		case v2 && m.Mountpoint != "/sys/fs/cgroup":
+			continue // a hybrid host's hierarchy without controllers
+		case v2:
+			controller = ""
+		case !slices.Contains(strings.Split(m.VFSOptions, ","), "cpu"):
+			continue
+		}
+		path, ok := own[controller]
+		if !ok {
+			continue
+		}
+		if rel, err := filepath.Rel(m.Root, path); err == nil && !strings.HasPrefix(rel, "..") {
+			return filepath.Join(m.Mountpoint, rel), v2
+		}
+	}
+	return "", false
 }

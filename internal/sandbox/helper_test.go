@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moby/sys/mountinfo"
 	"go.uber.org/goleak"
 
 	"github.com/atoll-dev/atoll/internal/scheduler"
@@ -214,46 +212,6 @@ func (r *helperRunner) call(line string) string {
 		return "error: " + err.Error()
 	}
 	return strings.TrimSpace(answer)
-}
-
-// ownCPUCgroup finds this process's own cpu cgroup as the container sees
-// it: the runtime mounts the container's cgroup at /sys/fs/cgroup (v2) or
-// /sys/fs/cgroup/cpu (v1), and /proc/self/cgroup names the process's
-// cgroup by its path in the host's hierarchy, whose mount root is the
-// container's. "" where there is none.
-func ownCPUCgroup() (dir string, v2 bool) {
-	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
-	if err != nil {
-		return "", false
-	}
-	own, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", false
-	}
-	for _, m := range mounts {
-		v2 := m.FSType == "cgroup2"
-		if v2 && m.Mountpoint != "/sys/fs/cgroup" {
-			continue // a hybrid host's hierarchy without controllers
-		}
-		if !v2 && !slices.Contains(strings.Split(m.VFSOptions, ","), "cpu") {
-			continue
-		}
-		for line := range strings.SplitSeq(strings.TrimSpace(string(own)), "\n") {
-			parts := strings.SplitN(line, ":", 3)
-			if len(parts) != 3 || (v2 != (parts[1] == "")) {
-				continue
-			}
-			if !v2 && !slices.Contains(strings.Split(parts[1], ","), "cpu") {
-				continue
-			}
-			rel, err := filepath.Rel(m.Root, parts[2])
-			if err != nil || strings.HasPrefix(rel, "..") {
-				continue
-			}
-			return filepath.Join(m.Mountpoint, rel), v2
-		}
-	}
-	return "", false
 }
 
 func errString(err error) string {

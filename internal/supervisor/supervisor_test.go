@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,12 +40,15 @@ func startSupervisor(t *testing.T, root, agent string) atollv1.FunctionsClient {
 		}
 	})
 	sock := supervisor.SocketPath(root)
+	// Until it accepts a connection: the socket's file exists from bind,
+	// a moment before it listens (a call then would be refused).
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no socket at %s", sock)
+			t.Fatalf("nothing listens at %s", sock)
 		}
 	}
 	conn, err := grpc.NewClient("unix:"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
