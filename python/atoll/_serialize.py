@@ -277,8 +277,8 @@ class FunctionPickle:
         # Kept only if pickling changed nothing the state covers (its first
         # run may import modules, or register the caller's by value).
         after = _pickling.function_state(self.fn) if state is not None else None
-        kept_state = after is not None and _pickling.same_state(state, after)
-        self._kept = (after, payload) if kept_state else None
+        stable = after is not None and _pickling.same_state(state, after)
+        self._kept = (after, payload) if stable else None
         return payload
 
 
