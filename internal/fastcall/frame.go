@@ -16,7 +16,8 @@
 // opens with Hello (JSON: the protocol version and the credentials as gRPC
 // metadata) and the server answers Ready or End (an error). Then, one call
 // at a time: Run (a RunRequest), answered by Event frames (RunEvent) and one
-// End (a status code byte and its message; code 0 is OK). Cancel stops the
+// End (a status code byte and its message; code 0 is OK). Large payloads
+// may travel in sealed memfds instead (shared.go: RunShared, ValueShared). Cancel stops the
 // call in flight; Ping is answered by Pong at any time, so that a caller can
 // tell a stopped server from a long call.
 package fastcall
@@ -28,17 +29,19 @@ import (
 	"io"
 )
 
-// Frame types. Client to server: Hello, Run, Cancel, Ping; server to
-// client: Ready, Event, End, Pong.
+// Frame types. Client to server: Hello, Run, RunShared, Cancel, Ping;
+// server to client: Ready, Event, ValueShared, End, Pong.
 const (
-	FrameHello  byte = 'H'
-	FrameRun    byte = 'R'
-	FrameCancel byte = 'C'
-	FramePing   byte = 'P'
-	FrameReady  byte = 'K'
-	FrameEvent  byte = 'E'
-	FrameEnd    byte = 'S'
-	FramePong   byte = 'O'
+	FrameHello       byte = 'H'
+	FrameRun         byte = 'R'
+	FrameRunShared   byte = 'F'
+	FrameCancel      byte = 'C'
+	FramePing        byte = 'P'
+	FrameReady       byte = 'K'
+	FrameEvent       byte = 'E'
+	FrameValueShared byte = 'V'
+	FrameEnd         byte = 'S'
+	FramePong        byte = 'O'
 )
 
 // headerBytes is a frame's type byte and length.

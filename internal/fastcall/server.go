@@ -23,6 +23,7 @@ import (
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/auth"
+	"github.com/atoll-dev/atoll/internal/sealed"
 )
 
 // Version is the protocol version a hello must name.
@@ -109,7 +110,7 @@ func New(opts Options) *Server {
 	return &Server{
 		opts: opts, log: log,
 		beforeHello: Limits{FrameHello: MaxHelloBytes},
-		afterHello:  Limits{FrameRun: opts.MaxMessageBytes, FrameCancel: 0, FramePing: 0},
+		afterHello:  Limits{FrameRun: opts.MaxMessageBytes, FrameRunShared: opts.MaxMessageBytes, FrameCancel: 0, FramePing: 0},
 		listeners:   make(map[net.Listener]struct{}),
 		conns:       make(map[*conn]struct{}),
 	}
@@ -159,7 +160,8 @@ func (s *Server) Serve(lis net.Listener) error {
 			}
 			return err
 		}
-		c := &conn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 64<<10)}
+		c := &conn{s: s, nc: nc, unix: unixConn(nc), pendingFD: -1}
+		c.br = bufio.NewReaderSize(&connReader{c: c}, 64<<10)
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
@@ -240,6 +242,9 @@ type namedConn struct {
 
 func (c *namedConn) RemoteAddr() net.Addr { return c.addr }
 
+// NetConn is the connection named.
+func (c *namedConn) NetConn() net.Conn { return c.Conn }
+
 type connAddr string
 
 func (connAddr) Network() string  { return "unix" }
@@ -249,6 +254,15 @@ func (a connAddr) String() string { return string(a) }
 type hello struct {
 	Version  int               `json:"version"`
 	Metadata map[string]string `json:"metadata"`
+	// SharedMemory says the client sends and takes large payloads in
+	// sealed memfds (shared.go).
+	SharedMemory bool `json:"shared_memory,omitempty"`
+}
+
+// ready is the server's answer to a hello.
+type ready struct {
+	// SharedMemory says the server takes large arguments in sealed memfds.
+	SharedMemory bool `json:"shared_memory"`
 }
 
 // conn is one caller's connection.
@@ -256,6 +270,14 @@ type conn struct {
 	s  *Server
 	nc net.Conn
 	br *bufio.Reader
+	// unix is the socket under nc's wrappers, for descriptors; nil if nc
+	// is not one.
+	unix *net.UnixConn
+	// shares says descriptors are taken (the hello is verified and this
+	// system has sealed memfds); pendingFD is one received and not yet
+	// taken by its RunShared frame, or -1. Only serve's goroutine reads.
+	shares    bool
+	pendingFD int
 	// base carries the peer, as gRPC's contexts do.
 	base  context.Context
 	creds hello
@@ -265,6 +287,9 @@ type conn struct {
 	wmu    sync.Mutex
 	wbuf   []byte
 	pieces net.Buffers
+	// sendFD is a value's memfd whose descriptor goes with wbuf's first
+	// byte.
+	sendFD *sealed.File
 
 	// busy says a call is in flight; cancel and done are its, guarded by
 	// mu.
@@ -288,6 +313,13 @@ func (c *conn) serve() {
 			close(c.calls)
 		}
 		c.nc.Close()
+		c.dropPending()
+		c.wmu.Lock()
+		if c.sendFD != nil {
+			c.sendFD.Close()
+			c.sendFD = nil
+		}
+		c.wmu.Unlock()
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
@@ -302,7 +334,9 @@ func (c *conn) serve() {
 	if c.s.opts.Guard != nil {
 		c.s.opts.Guard.Trust(c.base)
 	}
-	if err := c.write(FrameReady, nil); err != nil {
+	c.shares = sealed.Supported() && c.unix != nil
+	readyPayload, _ := json.Marshal(ready{SharedMemory: c.shares})
+	if err := c.write(FrameReady, readyPayload); err != nil {
 		return
 	}
 	c.nc.SetReadDeadline(time.Now().Add(c.s.opts.IdleTimeout))
@@ -319,12 +353,25 @@ func (c *conn) serve() {
 			}
 		case FrameCancel:
 			c.cancelCall()
-		case FrameRun:
+		case FrameRun, FrameRunShared:
 			if c.busy.Load() {
 				c.s.log.Info("lean call connection closed", "peer", c.nc.RemoteAddr().String(), "err", "a second call while one runs")
 				return
 			}
-			c.startCall(payload)
+			var args *sealed.File
+			if kind == FrameRunShared {
+				if !c.shares {
+					c.endOnReadError(fmt.Errorf("%w: type %q on a connection without shared memory", ErrUnexpectedFrame, kind))
+					return
+				}
+				if args, err = c.takeShared(); err != nil {
+					if c.refuseShared(err) {
+						continue
+					}
+					return
+				}
+			}
+			c.startCall(payload, args)
 		}
 	}
 }
@@ -339,7 +386,7 @@ func (c *conn) endOnReadError(err error) {
 		c.waitCall()
 		c.writeEnd(status.Errorf(codes.ResourceExhausted, "the call's request is larger than this server takes "+
 			"(--max-message-bytes %d): %v", c.s.opts.MaxMessageBytes, err))
-	case errors.Is(err, ErrUnexpectedFrame):
+	case errors.Is(err, ErrUnexpectedFrame), errors.Is(err, ErrUnexpectedDescriptor):
 		c.s.log.Info("lean call connection closed", "peer", c.nc.RemoteAddr().String(), "err", err)
 		c.cancelCall()
 		c.waitCall()
@@ -397,23 +444,35 @@ func (c *conn) verify() (auth.Principal, error) {
 
 // startCall decodes, checks and starts one call; a request refused is
 // answered with its End and the connection serves on.
-func (c *conn) startCall(payload []byte) {
+// args, if not nil, is the arguments' memfd (a RunShared frame); the call
+// owns it.
+func (c *conn) startCall(payload []byte, args *sealed.File) {
 	req := new(atollv1.RunRequest)
+	refuse := func(err error) {
+		if args != nil {
+			args.Close()
+		}
+		c.writeEnd(err)
+	}
 	if err := unmarshalRun(payload, req); err != nil {
-		c.writeEnd(status.Errorf(codes.InvalidArgument, "the request is not a valid %T message: %v", req, err))
+		refuse(status.Errorf(codes.InvalidArgument, "the request is not a valid %T message: %v", req, err))
+		return
+	}
+	if args != nil && len(req.GetArguments()) > 0 {
+		refuse(status.Error(codes.InvalidArgument, "a call's arguments come either in its request or in shared memory, not both"))
 		return
 	}
 	if err := c.s.opts.Validate(req); err != nil {
-		c.writeEnd(status.Error(codes.InvalidArgument, err.Error()))
+		refuse(status.Error(codes.InvalidArgument, err.Error()))
 		return
 	}
 	p, err := c.verify()
 	if err != nil {
-		c.writeEnd(err)
+		refuse(err)
 		return
 	}
 	if c.s.isClosing() {
-		c.writeEnd(status.Error(codes.Unavailable, ErrShuttingDown.Error()))
+		refuse(status.Error(codes.Unavailable, ErrShuttingDown.Error()))
 		return
 	}
 	ctx, cancel := context.WithCancel(auth.NewContext(c.base, p))
@@ -426,11 +485,16 @@ func (c *conn) startCall(payload []byte) {
 	c.nc.SetReadDeadline(time.Time{})
 	c.runCall(func() {
 		defer close(done)
-		st := &stream{ctx: ctx, c: c}
+		st := &stream{ctx: ctx, c: c, args: args}
 		err := c.s.opts.Run(req, st)
 		cancel()
+		moved := int64(len(payload)) + st.sent.Load()
+		if args != nil {
+			moved += args.Size()
+			args.Close()
+		}
 		if c.s.opts.OnCallEnd != nil {
-			c.s.opts.OnCallEnd(int64(len(payload)) + st.sent.Load())
+			c.s.opts.OnCallEnd(moved)
 		}
 		// Idle before the End goes: the caller may send its next call
 		// the moment it reads it.
@@ -530,7 +594,9 @@ func (c *conn) writeEvent(ev *atollv1.RunEvent) (int, error) {
 func (c *conn) flush() error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 	var err error
-	if c.pieces != nil {
+	if c.sendFD != nil {
+		err = c.flushWithDescriptor()
+	} else if c.pieces != nil {
 		// One writev for the pieces and what followed them.
 		bufs := append(c.pieces, c.wbuf)
 		_, err = bufs.WriteTo(c.nc)
@@ -549,6 +615,8 @@ func (c *conn) flush() error {
 type stream struct {
 	ctx context.Context
 	c   *conn
+	// args is the arguments' memfd of a RunShared frame, else nil.
+	args *sealed.File
 	// sent counts event bytes; the handler's callbacks may send from
 	// goroutines of their own.
 	sent atomic.Int64

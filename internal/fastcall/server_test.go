@@ -70,7 +70,10 @@ func newFixture(t *testing.T, opts fastcall.Options) *fixture {
 		keys: &keys{secrets: map[string]string{"ak_a": "sa", "ak_b": "sb"}, account: map[string]string{"ak_a": "alice", "ak_b": "bob"}},
 	}
 	f.guard = server.NewConnGuard(server.ConnGuardOptions{MaxUnauthenticated: 2})
-	opts.Verifier, opts.Run, opts.Validate, opts.Guard = f.keys, echo, server.ValidateRequest, f.guard
+	opts.Verifier, opts.Validate, opts.Guard = f.keys, server.ValidateRequest, f.guard
+	if opts.Run == nil {
+		opts.Run = echo
+	}
 	if opts.MaxMessageBytes == 0 {
 		opts.MaxMessageBytes = 1 << 10
 	}
@@ -116,7 +119,7 @@ func (c *client) hello(id, secret string) {
 
 func (c *client) read() (byte, []byte) {
 	c.t.Helper()
-	kind, payload, err := fastcall.ReadFrame(c.br, fastcall.Limits{fastcall.FrameReady: 0, fastcall.FrameEvent: 1 << 20,
+	kind, payload, err := fastcall.ReadFrame(c.br, fastcall.Limits{fastcall.FrameReady: 256, fastcall.FrameEvent: 1 << 20,
 		fastcall.FrameEnd: 1 << 20, fastcall.FramePong: 0})
 	if err != nil {
 		c.t.Fatalf("reading a frame: %v", err)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"io"
 	"os"
 	"sync"
 )
@@ -15,6 +16,10 @@ type pipeConn struct {
 
 func (c *pipeConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
 func (c *pipeConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// Halves gives the two pipes themselves (workerproto.Halves), so that
+// large payloads are spliced into and out of them.
+func (c *pipeConn) Halves() (io.Reader, io.Writer) { return c.r, c.w }
 
 // closeWrite ends the agent's stdin; reads may go on.
 func (c *pipeConn) closeWrite() error {

@@ -12,6 +12,7 @@ import (
 	"github.com/atoll-dev/atoll/internal/envbuild"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/sealed"
 	"github.com/atoll-dev/atoll/internal/secrets"
 	"github.com/atoll-dev/atoll/internal/workerproto"
 )
@@ -166,6 +167,16 @@ type callEvents struct {
 	// output.
 	build   func(*atollv1.Output)
 	yielded func([]byte) // nil: the function may not yield
+	// sharedValue, if set, takes a large returned value in a sealed memfd
+	// (the Result's value is then empty); it owns the file.
+	sharedValue func(*sealed.File)
+}
+
+// callArgs are a call's pickled arguments: in memory, or in a sealed memfd
+// the caller passed, which reaches the worker without being read.
+type callArgs struct {
+	inline []byte
+	shared *sealed.File
 }
 
 // callOutcome is how one call (all its attempts) ended: a result, or a
@@ -177,7 +188,7 @@ type callOutcome struct {
 
 // call runs spec with arguments, retrying as its policy says; each attempt
 // is a run of its own in the history, linked to the first by call id.
-func (f *Functions) call(ctx context.Context, spec *callSpec, args []byte, ev callEvents) callOutcome {
+func (f *Functions) call(ctx context.Context, spec *callSpec, args callArgs, ev callEvents) callOutcome {
 	policy := spec.req.GetRetries()
 	callID := ""
 	for attempt := 1; ; attempt++ {
@@ -236,7 +247,7 @@ func retryable(o attemptOutcome, policy *atollv1.RetryPolicy, yielded bool) bool
 
 // attempt runs one attempt of a call, recorded as one run; it returns the
 // run's id.
-func (f *Functions) attempt(ctx context.Context, spec *callSpec, args []byte, ev callEvents, callID string, attemptNo int) (attemptOutcome, string) {
+func (f *Functions) attempt(ctx context.Context, spec *callSpec, args callArgs, ev callEvents, callID string, attemptNo int) (attemptOutcome, string) {
 	var rec *runRecord
 	if f.opts.History != nil {
 		rec = f.opts.History.BeginAttempt(spec.account, spec.req.GetFunctionName(), spec.mt.Name, callID, attemptNo)
@@ -270,7 +281,7 @@ func (f *Functions) attempt(ctx context.Context, spec *callSpec, args []byte, ev
 }
 
 // runOnce leases a worker and runs the call on it once.
-func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args []byte, ev callEvents, rec *runRecord, yieldedAny *bool) (*atollv1.Result, error) {
+func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args callArgs, ev callEvents, rec *runRecord, yieldedAny *bool) (*atollv1.Result, error) {
 	w, err := f.acquire(ctx, spec, ev)
 	if err != nil {
 		return nil, err
@@ -281,7 +292,8 @@ func (f *Functions) runOnce(ctx context.Context, spec *callSpec, args []byte, ev
 	callCtx, cancel := context.WithTimeoutCause(ctx, spec.timeout, errTimedOut)
 	defer cancel()
 	req := workerproto.Request{
-		Function: spec.req.GetFunction(), Arguments: args, Env: spec.env,
+		Function: spec.req.GetFunction(), Arguments: args.inline, SharedArguments: args.shared, Env: spec.env,
+		OnSharedValue: ev.sharedValue,
 		OnOutput: func(o *atollv1.Output) {
 			ev.output(o)
 			if rec != nil {

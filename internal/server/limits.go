@@ -191,6 +191,9 @@ func (c *guardedConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// NetConn is the connection guarded.
+func (c *guardedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *guardedConn) Close() error {
 	var err error
 	c.once.Do(func() {

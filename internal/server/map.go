@@ -159,7 +159,7 @@ func (f *Functions) mapItem(ctx context.Context, spec *callSpec, prepFailure *at
 		send(&atollv1.MapEvent{Index: index, Event: &atollv1.MapEvent_Failure{Failure: prepFailure}})
 		return
 	}
-	out := f.call(ctx, spec, item.GetArguments(), callEvents{
+	out := f.call(ctx, spec, callArgs{inline: item.GetArguments()}, callEvents{
 		status: func(st *atollv1.Status) {
 			if st.GetPhase() == atollv1.Phase_PHASE_QUEUED {
 				send(&atollv1.MapEvent{Index: index, Event: &atollv1.MapEvent_Status{Status: st}})

@@ -26,6 +26,7 @@ import (
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
 	"github.com/atoll-dev/atoll/internal/machine"
 	"github.com/atoll-dev/atoll/internal/scheduler"
+	"github.com/atoll-dev/atoll/internal/sealed"
 )
 
 // MaxMessageBytes bounds one gRPC message, and so a call's serialized
@@ -117,6 +118,17 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 		return rpcStatus(f.log, err)
 	}
 	var out callOutcome
+	args := callArgs{inline: req.GetArguments()}
+	var value *sealed.File
+	shared, _ := stream.(SharedStream)
+	if shared != nil {
+		args.shared = shared.SharedArguments()
+	}
+	defer func() {
+		if value != nil {
+			value.Close()
+		}
+	}()
 	spec, err := f.prepare(ctx, account, req)
 	if err != nil {
 		out.failure = f.failure(err, req)
@@ -124,7 +136,7 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 			f.opts.History.Begin(account, req.GetFunctionName(), req.GetMachineType()).Finish(outcomeOf(nil, out.failure))
 		}
 	} else {
-		out = f.call(ctx, spec, req.GetArguments(), callEvents{
+		ev := callEvents{
 			status: func(st *atollv1.Status) {
 				_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Status{Status: st}})
 			},
@@ -134,15 +146,42 @@ func (f *Functions) Run(req *atollv1.RunRequest, stream runStream) error {
 			yielded: func(b []byte) {
 				_ = stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Yielded{Yielded: b}})
 			},
-		})
+		}
+		if shared != nil && shared.SharesValues() {
+			ev.sharedValue = func(f *sealed.File) {
+				if value != nil {
+					value.Close()
+				}
+				value = f
+			}
+		}
+		out = f.call(ctx, spec, args, ev)
 	}
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case out.failure != nil:
 		return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Failure{Failure: out.failure}})
+	case value != nil && out.result.GetException() == nil:
+		v := value
+		value = nil // the stream's now
+		return shared.SendSharedValue(v)
 	}
 	return stream.Send(&atollv1.RunEvent{Event: &atollv1.RunEvent_Result{Result: out.result}})
+}
+
+// SharedStream is a Run stream that carries large payloads in sealed
+// memfds (a lean call from this machine): the arguments may have come in
+// one, and a large value may go back in one.
+type SharedStream interface {
+	// SharedArguments is the call's arguments if they came in a sealed
+	// memfd (the request's own arguments are then empty), else nil.
+	SharedArguments() *sealed.File
+	// SharesValues says the caller takes a value in a sealed memfd.
+	SharesValues() bool
+	// SendSharedValue sends the call's result, the value held in f, and
+	// takes f over.
+	SendSharedValue(f *sealed.File) error
 }
 
 func keepAlive(req *atollv1.RunRequest) time.Duration {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	atollv1 "github.com/atoll-dev/atoll/api/atoll/v1"
+	"github.com/atoll-dev/atoll/internal/sealed"
 )
 
 // eventQueue is how many events the reader may run ahead of the caller.
@@ -24,32 +25,48 @@ type Conn struct {
 	// readErr is why the event stream ended; set before events is closed.
 	readErr error
 	busy    atomic.Bool
+	// sharedValues says the call in flight takes a large value in a
+	// sealed memfd (Request.OnSharedValue).
+	sharedValues atomic.Bool
 	// closed ends a reader blocked on a full events queue: an agent may
 	// send events nobody asked for, and Close must still end its reader.
 	closed    chan struct{}
 	closeOnce sync.Once
 }
 
+// Halves is a stream whose two directions are files of their own (the
+// agent's stdout and stdin pipes): large payloads are then spliced into
+// and out of them rather than copied through the server.
+type Halves interface {
+	Halves() (r io.Reader, w io.Writer)
+}
+
 // NewConn starts reading the agent's events from rwc. Close ends it.
 func NewConn(rwc io.ReadWriteCloser) *Conn {
-	c := &Conn{rwc: rwc, out: newFrameWriter(rwc), events: make(chan inbound, eventQueue), closed: make(chan struct{})}
-	go c.readEvents()
+	var r io.Reader = rwc
+	var w io.Writer = rwc
+	if h, ok := rwc.(Halves); ok {
+		r, w = h.Halves()
+	}
+	c := &Conn{rwc: rwc, out: newFrameWriter(w), events: make(chan inbound, eventQueue), closed: make(chan struct{})}
+	go c.readEvents(r)
 	return c
 }
 
 // inbound is one event as read: a yielded value's raw bytes travel beside
-// its header.
+// its header, and a value received into a sealed memfd as shared.
 type inbound struct {
 	ev      *atollv1.WorkerEvent
 	yielded []byte
+	shared  *sealed.File
 }
 
 // readEvents reads events until the stream ends or breaks the protocol; a
 // value's raw bytes are read in with it and delivered as a Result, a
 // yielded value's beside its event.
-func (c *Conn) readEvents() {
+func (c *Conn) readEvents(r io.Reader) {
 	defer close(c.events)
-	in := newFrameReader(c.rwc)
+	in := newFrameReader(r)
 	for {
 		ev := new(atollv1.WorkerEvent)
 		if err := in.read(ev, MaxEventBytes); err != nil {
@@ -59,7 +76,15 @@ func (c *Conn) readEvents() {
 			return
 		}
 		var msg inbound
-		if v := ev.GetValue(); v != nil {
+		if v := ev.GetValue(); v != nil && c.sharedValues.Load() && v.GetSize() >= SharedValueBytes && v.GetSize() <= MaxPayloadBytes {
+			f, err := receiveShared(in, int64(v.GetSize()))
+			if err != nil {
+				c.readErr = err
+				return
+			}
+			msg.shared = f
+			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{}}}}
+		} else if v := ev.GetValue(); v != nil {
 			value, err := c.readValue(in, v)
 			if err != nil {
 				c.readErr = err
@@ -78,9 +103,34 @@ func (c *Conn) readEvents() {
 		select {
 		case c.events <- msg:
 		case <-c.closed:
+			if msg.shared != nil {
+				msg.shared.Close()
+			}
 			return
 		}
 	}
+}
+
+// receiveShared receives a value of n bytes into a sealed memfd: from a
+// pipe the bytes are spliced into it, so the server never holds them in
+// its own memory. Memory grows only as the bytes arrive.
+func receiveShared(in *frameReader, n int64) (*sealed.File, error) {
+	f, err := sealed.Create("atoll-value")
+	if err != nil {
+		return nil, err
+	}
+	got, err := in.copyRaw(f.File(), n)
+	if err == nil && got < n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = f.Seal()
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: a %d byte value cut short after %d: %w", ErrProtocol, n, got, err)
+	}
+	return f, nil
 }
 
 func (c *Conn) readValue(in *frameReader, v *atollv1.WorkerValue) ([]byte, error) {
@@ -152,7 +202,19 @@ type Request struct {
 	// OnYield receives each value a generator function yields; a yielded
 	// value with no OnYield breaks the protocol.
 	OnYield func([]byte)
+	// SharedArguments, if set, holds the arguments instead of Arguments:
+	// a sealed memfd that is spliced into the agent's stream, never read
+	// into the server.
+	SharedArguments *sealed.File
+	// OnSharedValue, if set, receives a returned value of SharedValueBytes
+	// or more in a sealed memfd (it then owns the file), before CallWith
+	// returns the Result, whose value is then empty.
+	OnSharedValue func(*sealed.File)
 }
+
+// SharedValueBytes is the size from which a returned value is received
+// into a sealed memfd for a call with OnSharedValue.
+const SharedValueBytes = 1 << 20
 
 // CallWith is Call with the call's environment and yielded values.
 func (c *Conn) CallWith(ctx context.Context, r Request) (*atollv1.Result, error) {
@@ -161,16 +223,25 @@ func (c *Conn) CallWith(ctx context.Context, r Request) (*atollv1.Result, error)
 		return nil, ErrBusy
 	}
 	defer c.busy.Store(false)
-	if uint64(len(fn))+uint64(len(args)) > MaxPayloadBytes {
-		return nil, fmt.Errorf("a call of %d bytes exceeds the %d byte limit", len(fn)+len(args), MaxPayloadBytes)
+	argsSize := uint64(len(args))
+	if r.SharedArguments != nil {
+		argsSize = uint64(r.SharedArguments.Size())
+	}
+	if uint64(len(fn))+argsSize > MaxPayloadBytes {
+		return nil, fmt.Errorf("a call of %d bytes exceeds the %d byte limit", uint64(len(fn))+argsSize, MaxPayloadBytes)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: uint64(len(args)), Env: r.Env}
+	c.sharedValues.Store(r.OnSharedValue != nil)
+	defer c.sharedValues.Store(false)
+	head := &atollv1.WorkerCall{FunctionSize: uint64(len(fn)), ArgumentsSize: argsSize, Env: r.Env}
 	err := c.out.write(head, func(out io.Writer) error {
 		if _, err := out.Write(fn); err != nil {
 			return err
+		}
+		if r.SharedArguments != nil {
+			return out.(*rawWriter).file(r.SharedArguments.File(), int64(argsSize))
 		}
 		_, err := out.Write(args)
 		return err
@@ -196,6 +267,9 @@ func (c *Conn) CallWith(ctx context.Context, r Request) (*atollv1.Result, error)
 				}
 				r.OnYield(msg.yielded)
 			case *atollv1.WorkerEvent_Result:
+				if msg.shared != nil {
+					r.OnSharedValue(msg.shared)
+				}
 				return e.Result, nil
 			case *atollv1.WorkerEvent_Failure:
 				return nil, &FailureError{Failure: e.Failure}

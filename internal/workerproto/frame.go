@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -69,6 +70,24 @@ func (w *rawWriter) ReadFrom(r io.Reader) (int64, error) {
 	}
 	n, err := w.bw.ReadFrom(lr)
 	return moved + n, err
+}
+
+// file writes the n bytes of the file f from its start: spliced into the
+// stream where it is a pipe (a memfd's pages are then referenced, not
+// copied), else copied through the buffer.
+func (w *rawWriter) file(f *os.File, n int64) error {
+	if err := w.bw.Flush(); err != nil {
+		return err
+	}
+	moved, handled, err := spliceFile(w.dst, f, n)
+	if handled {
+		if err == nil && moved < n {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	_, err = w.bw.ReadFrom(io.NewSectionReader(f, 0, n))
+	return err
 }
 
 // frameReader reads frames; it is not safe for concurrent use.

@@ -33,11 +33,27 @@ func GrowPipe(f *os.File) {
 // nothing moved, where the pair cannot splice (neither is a pipe, or
 // either is not a file descriptor); the caller then copies.
 func splice(dst io.Writer, src io.Reader, n int64) (moved int64, handled bool, err error) {
-	dc, ok := dst.(syscall.Conn)
+	sc, ok := src.(syscall.Conn)
 	if !ok {
 		return 0, false, nil
 	}
-	sc, ok := src.(syscall.Conn)
+	return spliceFrom(dst, sc, nil, n)
+}
+
+// spliceFile moves n bytes of the file src, from offset 0, into dst (a
+// pipe) inside the kernel: the pages of a memfd are referenced by the
+// pipe, not copied. The file's own position (shared with every process
+// holding it) is neither used nor moved. handled is false, with nothing
+// moved, where dst is not a pipe; the caller then copies.
+func spliceFile(dst io.Writer, src *os.File, n int64) (moved int64, handled bool, err error) {
+	var off int64
+	return spliceFrom(dst, src, &off, n)
+}
+
+// spliceFrom is splice and spliceFile on the two descriptors, each held
+// open (Control) while they are used; soff as for spliceFDs.
+func spliceFrom(dst io.Writer, src syscall.Conn, soff *int64, n int64) (moved int64, handled bool, err error) {
+	dc, ok := dst.(syscall.Conn)
 	if !ok {
 		return 0, false, nil
 	}
@@ -45,14 +61,14 @@ func splice(dst io.Writer, src io.Reader, n int64) (moved int64, handled bool, e
 	if err != nil {
 		return 0, false, nil
 	}
-	src2, err := sc.SyscallConn()
+	src2, err := src.SyscallConn()
 	if err != nil {
 		return 0, false, nil
 	}
 	handled = true
 	cerr := src2.Control(func(sfd uintptr) {
 		derr := drc.Control(func(dfd uintptr) {
-			moved, handled, err = spliceFDs(int(dfd), int(sfd), n)
+			moved, handled, err = spliceFDs(int(dfd), int(sfd), soff, n)
 		})
 		if err == nil {
 			err = derr
@@ -66,10 +82,11 @@ func splice(dst io.Writer, src io.Reader, n int64) (moved int64, handled bool, e
 
 // spliceFDs is splice's loop on two descriptors, which may be
 // non-blocking (Go's poller owns them): it waits for both with poll(2),
-// which leaves the poller's edge-triggered state alone.
-func spliceFDs(dfd, sfd int, n int64) (moved int64, handled bool, err error) {
+// which leaves the poller's edge-triggered state alone. soff, if not nil,
+// is the offset in sfd (a file) to read from, advanced as bytes move.
+func spliceFDs(dfd, sfd int, soff *int64, n int64) (moved int64, handled bool, err error) {
 	for moved < n {
-		m, err := unix.Splice(sfd, nil, dfd, nil, int(min(n-moved, spliceChunk)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		m, err := unix.Splice(sfd, soff, dfd, nil, int(min(n-moved, spliceChunk)), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case m > 0:
 			moved += m

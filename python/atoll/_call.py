@@ -139,12 +139,18 @@ class Call:
         takes them joined), and never go through a protobuf message, which
         would copy them twice more. Protobuf reads fields in
         any order, so they go last."""
-        head = self._head()
+        head, _ = self.wire_parts()
         size = sum(map(len, self.arguments))
         tag = b"".join((head, _ARGUMENTS_TAG, _varint(size)))
         if len(self.arguments) == 1 and size < _SEPARATE_PIECE:
             return (tag + self.arguments[0],)
         return (tag, *self.arguments)
+
+    def wire_parts(self) -> tuple[bytes, tuple[bytes, ...]]:
+        """The Run request without its arguments, encoded, and the
+        arguments' pieces: what a lean call sends when the arguments go in
+        shared memory."""
+        return self._head(), self.arguments
 
     def _head(self) -> bytes:
         """The request without its arguments, encoded; kept for the next

@@ -164,7 +164,7 @@ def _events(
     if path is not None:
         try:
             load = functools.partial(loads_value, call.function_name)
-            lean = _lean.start(target, tls, path, metadata, request, load=load)
+            lean = _lean.start(target, tls, path, metadata, request, load=load, parts=call.wire_parts())
         except grpc.RpcError as err:  # the socket refused the credentials
             raise from_rpc_error(err, target) from None
     learn = lean is None and _lean.wants_socket(target, tls)

@@ -14,6 +14,13 @@ Run (a RunRequest) by Event frames (RunEvent) and one End (a status code
 byte and its message). Cancel stops the call in flight; Ping is answered
 by Pong, which tells a stopped server from a long call.
 
+Large payloads travel in sealed memfds where both ends can (the hello's
+and the Ready's ``shared_memory``): arguments of _SHARE_FROM bytes or more
+go as RunShared (the request without them, its first byte carrying the
+memfd's descriptor), and the server answers a large value with a Value
+frame carrying a memfd in place of the result's Event. The server passes
+both on without reading them.
+
 Errors are raised as ``LeanError``, a ``grpc.RpcError`` with the gRPC
 status code the server gave, so that the client maps them as it maps
 gRPC's.
@@ -21,10 +28,13 @@ gRPC's.
 
 from __future__ import annotations
 
+import array
+import io
 import json
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,8 +51,20 @@ HEADER = "x-atoll-lean-socket"
 _ENV = "ATOLL_LEAN_CALLS"
 
 _VERSION = 1
-_HELLO, _RUN, _CANCEL, _PING = b"H", b"R", b"C", b"P"
-_READY, _EVENT, _END, _PONG = ord("K"), ord("E"), ord("S"), ord("O")
+_HELLO, _RUN, _RUN_SHARED, _CANCEL, _PING = b"H", b"R", b"F", b"C", b"P"
+_READY, _EVENT, _VALUE_SHARED, _END, _PONG = ord("K"), ord("E"), ord("V"), ord("S"), ord("O")
+
+try:
+    import fcntl
+
+    _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    # Sealed memfds: Linux's, from Python 3.8 on.
+    _SHARED = sys.platform.startswith("linux") and hasattr(os, "memfd_create")
+except (ImportError, AttributeError):
+    _SHARED = False
+# Arguments this large go in a sealed memfd where the server takes one: the
+# server then passes them on to the worker without reading them.
+_SHARE_FROM = 1 << 20
 
 # As gRPC's keepalive on the caller's channels (_channel): a call that
 # hears nothing for KEEPALIVE_TIME pings, and gives the server up when
@@ -102,6 +124,10 @@ class _Conn:
     def __init__(self, path: str, metadata: tuple[tuple[str, str], ...]) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.buf = bytearray()
+        # Whether payloads go in sealed memfds (both ends said so), and the
+        # descriptors received and not yet taken by their Value frame.
+        self.shared = False
+        self.fds: list[int] = []
         # A large frame being read: [kind, buffer, bytes filled].
         self.partial: list | None = None
         self.wlock = threading.Lock()
@@ -109,7 +135,7 @@ class _Conn:
         try:
             self.sock.settimeout(_HANDSHAKE_TIMEOUT)
             self.sock.connect(path)
-            hello = json.dumps({"version": _VERSION, "metadata": dict(metadata)}).encode()
+            hello = json.dumps({"version": _VERSION, "metadata": dict(metadata), "shared_memory": _SHARED}).encode()
             self.send(_HELLO, hello)
             kind, payload = self.read_frame()
         except OSError as exc:
@@ -124,6 +150,10 @@ class _Conn:
         if kind != _READY:
             self.sock.close()
             raise Unreachable(f"{path}: the server answered the hello with a frame of type {kind!r}")
+        try:
+            self.shared = _SHARED and bool(json.loads(payload or b"{}").get("shared_memory"))
+        except (ValueError, AttributeError):
+            self.shared = False
         self.sock.settimeout(KEEPALIVE_TIME)
 
     def send(self, kind: bytes, *pieces: bytes) -> None:
@@ -135,15 +165,39 @@ class _Conn:
             if size < 65536:
                 self.sock.sendall(b"".join((header, *pieces)))
                 return
-            views = [memoryview(header)] + [memoryview(p) for p in pieces if len(p)]
-            while views:
-                sent = self.sock.sendmsg(views[:_IOV_MAX])
-                while sent:
-                    if sent >= len(views[0]):
-                        sent -= len(views.pop(0))
-                    else:
-                        views[0] = views[0][sent:]
-                        sent = 0
+            _write_all(self.sock.sendmsg, [header, *pieces])
+
+    def send_shared(self, head: bytes, pieces: tuple[bytes, ...]) -> None:
+        """Sends a RunShared frame: the request head, and the arguments'
+        pieces written into a sealed memfd whose descriptor goes with the
+        frame's first byte."""
+        fd = os.memfd_create("atoll-arguments", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            _write_all(lambda views: os.writev(fd, views), pieces)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            frame = memoryview(_RUN_SHARED + len(head).to_bytes(4, "big") + head)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+            with self.wlock:
+                sent = self.sock.sendmsg([frame], rights)
+                if sent < len(frame):
+                    self.sock.sendall(frame[sent:])
+        finally:
+            os.close(fd)
+
+    def _recv(self) -> bytes:
+        """One receive into the connection; a descriptor that comes with
+        the bytes is kept for its Value frame."""
+        if not self.shared:
+            return self.sock.recv(_READ_CHUNK)
+        data, fds, _, _ = socket.recv_fds(self.sock, _READ_CHUNK, 1, socket.MSG_CMSG_CLOEXEC)
+        self.fds.extend(fds)
+        return data
+
+    def take_fd(self) -> int:
+        """The descriptor a Value frame brought."""
+        if not self.fds:
+            raise LeanError(grpc.StatusCode.INTERNAL, "the server sent a value without its shared memory")
+        return self.fds.pop(0)
 
     def read_frame(self, stream_values: bool = False) -> tuple[int, bytes | bytearray | _FrameStream]:
         """The next frame; EOFError when the server closed the connection.
@@ -180,7 +234,7 @@ class _Conn:
                     del buf[:]
                     self.partial = [kind, out, have]
                     continue
-            chunk = self.sock.recv(_READ_CHUNK)
+            chunk = self._recv()
             if not chunk:
                 raise EOFError
             buf += chunk
@@ -199,6 +253,23 @@ class _Conn:
 
     def close(self) -> None:
         self.sock.close()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+def _write_all(write: Callable[[list[memoryview]], int], pieces: Any) -> None:
+    """Writes pieces, in order, from their own memory: write (sendmsg,
+    writev) takes up to _IOV_MAX views and says how much it wrote."""
+    views = [memoryview(p) for p in pieces if len(p)]
+    while views:
+        written = write(views[:_IOV_MAX])
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 class _FrameStream:
@@ -324,12 +395,16 @@ class Call:
         conn: _Conn,
         request: tuple[bytes, ...],
         load: Callable[[_FrameStream], Any] | None = None,
+        parts: tuple[bytes, tuple[bytes, ...]] | None = None,
     ) -> None:
         self._pool, self._key, self._conn = pool, key, conn
         self._load = load
         self._clean = False
         self.cancelled = False
-        conn.send(_RUN, *request)
+        if conn.shared and parts is not None and sum(map(len, parts[1])) >= _SHARE_FROM:
+            conn.send_shared(*parts)
+        else:
+            conn.send(_RUN, *request)
 
     def __iter__(self) -> Iterator[pb.RunEvent | ValueEvent]:
         while True:
@@ -345,6 +420,11 @@ class Call:
                 yield event
                 if self._clean:
                     return
+            elif kind == _VALUE_SHARED:
+                event = self._shared_value()
+                self._end()
+                yield event
+                return
             elif kind == _END:
                 self._ended(payload)
                 return
@@ -380,6 +460,20 @@ class Call:
             message = f"the connection failed while receiving a value: {exc}"
             raise LeanError(grpc.StatusCode.UNAVAILABLE, message) from None
         return ValueEvent(kind, loaded)
+
+    def _shared_value(self) -> ValueEvent:
+        """The call's value, in the memfd its Value frame brought: unpickled
+        from it by the call's loader (a large bytes read straight into the
+        object it becomes), or read whole."""
+        with io.open(self._conn.take_fd(), "rb", closefd=True) as f:
+            f.seek(0)
+            if self._load is None:
+                return ValueEvent("result", memoryview(f.read()))
+            try:
+                loaded = Loaded(self._load(f))
+            except Exception as exc:  # noqa: BLE001 - the value's, raised where it is taken
+                loaded = Loaded(error=exc)
+        return ValueEvent("result", loaded)
 
     def _end(self) -> None:
         kind, payload = self._next()
@@ -543,6 +637,7 @@ def start(
     metadata: tuple[tuple[str, str], ...],
     request: tuple[bytes, ...],
     load: Callable[[Any], Any] | None = None,
+    parts: tuple[bytes, tuple[bytes, ...]] | None = None,
 ) -> Call | None:
     """Starts request (the encoded RunRequest, as pieces) on the server's
     socket; None when the socket cannot be used (the call then goes over
@@ -550,7 +645,8 @@ def start(
     anew). A hello the server refuses (bad credentials) raises its
     LeanError. With load, a large value is unpickled by it as it arrives
     (load reads a file-like object), and its event holds what load returned
-    or raised (a Loaded)."""
+    or raised (a Loaded). parts (Call.wire_parts) let large arguments go in
+    shared memory."""
     if os.environ.get(_ENV) == "0":
         return None
     key = (path, metadata)
@@ -560,7 +656,7 @@ def start(
         _pool.sockets.pop((target, tls), None)
         return None
     try:
-        return Call(_pool, key, conn, request, load)
+        return Call(_pool, key, conn, request, load, parts)
     except OSError:
         # The request did not go out whole: the server never ran it.
         conn.close()

@@ -16,6 +16,11 @@ appended to sys.path, behind the environment's packages, and the
 runner's cloudpickle stays in sys.modules. The agent starts it with the call
 channel on fd 3 (agent -> runner) and the result channel on fd 4
 (runner -> agent); fds 1 and 2 are pipes the agent streams to the caller.
+A large bytes in a value is not even copied into the result pipe: its
+pages are spliced into it (vmsplice), and the bytes object, which cannot
+change, is kept until the next call, by which time the agent and the
+server have taken every page (the server answers the caller, and so sends
+the next call, only once it has the whole value).
 
 Frames on both channels: a 4-byte big-endian length, then one type byte,
 then the payload (length counts the type byte and the payload). A call's
@@ -41,6 +46,7 @@ once, and is never held twice.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import inspect
 import io
@@ -67,6 +73,73 @@ _READ_BUFFER = 1 << 20
 _STREAM_FROM = 1 << 20
 # The most buffers one os.writev takes (Linux's IOV_MAX).
 _IOV_MAX = 1024
+# A bytes this large in a value is spliced into the result pipe (_Splicer).
+_SPLICE_FROM = 1 << 20
+
+
+class _Splicer:
+    """vmsplice(2) through ctypes (the os module has no binding): the pages
+    of a bytes object go into the pipe by reference. Off for good where the
+    call fails (not Linux, not a pipe, refused by a sandbox): writev copies
+    instead."""
+
+    def __init__(self) -> None:
+        self._call: Any = None
+        self._iovec: Any = None
+        self.off = not sys.platform.startswith("linux")
+        # The bytes whose pages the pipe may still refer to: kept until the
+        # next call (release).
+        self.kept: list[bytes] = []
+        # How many went by reference, for a test to see it happen.
+        self.spliced = 0
+
+    def _setup(self) -> bool:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            call = libc.vmsplice
+
+            class IOVec(ctypes.Structure):
+                _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+            call.argtypes = [ctypes.c_int, ctypes.POINTER(IOVec), ctypes.c_size_t, ctypes.c_uint]
+            call.restype = ctypes.c_ssize_t
+            self._call, self._iovec, self._ctypes = call, IOVec, ctypes
+            return True
+        except (ImportError, OSError, AttributeError):
+            self.off = True
+            return False
+
+    def write(self, fd: int, data: bytes) -> bool:
+        """Splices all of data into fd; False (nothing written) where it
+        cannot, and the caller writes it."""
+        if self.off or (self._call is None and not self._setup()):
+            return False
+        ctypes = self._ctypes
+        base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+        done, size = 0, len(data)
+        while done < size:
+            iov = self._iovec(base + done, size - done)
+            n = self._call(fd, ctypes.byref(iov), 1, 0)
+            if n < 0:
+                err = ctypes.get_errno()
+                if err == errno.EINTR:
+                    continue
+                if done == 0:
+                    self.off = True
+                    return False
+                raise OSError(err, os.strerror(err))
+            done += n
+        self.kept.append(data)
+        self.spliced += 1
+        return True
+
+    def release(self) -> None:
+        self.kept.clear()
+
+
+_splicer = _Splicer()
 
 
 class _Frame:
@@ -121,10 +194,24 @@ def _read_frame(stream: io.BufferedReader) -> tuple[bytes, _Frame] | None:
 
 def _write_frame(fd: int, kind: bytes, *parts) -> None:
     """Writes one frame; its parts (bytes, or memoryviews of a value's own
-    memory) go out with os.writev, uncopied."""
-    views = [memoryview(p) for p in parts if len(p)]
-    length = 1 + sum(v.nbytes for v in views)
-    views.insert(0, memoryview(_HEADER.pack(length, kind[0])))
+    memory) go out with os.writev, uncopied; a large bytes in a call's
+    value (not a yielded one, which the generator may follow with many) is
+    spliced."""
+    length = 1 + sum(memoryview(p).nbytes for p in parts)
+    batch: list = [_HEADER.pack(length, kind[0])]
+    for part in parts:
+        if kind == b"R" and type(part) is bytes and len(part) >= _SPLICE_FROM and not _splicer.off:
+            _writev_all(fd, batch)
+            batch = []
+            if _splicer.write(fd, part):
+                continue
+        if len(part):
+            batch.append(part)
+    _writev_all(fd, batch)
+
+
+def _writev_all(fd: int, parts: list) -> None:
+    views = [memoryview(p) for p in parts]
     while views:
         written = os.writev(fd, views[:_IOV_MAX])
         done = 0
@@ -431,6 +518,9 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "")
     try:
         while True:
             frame = _read_frame(calls)
+            # The last value's pages have all been taken: the next call
+            # comes only after the whole value was received.
+            _splicer.release()
             if frame is None:
                 return 0
             kind, rest = frame

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import sys
+import threading
 
 import pytest
 
@@ -174,3 +177,41 @@ def test_a_mutable_argument_is_sent_as_it_was_when_submitted(server):
     future = digest.submit(data)
     data[:] = bytes(len(data))  # changed at once, likely before it is sent
     assert future.result(timeout=120) == want
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="vmsplice(2) is Linux's")
+def test_the_runner_splices_a_large_bytes_value_and_keeps_it_until_the_next_call(tmp_path, monkeypatch):
+    from atoll import _runner
+
+    value = os.urandom(3 * MB)
+    # Into a pipe: the bytes go by reference and are kept until release.
+    splicer = _runner._Splicer()
+    monkeypatch.setattr(_runner, "_splicer", splicer)
+    r, w = os.pipe()
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(_read_all(r)))
+    reader.start()
+    _runner._write_frame(w, b"R", b"head", value, b"tail")
+    os.close(w)
+    reader.join()
+    os.close(r)
+    length, kind = struct.unpack(">IB", bytes(got[:5]))
+    assert kind == ord("R") and length == 1 + len(value) + 8 and bytes(got[5:]) == b"head" + value + b"tail"
+    assert splicer.spliced == 1 and splicer.kept == [value]
+    splicer.release()
+    assert splicer.kept == []
+    # Into a file, which vmsplice refuses: copied, and splicing is off.
+    splicer = _runner._Splicer()
+    monkeypatch.setattr(_runner, "_splicer", splicer)
+    path = tmp_path / "frame"
+    with open(path, "wb") as f:
+        _runner._write_frame(f.fileno(), b"R", value)
+    assert path.read_bytes()[5:] == value
+    assert splicer.off and splicer.spliced == 0 and splicer.kept == []
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
