@@ -58,7 +58,7 @@ try:
     import fcntl
 
     _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-    # Sealed memfds: Linux's, from Python 3.8 on.
+    # Sealed memfds are Linux's.
     _SHARED = sys.platform.startswith("linux") and hasattr(os, "memfd_create")
 except (ImportError, AttributeError):
     _SHARED = False
