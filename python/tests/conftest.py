@@ -30,6 +30,9 @@ def atoll_binary() -> str:
         return env
     out = REPO / "bin" / "atoll"
     subprocess.run(["go", "build", "-o", str(out), "./cmd/atoll"], cwd=REPO, check=True)
+    # The slim agent beside it, from the same build: the server passes over
+    # an older one as stale and runs `atoll worker` (10 MiB more a worker).
+    subprocess.run(["go", "build", "-o", str(out.parent / "atoll-agent"), "./cmd/atoll-agent"], cwd=REPO, check=True)
     os.environ["ATOLL_BIN"] = str(out)  # for host=local and zero-setup, in this process and its children
     return str(out)
 
