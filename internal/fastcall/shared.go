@@ -57,7 +57,7 @@ type connReader struct {
 
 func (r *connReader) Read(p []byte) (int, error) {
 	c := r.c
-	if !c.shares || c.unix == nil {
+	if !c.shares { // shares implies unix
 		return c.nc.Read(p)
 	}
 	if r.oob == nil {

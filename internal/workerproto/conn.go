@@ -76,16 +76,14 @@ func (c *Conn) readEvents(r io.Reader) {
 			return
 		}
 		var msg inbound
-		if v := ev.GetValue(); v != nil && c.sharedValues.Load() && v.GetSize() >= SharedValueBytes && v.GetSize() <= MaxPayloadBytes {
-			f, err := receiveShared(in, int64(v.GetSize()))
-			if err != nil {
-				c.readErr = err
-				return
+		if v := ev.GetValue(); v != nil {
+			var value []byte
+			var err error
+			if c.sharedValues.Load() && v.GetSize() >= SharedValueBytes {
+				msg.shared, err = c.receiveShared(in, v)
+			} else {
+				value, err = c.readValue(in, v)
 			}
-			msg.shared = f
-			ev = &atollv1.WorkerEvent{Event: &atollv1.WorkerEvent_Result{Result: &atollv1.Result{Outcome: &atollv1.Result_Value{}}}}
-		} else if v := ev.GetValue(); v != nil {
-			value, err := c.readValue(in, v)
 			if err != nil {
 				c.readErr = err
 				return
@@ -114,7 +112,11 @@ func (c *Conn) readEvents(r io.Reader) {
 // receiveShared receives a value of n bytes into a sealed memfd: from a
 // pipe the bytes are spliced into it, so the server never holds them in
 // its own memory. Memory grows only as the bytes arrive.
-func receiveShared(in *frameReader, n int64) (*sealed.File, error) {
+func (c *Conn) receiveShared(in *frameReader, v *atollv1.WorkerValue) (*sealed.File, error) {
+	if err := checkValueSize(v); err != nil {
+		return nil, err
+	}
+	n := int64(v.GetSize())
 	f, err := sealed.Create("atoll-value")
 	if err != nil {
 		return nil, err
@@ -134,10 +136,19 @@ func receiveShared(in *frameReader, n int64) (*sealed.File, error) {
 }
 
 func (c *Conn) readValue(in *frameReader, v *atollv1.WorkerValue) ([]byte, error) {
-	if v.GetSize() > MaxPayloadBytes {
-		return nil, fmt.Errorf("%w: a %d byte value exceeds the %d byte limit", ErrProtocol, v.GetSize(), MaxPayloadBytes)
+	if err := checkValueSize(v); err != nil {
+		return nil, err
 	}
 	return in.payload(v.GetSize())
+}
+
+// checkValueSize bounds the size a value's event states, before anything
+// is allocated or received for it.
+func checkValueSize(v *atollv1.WorkerValue) error {
+	if v.GetSize() > MaxPayloadBytes {
+		return fmt.Errorf("%w: a %d byte value exceeds the %d byte limit", ErrProtocol, v.GetSize(), MaxPayloadBytes)
+	}
+	return nil
 }
 
 // ended is the error for an event stream that ended early.

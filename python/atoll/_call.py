@@ -139,7 +139,7 @@ class Call:
         takes them joined), and never go through a protobuf message, which
         would copy them twice more. Protobuf reads fields in
         any order, so they go last."""
-        head, _ = self.wire_parts()
+        head = self._head()
         size = sum(map(len, self.arguments))
         tag = b"".join((head, _ARGUMENTS_TAG, _varint(size)))
         if len(self.arguments) == 1 and size < _SEPARATE_PIECE:
