@@ -43,6 +43,7 @@ from typing import Any
 import grpc
 
 from atoll._call import RESULT_TAG, VALUE_TAG, YIELDED_TAG, Loaded, ValueEvent, read_event
+from atoll._pickling import huge_pages
 from atoll.v1 import atoll_pb2 as pb
 
 # The response header naming the server's lean call socket.
@@ -302,6 +303,8 @@ class _FrameStream:
         want = min(len(view), self.left)
         buf = self.conn.buf
         got = min(len(buf), want)
+        if want - got >= huge_pages.FROM:
+            huge_pages.advise(view)
         view[:got] = buf[:got]
         del buf[:got]
         try:
@@ -359,6 +362,19 @@ class _FrameStream:
         scratch = bytearray(min(self.left, _READ_CHUNK))
         while self.left:
             self.readinto(memoryview(scratch)[: min(self.left, len(scratch))])
+
+
+class _AdvisedFile(io.FileIO):
+    """A shared value's memfd, read from its start; a large object being
+    filled from it gets huge pages first."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd, "rb", closefd=True)
+        self.seek(0)
+
+    def readinto(self, b: Any) -> int:
+        huge_pages.advise(b)
+        return super().readinto(b)
 
 
 def _read_varint_from(stream: _FrameStream, head: bytearray) -> int:
@@ -465,8 +481,7 @@ class Call:
         """The call's value, in the memfd its Value frame brought: unpickled
         from it by the call's loader (a large bytes read straight into the
         object it becomes), or read whole."""
-        with io.open(self._conn.take_fd(), "rb", closefd=True) as f:
-            f.seek(0)
+        with io.BufferedReader(_AdvisedFile(self._conn.take_fd())) as f:
             if self._load is None:
                 return ValueEvent("result", memoryview(f.read()))
             try:

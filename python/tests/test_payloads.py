@@ -5,6 +5,7 @@ worker whose memory limit is 256 MiB (XS), sandboxed and enforced."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import struct
 import sys
@@ -215,3 +216,67 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The VmFlags of this process's mapping that holds address."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(" ", 1)[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def _data_address(value: bytes) -> int:
+    import ctypes
+
+    return ctypes.cast(ctypes.c_char_p(value), ctypes.c_void_p).value
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/sys/kernel/mm/transparent_hugepage"),
+    reason="needs Linux with transparent huge pages (madvise(2) MADV_HUGEPAGE, /proc/self/smaps)",
+)
+def test_a_large_bytes_being_unpickled_gets_huge_pages_on_both_sides_and_a_small_one_does_not(monkeypatch):
+    import pickle
+
+    from atoll import _lean, _runner
+
+    monkeypatch.setattr(_runner, "_huge_pages", _pickling.HugePages())
+    big, small = os.urandom(24 * MB), os.urandom(MB)
+
+    def through_the_runner(value: bytes) -> bytes:
+        payload = pickle.dumps(value, protocol=5)
+        r, w = os.pipe()
+        writer = threading.Thread(target=lambda: (_writes(w, payload), os.close(w)))
+        writer.start()
+        with os.fdopen(r, "rb", buffering=1 << 20) as stream:
+            frame = _runner._Frame(stream, len(payload))
+            out = pickle.load(frame)
+        writer.join()
+        return out
+
+    def through_a_shared_value(value: bytes) -> bytes:
+        fd = os.memfd_create("value")
+        _writes(fd, pickle.dumps(value, protocol=5))
+        with io.BufferedReader(_lean._AdvisedFile(fd)) as f:
+            return pickle.load(f)
+
+    for receive in (through_the_runner, through_a_shared_value):
+        got = receive(big)
+        assert got == big
+        # The middle of the object: its whole 2 MiB pages were advised.
+        assert "hg" in _vm_flags(_data_address(got) + len(got) // 2), receive.__name__
+        got = receive(small)
+        assert got == small and "hg" not in _vm_flags(_data_address(got) + len(got) // 2), receive.__name__
+
+
+def _writes(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
