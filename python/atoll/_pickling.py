@@ -248,51 +248,6 @@ def dumps_parts(
     return [_U32.pack(len(head)) + head, *out.parts], manifest
 
 
-class HugePages:
-    """Asks the kernel to back a large buffer that is about to be filled
-    (a bytes being unpickled from a pipe, a socket or a memfd) with
-    transparent huge pages: one page fault per 2 MiB rather than 512, which
-    takes a quarter of the time of a 100 MB read into fresh memory. Linux
-    offers them on request by default (transparent_hugepage=madvise); where
-    madvise(2) is missing or refused, it is off for good and nothing
-    changes but the speed."""
-
-    SIZE = 2 << 20
-    # Buffers smaller than this are left as the allocator made them.
-    FROM = 4 << 20
-    _MADV_HUGEPAGE = 14
-
-    def __init__(self) -> None:
-        self.off = not sys.platform.startswith("linux")
-        self._ctypes: Any = None
-        self._madvise: Any = None
-
-    def advise(self, buffer: Any) -> None:
-        """buffer: a writable buffer (a memoryview of the object being
-        filled). Only its whole huge pages are advised."""
-        if self.off or memoryview(buffer).nbytes < self.FROM:
-            return
-        try:
-            if self._madvise is None:
-                import ctypes
-
-                madvise = ctypes.CDLL(None, use_errno=True).madvise
-                madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                madvise.restype = ctypes.c_int
-                self._ctypes, self._madvise = ctypes, madvise
-            start = self._ctypes.addressof(self._ctypes.c_char.from_buffer(buffer))
-        except (ImportError, OSError, AttributeError, TypeError, ValueError):
-            self.off = True
-            return
-        low = (start + self.SIZE - 1) & ~(self.SIZE - 1)
-        high = (start + memoryview(buffer).nbytes) & ~(self.SIZE - 1)
-        if high > low and self._madvise(low, high - low, self._MADV_HUGEPAGE) != 0:
-            self.off = True
-
-
-huge_pages = HugePages()
-
-
 def read_manifest(read: Any) -> dict[str, dict[str, Any]]:
     """The manifest at the front of a payload read from a stream, read(n)
     returning exactly n bytes; the pickle follows it in the stream."""

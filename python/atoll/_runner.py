@@ -140,8 +140,6 @@ class _Splicer:
 
 
 _splicer = _Splicer()
-# _pickling's HugePages, once serve has loaded it.
-_huge_pages: Any = None
 
 
 class _Frame:
@@ -165,8 +163,6 @@ class _Frame:
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")[: self.left]
-        if _huge_pages is not None:
-            _huge_pages.advise(view)
         got = self.stream.readinto(view) if len(view) else 0
         self.left -= got
         return got
@@ -513,8 +509,6 @@ def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "")
     cloudpickle = own_modules.cloudpickle()
     with own_modules:
         pickling = _load_pickling()
-    global _huge_pages
-    _huge_pages = pickling.huge_pages
     _RuntimeOnImport(runtime, own_modules).install()
     loader = _Loader(pickling, cloudpickle, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()

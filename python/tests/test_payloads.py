@@ -242,32 +242,33 @@ def _data_address(value: bytes) -> int:
     not os.path.isdir("/sys/kernel/mm/transparent_hugepage"),
     reason="needs Linux with transparent huge pages (madvise(2) MADV_HUGEPAGE, /proc/self/smaps)",
 )
-def test_a_large_bytes_being_unpickled_gets_huge_pages_on_both_sides_and_a_small_one_does_not(monkeypatch):
+def test_a_large_bytes_the_caller_unpickles_gets_huge_pages_and_a_small_one_does_not():
     import pickle
+    import socket
+    import types
 
-    from atoll import _lean, _runner
+    from atoll import _lean
 
-    monkeypatch.setattr(_runner, "_huge_pages", _pickling.HugePages())
     big, small = os.urandom(24 * MB), os.urandom(MB)
 
-    def through_the_runner(value: bytes) -> bytes:
+    def from_a_lean_frame(value: bytes) -> bytes:
         payload = pickle.dumps(value, protocol=5)
-        r, w = os.pipe()
-        writer = threading.Thread(target=lambda: (_writes(w, payload), os.close(w)))
+        theirs, ours = socket.socketpair()
+        writer = threading.Thread(target=lambda: (theirs.sendall(payload), theirs.close()))
         writer.start()
-        with os.fdopen(r, "rb", buffering=1 << 20) as stream:
-            frame = _runner._Frame(stream, len(payload))
-            out = pickle.load(frame)
+        with ours:
+            stream = _lean._FrameStream(types.SimpleNamespace(buf=bytearray(), sock=ours), len(payload))
+            out = pickle.load(stream)
         writer.join()
         return out
 
-    def through_a_shared_value(value: bytes) -> bytes:
+    def from_a_shared_value(value: bytes) -> bytes:
         fd = os.memfd_create("value")
         _writes(fd, pickle.dumps(value, protocol=5))
         with io.BufferedReader(_lean._AdvisedFile(fd)) as f:
             return pickle.load(f)
 
-    for receive in (through_the_runner, through_a_shared_value):
+    for receive in (from_a_lean_frame, from_a_shared_value):
         got = receive(big)
         assert got == big
         # The middle of the object: its whole 2 MiB pages were advised.
