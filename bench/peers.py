@@ -390,8 +390,10 @@ def one_run(args, index: int, data_dir: Path, pythons: dict, uv: str | None) -> 
     result: dict = {"atoll": {}, "Ray": {}, "isolate": {}, "other": {}, "notes": {}, "seconds": {}}
 
     def step(name: str, fn) -> None:
+        waited = settle()
         t = time.monotonic()
-        print(f"  run {index}: {name} ...", flush=True)
+        print(f"  run {index}: {name} ..." + (f" (after {waited:.1f} s for the machine to settle)" if waited >= 1 else ""),
+              flush=True)
         try:
             fn()
         except Exception as exc:  # a peer that cannot run is a row of "—" with the reason
@@ -437,6 +439,30 @@ def one_run(args, index: int, data_dir: Path, pythons: dict, uv: str | None) -> 
             step(name, fn)
     step("bare uv and python", bare)
     return result
+
+
+def busy(window: float) -> float:
+    """The share of all CPUs' time that was busy over window seconds."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields) - idle, sum(fields)
+    b0, t0 = sample()
+    time.sleep(window)
+    b1, t1 = sample()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def settle(limit: float = 30.0) -> float:
+    """Waits (up to limit seconds) until the machine is quiet: a peer's
+    processes that outlive its script (Ray's node shutting down, isolate's
+    agents exiting) must not load the next peer's measurement. Returns the
+    seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit and busy(0.5) > 0.15:
+        pass
+    return time.monotonic() - start
 
 
 def load() -> str:

@@ -384,10 +384,12 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		protected:   l.opts.Protected,
 		gpuDevice:   statDevice,
 	}
+	began := time.Now()
 	if err := l.startNetwork(p, &in); err != nil {
 		p.cleanup()
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
+	networked := time.Now()
 	spec, err := buildSpec(w, in)
 	if err != nil {
 		p.cleanup()
@@ -400,9 +402,11 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		p.cleanup()
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
+	written := time.Now()
 	if err := p.run(ctx); err != nil {
 		return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 	}
+	ran := time.Now()
 	if p.net != nil {
 		// The stack configured the interface while the container started;
 		// no call runs before it is done.
@@ -412,6 +416,9 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 			return nil, fmt.Errorf("start worker %s: %w", w.ID, err)
 		}
 	}
+	l.opts.Logger.Debug("worker container started", "worker", w.ID, "network", networked.Sub(began).Round(10*time.Microsecond),
+		"bundle", written.Sub(networked).Round(10*time.Microsecond), "runtime", ran.Sub(written).Round(10*time.Microsecond),
+		"network_ready", time.Since(ran).Round(10*time.Microsecond))
 	return p, nil
 }
 
