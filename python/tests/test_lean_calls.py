@@ -342,7 +342,10 @@ def _caller(srv: Server, tmp_path: Path) -> subprocess.Popen:
 @pytest.mark.parametrize("how", ["killed", "stopped"])
 def test_a_server_gone_mid_call_is_named(tmp_path, how):
     """kill -9 closes the socket at once; SIGSTOP leaves it open and
-    silent, and the caller's pings (10 s, then 5 s) give it up."""
+    silent, and the caller's pings (10 s, then 5 s) give it up. A server
+    started again on the data directory removes what the killed one's
+    worker left on the host (its cgroups)."""
+    cgroups_before = _atoll_cgroups()
     srv = Server(tmp_path / "data")
     key_id, secret = srv.create_key()
     srv.start()
@@ -375,6 +378,25 @@ def test_a_server_gone_mid_call_is_named(tmp_path, how):
             else:
                 os.environ[k] = v
         srv.stop()
+    if how == "killed":
+        if "sandbox=runc" in srv.log():
+            assert _atoll_cgroups() - cgroups_before, "the killed server's worker left no cgroup: the check below proves nothing"
+        srv.start()
+        srv.stop()
+    assert _atoll_cgroups() - cgroups_before == set()
+
+
+def _atoll_cgroups() -> set[str]:
+    """The cgroup directories atoll made on this host (under any
+    hierarchy's atoll parent), as paths."""
+    found = set()
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        depth = root.count("/") - 3
+        if depth >= 3:
+            dirs[:] = []
+        if "/atoll" in root:
+            found.update(os.path.join(root, d) for d in dirs)
+    return found
 
 
 def test_a_large_value_is_unpickled_as_it_arrives_and_a_failure_keeps_the_connection(server):
