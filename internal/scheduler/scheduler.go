@@ -55,6 +55,12 @@ type Options struct {
 	MaxWorkers func(account string) int
 	// Observer, if set, is told how each lease was served.
 	Observer Observer
+	// ParallelStarts, if set, is how many workers may start at once; the
+	// others wait their turn, capacity reserved. Where starting a worker
+	// is CPU-bound on the server's machine (runc, the runner's Python),
+	// more starts at once than it has CPUs only slow each other down: all
+	// become ready late together, where in turns the first serve early.
+	ParallelStarts int
 }
 
 // Scheduler manages warm pools of workers.
@@ -67,6 +73,7 @@ type Scheduler struct {
 	queueTimeout time.Duration
 	queue        *fairQueue
 	observer     Observer
+	starts       chan struct{} // a slot per start under way; nil: no limit
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
@@ -90,7 +97,12 @@ func New(opts Options) *Scheduler {
 	if queueTimeout == 0 {
 		queueTimeout = DefaultQueueTimeout
 	}
+	var starts chan struct{}
+	if opts.ParallelStarts > 0 {
+		starts = make(chan struct{}, opts.ParallelStarts)
+	}
 	return &Scheduler{
+		starts:       starts,
 		launcher:     opts.Launcher,
 		tokens:       opts.Tokens,
 		capacity:     opts.Capacity,
@@ -354,6 +366,18 @@ func newWorkerID() string {
 }
 
 func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, ended func()) (*worker, error) {
+	if s.starts != nil {
+		select {
+		case s.starts <- struct{}{}:
+			// The slot is given back once the worker is ready or failed.
+			defer func() { <-s.starts }()
+		case <-ctx.Done():
+			if ended != nil {
+				ended()
+			}
+			return nil, ctx.Err()
+		}
+	}
 	spec.ID = newWorkerID()
 	spec.Account = key.Account
 	if s.tokens != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -532,5 +533,85 @@ func TestSpentLeaseReachesNoWorker(t *testing.T) {
 	s.Discard(w)
 	if n := len(s.Workers()); n != 1 {
 		t.Fatalf("%d workers, want the one warm worker", n)
+	}
+}
+
+// gatedLauncher's starts wait for a token on open, counting how many are
+// under way at once.
+type gatedLauncher struct {
+	fakeLauncher
+	open           chan struct{}
+	entered        atomic.Int32
+	inFlight, most atomic.Int32
+}
+
+func (l *gatedLauncher) Start(ctx context.Context, spec WorkerSpec) (Process, error) {
+	l.entered.Add(1)
+	n := l.inFlight.Add(1)
+	for {
+		m := l.most.Load()
+		if n <= m || l.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	defer l.inFlight.Add(-1)
+	<-l.open
+	return l.fakeLauncher.Start(ctx, spec)
+}
+
+func TestParallelStartsTakeTurnsAndAWaitingStartCanBeCancelled(t *testing.T) {
+	l := &gatedLauncher{open: make(chan struct{})}
+	s := New(Options{Launcher: l, ParallelStarts: 2})
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	const calls = 5
+	errs := make(chan error, calls)
+	for i := range calls {
+		k := key
+		k.Function = fmt.Sprintf("f%d", i) // a pool each: no worker is reused
+		go func() {
+			lease, err := s.Acquire(context.Background(), k, prepareXS, nil)
+			if err == nil {
+				s.Release(lease, time.Minute)
+			}
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { return l.entered.Load() == 2 })
+	time.Sleep(100 * time.Millisecond) // the others had time to start, were they let
+	if got := l.entered.Load(); got != 2 {
+		t.Fatalf("%d starts under way with ParallelStarts 2", got)
+	}
+
+	// A call whose context ends while it waits its turn gives its place up.
+	ctx, cancel := context.WithCancel(context.Background())
+	var endedCalls atomic.Int32
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := s.Acquire(ctx, PoolKey{Account: "a", Function: "g", EnvKey: "e", MachineType: "XS"},
+			func(context.Context) (WorkerSpec, func(), error) {
+				return WorkerSpec{Machine: machine.Type{Name: "XS"}}, func() { endedCalls.Add(1) }, nil
+			}, nil)
+		waiting <- err
+	}()
+	cancel()
+	if err := <-waiting; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled while waiting to start: %v", err)
+	}
+	if endedCalls.Load() != 1 {
+		t.Fatalf("ended ran %d times for a start that never began, want 1", endedCalls.Load())
+	}
+
+	close(l.open)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.entered.Load() != calls || l.most.Load() != 2 {
+		t.Fatalf("%d starts, at most %d at once; want %d, at most 2", l.entered.Load(), l.most.Load(), calls)
 	}
 }

@@ -396,6 +396,11 @@ func (a *app) startScheduler(context.Context) error {
 		MaxWorkers:   a.maxWorkers,
 		Logger:       a.log.With("component", "scheduler"),
 	}
+	if a.cfg.Launcher != LauncherKubernetes {
+		// Local workers start on this machine's CPUs (a pod starts on a
+		// node): one start per CPU at a time makes the first ready soonest.
+		opts.ParallelStarts = runtime.NumCPU()
+	}
 	if a.metrics != nil {
 		opts.Observer = a.metrics
 	}
