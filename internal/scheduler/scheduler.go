@@ -34,6 +34,13 @@ type PoolKey struct {
 // DefaultStartTimeout bounds how long a new worker may take to become ready.
 const DefaultStartTimeout = 2 * time.Minute
 
+// startTurn is the longest a start keeps its turn under
+// Options.ParallelStarts: one that takes longer (a slow or hostile
+// environment's interpreter that never gets ready) goes on beside the next,
+// so that it cannot hold up other accounts' workers for its whole start
+// timeout. A start takes about 0.1 s on an idle machine.
+const startTurn = 250 * time.Millisecond
+
 // DefaultQueueTimeout bounds how long a call waits for capacity.
 const DefaultQueueTimeout = 2 * time.Minute
 
@@ -60,6 +67,7 @@ type Options struct {
 	// is CPU-bound on the server's machine (runc, the runner's Python),
 	// more starts at once than it has CPUs only slow each other down: all
 	// become ready late together, where in turns the first serve early.
+	// A start keeps its turn for at most startTurn.
 	ParallelStarts int
 }
 
@@ -74,6 +82,7 @@ type Scheduler struct {
 	queue        *fairQueue
 	observer     Observer
 	starts       chan struct{} // a slot per start under way; nil: no limit
+	startTurn    time.Duration // how long a start keeps its slot at most
 
 	mu      sync.Mutex
 	idle    map[PoolKey][]*worker
@@ -103,6 +112,7 @@ func New(opts Options) *Scheduler {
 	}
 	return &Scheduler{
 		starts:       starts,
+		startTurn:    startTurn,
 		launcher:     opts.Launcher,
 		tokens:       opts.Tokens,
 		capacity:     opts.Capacity,
@@ -369,8 +379,12 @@ func (s *Scheduler) start(ctx context.Context, key PoolKey, spec WorkerSpec, end
 	if s.starts != nil {
 		select {
 		case s.starts <- struct{}{}:
-			// The slot is given back once the worker is ready or failed.
-			defer func() { <-s.starts }()
+			// The turn ends once the worker is ready or failed, or after
+			// startTurn, whichever is first.
+			var once sync.Once
+			give := func() { once.Do(func() { <-s.starts }) }
+			turn := time.AfterFunc(s.startTurn, give)
+			defer func() { turn.Stop(); give() }()
 		case <-ctx.Done():
 			if ended != nil {
 				ended()

@@ -562,6 +562,7 @@ func (l *gatedLauncher) Start(ctx context.Context, spec WorkerSpec) (Process, er
 func TestParallelStartsTakeTurnsAndAWaitingStartCanBeCancelled(t *testing.T) {
 	l := &gatedLauncher{open: make(chan struct{})}
 	s := New(Options{Launcher: l, ParallelStarts: 2})
+	s.startTurn = time.Hour // the starts below hold their turns until let go
 	t.Cleanup(func() {
 		if err := s.Shutdown(context.Background()); err != nil {
 			t.Errorf("shutdown: %v", err)
@@ -613,5 +614,37 @@ func TestParallelStartsTakeTurnsAndAWaitingStartCanBeCancelled(t *testing.T) {
 	}
 	if l.entered.Load() != calls || l.most.Load() != 2 {
 		t.Fatalf("%d starts, at most %d at once; want %d, at most 2", l.entered.Load(), l.most.Load(), calls)
+	}
+}
+
+func TestAStartThatTakesTooLongGivesUpItsTurn(t *testing.T) {
+	l := &gatedLauncher{open: make(chan struct{})}
+	s := New(Options{Launcher: l, ParallelStarts: 1})
+	s.startTurn = 20 * time.Millisecond
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	errs := make(chan error, 3)
+	for i := range 3 {
+		k := key
+		k.Function = fmt.Sprintf("f%d", i)
+		go func() {
+			lease, err := s.Acquire(context.Background(), k, prepareXS, nil)
+			if err == nil {
+				s.Release(lease, time.Minute)
+			}
+			errs <- err
+		}()
+	}
+	// No start finishes until open closes: all three began only because
+	// each turn ran out.
+	waitFor(t, func() bool { return l.entered.Load() == 3 })
+	close(l.open)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
