@@ -209,7 +209,7 @@ def test_ctrl_c_in_a_map_cancels_its_items(server, tmp_path):
         proc.kill()
     assert "KeyboardInterrupt" in err
     assert wait_until(lambda: not [w for w in live_workers(server) if w.function_name == "__main__.stuck_item"], timeout=5)
-    assert wait_until(lambda: sorted(r.outcome for r in _runs(server, "__main__.stuck_item")) == ["cancelled"] * 2, timeout=5)
+    assert wait_until(lambda: sorted(r.outcome for r in _runs(server, "__main__.stuck_item")) == ["cancelled"] * 2, timeout=5), [(r.outcome, r) for r in _runs(server, "__main__.stuck_item")]
 
 
 def test_map_streams_an_endless_input_with_a_few_threads(server):
