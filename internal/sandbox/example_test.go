@@ -31,6 +31,7 @@ func Example() {
 			Logger:    logger,
 		})
 		if err == nil {
+			defer oci.Close() // once its workers are gone
 			err = oci.RemoveStale(context.Background())
 		}
 		if err == nil {

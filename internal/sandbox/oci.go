@@ -131,7 +131,8 @@ type OCILauncher struct {
 	profile    runtimeProfile
 	cg         cgroups.Layout
 	systemDirs []systemDir
-	bundles    string       // StateDir/bundles/<id>: config.json and rootfs
+	bundles    string       // <run>/bundles/<id>: config.json and rootfs
+	runDir     string       // the in-memory directory holding bundles and the runtime's state, if any (see memoryRunDir)
 	net        *isolatedNet // NetworkIsolated only
 	resolvConf []byte       // NetworkIsolated: the workers' /etc/resolv.conf, if it can be mounted
 	tag        string       // tells this launcher's cgroups from another server's
@@ -211,13 +212,25 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 		return nil, fmt.Errorf("oci sandbox: %w", err)
 	}
 	for _, p := range append([]string{opts.StateDir}, opts.Protected...) {
-		for _, d := range dirs {
-			if isUnder(p, d.path) {
-				return nil, fmt.Errorf("oci sandbox: %s lies under %s, which every worker sees", p, d.path)
-			}
+		if d := systemDirOf(p, dirs); d != "" {
+			return nil, fmt.Errorf("oci sandbox: %s lies under %s, which every worker sees", p, d)
 		}
 	}
-	root := filepath.Join(opts.StateDir, "runtime") // the runtime's own state
+	// What lives only as long as the containers, in memory where it can.
+	run := opts.StateDir
+	dir, err := memoryRunDir(opts.StateDir)
+	if err == nil {
+		if d := systemDirOf(dir, dirs); d != "" {
+			os.Remove(dir)
+			err = fmt.Errorf("%s lies under %s, which every worker sees", dir, d)
+		}
+	}
+	if err != nil {
+		opts.Logger.Debug("worker bundles are kept in the state directory", slog.Any("reason", err))
+	} else {
+		run = dir
+	}
+	root := filepath.Join(run, "runtime") // the runtime's own state
 	l := &OCILauncher{
 		opts: opts,
 		rt: &runc.Runc{
@@ -230,8 +243,11 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 		profile:    profile,
 		cg:         cg,
 		systemDirs: dirs,
-		bundles:    filepath.Join(opts.StateDir, "bundles"),
+		bundles:    filepath.Join(run, "bundles"),
 		net:        isolated,
+	}
+	if run != opts.StateDir {
+		l.runDir = run
 	}
 	if isolated != nil {
 		if host, ok := hostResolvConf(); ok {
@@ -261,10 +277,22 @@ func NewOCI(opts OCIOptions) (*OCILauncher, error) {
 	l.tag = hex.EncodeToString(sum[:4])
 	for _, d := range []string{opts.StateDir, l.bundles, root} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			l.Close()
 			return nil, fmt.Errorf("oci sandbox: %w", err)
 		}
 	}
 	return l, nil
+}
+
+// systemDirOf returns the system directory every worker sees that p lies
+// under, or "".
+func systemDirOf(p string, dirs []systemDir) string {
+	for _, d := range dirs {
+		if isUnder(p, d.path) {
+			return d.path
+		}
+	}
+	return ""
 }
 
 // hostSystemDirs finds which system directories this host has, and which
@@ -381,6 +409,7 @@ func (l *OCILauncher) Start(ctx context.Context, w HostSpec) (HostProcess, error
 		swapLimit:   l.cg.SwapLimit(),
 		systemDirs:  l.systemDirs,
 		stateDir:    l.opts.StateDir,
+		runDir:      l.runDir,
 		protected:   l.opts.Protected,
 		gpuDevice:   statDevice,
 	}
@@ -461,6 +490,22 @@ func (l *OCILauncher) writeBundle(bundle string, spec *specs.Spec) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}
+
+// Close removes the in-memory directory of bundles and the runtime's state
+// once nothing is left in it: a server that ends with containers it could
+// not remove leaves their state there for the next one's RemoveStale. The
+// launcher starts nothing after Close.
+func (l *OCILauncher) Close() error {
+	if l.runDir == "" {
+		return nil
+	}
+	for _, d := range []string{l.bundles, l.rt.Root, l.runDir} {
+		if err := os.Remove(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("oci sandbox: %w", err)
+		}
+	}
+	return nil
 }
 
 // Check runs a trivial container with small limits and reports why it

@@ -105,6 +105,9 @@ func newOCIFixture(t *testing.T, kind string, mutate func(*OCIOptions)) *ociFixt
 		if t.Failed() {
 			t.Logf("workers' stderr:\n%s", stderr)
 		}
+		if err := l.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
 	})
 	return &ociFixture{l: l, dataDir: dataDir, secret: secret, stderr: stderr}
 }
@@ -230,7 +233,10 @@ func TestOCIFilesystemView(t *testing.T) {
 	// Never visible: the server's data directory, the sandbox state. (The
 	// directories on the way to a mounted venv exist, empty but for that
 	// way: mounting at the same path needs them.)
-	for _, p := range []string{f.secret, f.l.opts.StateDir, filepath.Join(f.l.bundles, specB.ID)} {
+	if f.l.runDir == "" {
+		t.Errorf("the bundles are on disk: %s", f.l.bundles)
+	}
+	for _, p := range []string{f.secret, f.l.opts.StateDir, f.l.runDir, filepath.Join(f.l.bundles, specB.ID)} {
 		if r := stat(a, "stat "+p); r.Exists {
 			t.Errorf("worker sees %s", p)
 		}

@@ -95,6 +95,7 @@ type specInputs struct {
 	swapLimit   bool // the host accounts swap, so memory+swap can be capped
 	systemDirs  []systemDir
 	stateDir    string                                // never mounted, nor anything overlapping it
+	runDir      string                                // the same, where bundles live elsewhere (memoryRunDir)
 	protected   []string                              // never mounted, nor any ancestor
 	gpuDevice   func(path string) (*gpuDevice, error) // nil, nil when absent
 
@@ -309,8 +310,10 @@ func roBind(p string) specs.Mount {
 // path, or that overlaps the launcher's state directory (other workers'
 // bundles).
 func checkExposure(src string, in specInputs) error {
-	if in.stateDir != "" && (isUnder(src, in.stateDir) || isUnder(in.stateDir, src)) {
-		return fmt.Errorf("%w: %s overlaps the sandbox state directory", ErrInvalidSpec, src)
+	for _, d := range []string{in.stateDir, in.runDir} {
+		if d != "" && (isUnder(src, d) || isUnder(d, src)) {
+			return fmt.Errorf("%w: %s overlaps the sandbox state directory", ErrInvalidSpec, src)
+		}
 	}
 	for _, p := range in.protected {
 		if isUnder(p, src) {

@@ -48,6 +48,12 @@ func (a *app) startLauncher(ctx context.Context) error {
 			NetworkDeny:  a.cfg.NetworkDeny,
 		})
 		if err == nil {
+			// After the workers are gone (the scheduler's undo runs first).
+			a.undo = append(a.undo, func() {
+				if err := oci.Close(); err != nil {
+					log.Warn("removing the sandbox's run directory", "err", err)
+				}
+			})
 			err = oci.RemoveStale(ctx)
 		}
 		if err == nil {
