@@ -41,7 +41,9 @@ func runningServer(dataDir string) (pid int, addr string, ok bool, err error) {
 }
 
 // alive reports whether pid runs; a zombie (ended, not yet reaped by its
-// parent) does not.
+// parent) does not, once its every thread has ended: a process exiting
+// shows its main thread as a zombie while its other threads still end,
+// and it holds its files (the data directory's lock) until the last has.
 func alive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
@@ -51,8 +53,9 @@ func alive(pid int) bool {
 		return true // no /proc here: trust kill
 	}
 	// The state follows the command name, which is in parentheses.
-	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
-		return stat[i+2] != 'Z'
+	if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
+		threads, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		return err == nil && len(threads) > 1
 	}
 	return true
 }
