@@ -558,6 +558,25 @@ func (l *OCILauncher) Check(ctx context.Context) (err error) {
 // that did not tear its workers down (a crash); call it once at startup,
 // before any Start.
 func (l *OCILauncher) RemoveStale(ctx context.Context) error {
+	err := l.removeStale(ctx)
+	if l.runDir == "" {
+		return err
+	}
+	// A server of an earlier version kept them in the state directory.
+	disk, rt := *l, *l.rt
+	rt.Root = filepath.Join(l.opts.StateDir, "runtime")
+	disk.rt, disk.bundles, disk.runDir = &rt, filepath.Join(l.opts.StateDir, "bundles"), ""
+	if _, statErr := os.Stat(disk.bundles); statErr != nil {
+		return err
+	}
+	if diskErr := disk.removeStale(ctx); diskErr != nil {
+		return errors.Join(err, diskErr)
+	}
+	return errors.Join(err, os.Remove(disk.bundles), os.RemoveAll(rt.Root))
+}
+
+// removeStale removes the containers and bundles under l.bundles.
+func (l *OCILauncher) removeStale(ctx context.Context) error {
 	entries, err := os.ReadDir(l.bundles)
 	if err != nil {
 		return fmt.Errorf("remove stale workers: %w", err)

@@ -668,6 +668,55 @@ func TestOCIRemoveStale(t *testing.T) {
 	}
 }
 
+// A server of an earlier version kept bundles and the runtime's state in
+// the state directory; one of this version still finds what it left there.
+func TestOCIRemoveStaleFindsWhatAnOlderServerLeftOnDisk(t *testing.T) {
+	f := newOCIFixture(t, KindRunc, nil)
+	if f.l.runDir == "" {
+		t.Fatal("the bundles are on disk already")
+	}
+	older, rt := *f.l, *f.l.rt
+	rt.Root = filepath.Join(f.l.opts.StateDir, "runtime")
+	older.rt, older.bundles, older.runDir = &rt, filepath.Join(f.l.opts.StateDir, "bundles"), ""
+	for _, d := range []string{older.bundles, rt.Root} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	current := f.l
+	f.l = &older
+	spec := helperSpec(t, workerID(t))
+	a := f.start(t, spec)
+	f.l = current
+	a.call("echo up")
+
+	l2, err := NewOCI(f.l.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.RemoveStale(context.Background()); err != nil {
+		t.Fatalf("RemoveStale: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { a.wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the older server's worker's Wait did not return")
+	}
+	// (The worker's own teardown, which no older server would still run,
+	// asks the runtime too, and the runtime makes its root again.)
+	if older.containerExists(context.Background(), spec.ID) {
+		t.Error("the older server's container survived RemoveStale")
+	}
+	if _, err := os.Stat(older.bundles); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s survived RemoveStale: %v", older.bundles, err)
+	}
+	if left, _ := os.ReadDir(rt.Root); len(left) != 0 {
+		t.Errorf("the runtime's state survived RemoveStale: %v", left)
+	}
+}
+
 func TestOCICrun(t *testing.T) {
 	f := newOCIFixture(t, KindCrun, nil)
 	spec := helperSpec(t, workerID(t))
