@@ -563,16 +563,23 @@ func (l *OCILauncher) RemoveStale(ctx context.Context) error {
 		return err
 	}
 	// A server of an earlier version kept them in the state directory.
-	disk, rt := *l, *l.rt
-	rt.Root = filepath.Join(l.opts.StateDir, "runtime")
-	disk.rt, disk.bundles, disk.runDir = &rt, filepath.Join(l.opts.StateDir, "bundles"), ""
+	disk := l.onDisk()
 	if _, statErr := os.Stat(disk.bundles); statErr != nil {
 		return err
 	}
 	if diskErr := disk.removeStale(ctx); diskErr != nil {
 		return errors.Join(err, diskErr)
 	}
-	return errors.Join(err, os.Remove(disk.bundles), os.RemoveAll(rt.Root))
+	return errors.Join(err, os.Remove(disk.bundles), os.RemoveAll(disk.rt.Root))
+}
+
+// onDisk is l as it was before bundles and the runtime's state moved into
+// memory: both in the state directory.
+func (l *OCILauncher) onDisk() *OCILauncher {
+	disk, rt := *l, *l.rt
+	rt.Root = filepath.Join(l.opts.StateDir, "runtime")
+	disk.rt, disk.bundles, disk.runDir = &rt, filepath.Join(l.opts.StateDir, "bundles"), ""
+	return &disk
 }
 
 // removeStale removes the containers and bundles under l.bundles.

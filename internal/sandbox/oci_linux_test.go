@@ -646,25 +646,38 @@ func TestOCIRemoveStale(t *testing.T) {
 	a.call("echo up")
 	// A new server on the same state directory finds the worker the old
 	// one left behind.
-	l2, err := NewOCI(f.l.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l2.RemoveStale(context.Background()); err != nil {
-		t.Fatalf("RemoveStale: %v", err)
-	}
+	l2 := removeStaleWith(t, f.l.opts)
 	if l2.containerExists(context.Background(), spec.ID) {
 		t.Error("container survived RemoveStale")
 	}
 	if _, err := os.Stat(filepath.Join(f.l.bundles, spec.ID)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("bundle survived RemoveStale: %v", err)
 	}
+	waitEnded(t, a)
+}
+
+// removeStaleWith is a new server's launcher on opts, after its RemoveStale.
+func removeStaleWith(t *testing.T, opts OCIOptions) *OCILauncher {
+	t.Helper()
+	l, err := NewOCI(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.RemoveStale(context.Background()); err != nil {
+		t.Fatalf("RemoveStale: %v", err)
+	}
+	return l
+}
+
+// waitEnded waits for the worker a stale-removal killed to be seen ended.
+func waitEnded(t *testing.T, a *agent) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() { a.wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("old worker's Wait did not return")
+		t.Fatal("the killed worker's Wait did not return")
 	}
 }
 
@@ -675,35 +688,21 @@ func TestOCIRemoveStaleFindsWhatAnOlderServerLeftOnDisk(t *testing.T) {
 	if f.l.runDir == "" {
 		t.Fatal("the bundles are on disk already")
 	}
-	older, rt := *f.l, *f.l.rt
-	rt.Root = filepath.Join(f.l.opts.StateDir, "runtime")
-	older.rt, older.bundles, older.runDir = &rt, filepath.Join(f.l.opts.StateDir, "bundles"), ""
-	for _, d := range []string{older.bundles, rt.Root} {
+	older := f.l.onDisk()
+	for _, d := range []string{older.bundles, older.rt.Root} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
 	current := f.l
-	f.l = &older
+	f.l = older
 	spec := helperSpec(t, workerID(t))
 	a := f.start(t, spec)
 	f.l = current
 	a.call("echo up")
 
-	l2, err := NewOCI(f.l.opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l2.RemoveStale(context.Background()); err != nil {
-		t.Fatalf("RemoveStale: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { a.wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the older server's worker's Wait did not return")
-	}
+	removeStaleWith(t, f.l.opts)
+	waitEnded(t, a)
 	// (The worker's own teardown, which no older server would still run,
 	// asks the runtime too, and the runtime makes its root again.)
 	if older.containerExists(context.Background(), spec.ID) {
@@ -712,7 +711,7 @@ func TestOCIRemoveStaleFindsWhatAnOlderServerLeftOnDisk(t *testing.T) {
 	if _, err := os.Stat(older.bundles); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s survived RemoveStale: %v", older.bundles, err)
 	}
-	if left, _ := os.ReadDir(rt.Root); len(left) != 0 {
+	if left, _ := os.ReadDir(older.rt.Root); len(left) != 0 {
 		t.Errorf("the runtime's state survived RemoveStale: %v", left)
 	}
 }
