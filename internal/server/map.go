@@ -68,6 +68,12 @@ func (f *Functions) Map(stream mapStream) error {
 	serve := func() {
 		defer wg.Done()
 		for item := range items {
+			// Once the caller has gone, an item handed over in the same
+			// instant is not started: it would be a run in the history
+			// that the caller never saw begin.
+			if ctx.Err() != nil {
+				continue
+			}
 			f.mapItem(ctx, spec, prepFailure, item, send, &buildLog)
 		}
 	}
