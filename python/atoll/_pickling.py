@@ -16,25 +16,60 @@ Payload layout: u32 big-endian length of the manifest pickle, the manifest
 payload. An empty manifest costs 4 bytes and no pickling.
 
 Only the standard library and cloudpickle are imported here: the runner
-loads this file by path, without importing the atoll package.
+loads this file by path, without importing the atoll package. Even
+cloudpickle is imported only when something needs it (see "Loading
+without cloudpickle" below): importing it and the standard library it
+pulls in (dataclasses, inspect, typing, logging...) is most of what a
+worker spends getting ready, and a call of plain data to a function
+pickled by value needs none of it in the worker.
 """
 
 from __future__ import annotations
 
-import copyreg
+import builtins
 import io
 import operator
-import pickle
-import re
 import struct
 import sys
 import types
-from collections import ChainMap
-from typing import Any
 
-import cloudpickle
+try:
+    # The pickle module's C core, without pickle.py's own imports (re,
+    # and through it enum): the same picklers and unpicklers.
+    import _pickle as pickle
+except ImportError:  # not CPython
+    import pickle  # type: ignore[no-redef]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only; typing costs a worker's start 5 ms
+    from typing import Any
 
 _U32 = struct.Struct(">I")
+_HIGHEST_PROTOCOL = 5
+
+# How cloudpickle is imported when it is needed: the runner, which keeps
+# its own cloudpickle out of the user's view, sets its own (use_cloudpickle).
+_import_cloudpickle: Any = None
+_cloudpickle: Any = None
+
+
+def use_cloudpickle(importer: Any) -> None:
+    """Sets the function that imports cloudpickle when it is first needed."""
+    global _import_cloudpickle
+    _import_cloudpickle = importer
+
+
+def cloudpickle_module() -> Any:
+    """cloudpickle, imported on first use."""
+    global _cloudpickle
+    if _cloudpickle is None:
+        if _import_cloudpickle is not None:
+            _cloudpickle = _import_cloudpickle()
+        else:
+            import cloudpickle
+
+            _cloudpickle = cloudpickle
+    return _cloudpickle
 
 # Names no manifest mentions: the standard library, and what every worker
 # and caller has beside their own packages (atoll, and the cloudpickle that
@@ -90,17 +125,101 @@ class Labeled:
 _FIRST = operator.itemgetter(0)
 
 
-class Pickler(cloudpickle.Pickler):
-    """cloudpickle's pickler with atoll's code-object reduction; it records
-    the top-level modules of everything it pickles by reference."""
+_pickler_class: Any = None
 
-    dispatch_table = ChainMap(
-        {types.CodeType: _reduce_code},
-        getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
-    )
+
+def _define_pickler() -> Any:
+    """The Pickler class, defined on first use (it subclasses cloudpickle's)."""
+    global _pickler_class
+    if _pickler_class is not None:
+        return _pickler_class
+    import copyreg
+    from collections import ChainMap
+
+    cloudpickle = cloudpickle_module()
+
+    class Pickler(cloudpickle.Pickler):
+        """cloudpickle's pickler with atoll's code-object reduction; it
+        records the top-level modules of everything it pickles by
+        reference."""
+
+        dispatch_table = ChainMap(
+            {types.CodeType: _reduce_code},
+            getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
+        )
+
+        def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
+            super().__init__(file, protocol=protocol)
+            self.label = label
+            self.modules: dict[str, set[str]] = {}
+
+        def reducer_override(self, obj: Any) -> Any:
+            cls = type(obj)
+            if cls is Labeled:
+                self.label = obj.label
+                return _FIRST, ((obj.value,),)
+            if cls is types.ModuleType:
+                name = obj.__name__
+            elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+                name = getattr(obj, "__module__", None)
+            else:
+                name = cls.__module__
+            _record(self, name)
+            return super().reducer_override(obj)
+
+    _pickler_class = Pickler
+    return Pickler
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Pickler":
+        return _define_pickler()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _NeedsCloudpickle(Exception):
+    """What _StdPickler cannot write as Pickler would."""
+
+
+# The types cloudpickle's Pickler reduces its own way (its dispatch table;
+# test_serialization checks this against cloudpickle's): the standard
+# pickler would write them otherwise, or not at all.
+_CLOUDPICKLE_REDUCES = frozenset({
+    "_io.TextIOWrapper", "_weakrefset.WeakSet", "builtins.cell", "builtins.classmethod", "builtins.code",
+    "builtins.dict_items", "builtins.dict_keys", "builtins.dict_values", "builtins.getset_descriptor",
+    "builtins.mappingproxy", "builtins.memoryview", "builtins.method", "builtins.module", "builtins.odict_items",
+    "builtins.odict_keys", "builtins.odict_values", "builtins.property", "builtins.staticmethod",
+    "abc.abstractclassmethod", "abc.abstractmethod", "abc.abstractproperty", "abc.abstractstaticmethod",
+    "dataclasses._FIELD_BASE", "logging.Logger", "logging.RootLogger", "typing.TypeVar",
+})
+
+
+def _by_reference_here(obj: Any) -> bool:
+    """Whether cloudpickle would pickle this function or class by reference
+    (its module imported, not __main__, and the name finding it), as the
+    standard pickler does; otherwise it travels by value."""
+    module = getattr(obj, "__module__", None)
+    if not module or module == "__main__" or module not in sys.modules:
+        return False
+    found: Any = sys.modules[module]
+    for part in getattr(obj, "__qualname__", "").split("."):
+        if part == "<locals>":
+            return False
+        found = getattr(found, part, None)
+    return found is obj
+
+
+class _StdPickler(pickle.Pickler):
+    """The standard pickler doing what Pickler does where no cloudpickle is
+    needed (a worker that has not imported it): the same reductions, the
+    same record of modules, the same bytes. What cloudpickle would write
+    its own way (a function or class by value, the types of
+    _CLOUDPICKLE_REDUCES) stops it with _NeedsCloudpickle, and Pickler
+    writes the value instead."""
 
     def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
-        super().__init__(file, protocol=protocol)
+        # cloudpickle's default protocol: the highest.
+        super().__init__(file, protocol=_HIGHEST_PROTOCOL if protocol is None else protocol)
         self.label = label
         self.modules: dict[str, set[str]] = {}
 
@@ -109,21 +228,50 @@ class Pickler(cloudpickle.Pickler):
         if cls is Labeled:
             self.label = obj.label
             return _FIRST, ((obj.value,),)
-        if cls is types.ModuleType:
-            name = obj.__name__
-        elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
-            name = getattr(obj, "__module__", None)
+        if cls is types.FunctionType or isinstance(obj, type):
+            if not _by_reference_here(obj):
+                raise _NeedsCloudpickle(obj)
+            name = obj.__module__
         else:
-            name = cls.__module__
-        if name:
-            root = name.partition(".")[0]
-            if root not in _ALWAYS_PRESENT:
-                labels = self.modules.get(root)
-                if labels is None:
-                    self.modules[root] = {self.label}
-                else:
-                    labels.add(self.label)
-        return super().reducer_override(obj)
+            special = _special.get(cls)
+            if special is None:
+                special = _special[cls] = f"{cls.__module__}.{cls.__qualname__}" in _CLOUDPICKLE_REDUCES
+            if special:
+                raise _NeedsCloudpickle(obj)
+            name = cls.__module__ if cls is not types.BuiltinFunctionType else getattr(obj, "__module__", None)
+        _record(self, name)
+        return NotImplemented
+
+
+_special: dict[type, bool] = {}
+
+
+def _record(pickler: Any, name: str | None) -> None:
+    """Records the top-level module of something pickled by reference."""
+    if name:
+        root = name.partition(".")[0]
+        if root not in _ALWAYS_PRESENT:
+            labels = pickler.modules.get(root)
+            if labels is None:
+                pickler.modules[root] = {pickler.label}
+            else:
+                labels.add(pickler.label)
+
+
+def _pickle_with(value: Any, protocol: int | None, label: str, out: Any, reset: Any) -> Any:
+    """Pickles value into out: with _StdPickler while cloudpickle is not
+    imported (a worker's first calls), with Pickler if that cannot; reset
+    empties out between the two. Returns the pickler used."""
+    if _pickler_class is None:
+        pickler = _StdPickler(out, protocol=protocol, label=label)
+        try:
+            pickler.dump(value)
+            return pickler
+        except Exception:  # noqa: BLE001 - Pickler tries again, and its error is the one that counts
+            reset()
+    pickler = _define_pickler()(out, protocol=protocol, label=label)
+    pickler.dump(value)
+    return pickler
 
 
 _dists_by_module: dict[str, list[str]] | None = None
@@ -174,6 +322,8 @@ def distributions_of(root: str) -> tuple[tuple[str, str], ...]:
 
 def canonical(name: str) -> str:
     """A distribution name in PEP 503 normal form."""
+    import re
+
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
@@ -193,8 +343,12 @@ def dumps(value: Any, protocol: int | None = None, label: str = "") -> tuple[byt
     """(payload, manifest): the manifest in front of the pickle of value."""
     with io.BytesIO() as buffer:
         buffer.write(b"\0\0\0\0")
-        pickler = Pickler(buffer, protocol=protocol, label=label)
-        pickler.dump(value)
+
+        def reset() -> None:
+            buffer.seek(_U32.size)
+            buffer.truncate()
+
+        pickler = _pickle_with(value, protocol, label, buffer, reset)
         manifest = manifest_of(pickler.modules) if pickler.modules else {}
         if not manifest:
             return buffer.getvalue(), manifest
@@ -223,6 +377,9 @@ class Parts:
         # value cannot change and is kept by reference.
         self.copy_mutable = copy_mutable
 
+    def clear(self) -> None:
+        self.parts, self.nbytes = [], 0
+
     def write(self, data: Any) -> int:
         if type(data) is bytes:
             part = data
@@ -241,11 +398,112 @@ def dumps_parts(
     """Like dumps, as a list of parts whose concatenation is the payload;
     large data in value is not copied (see Parts)."""
     out = Parts(copy_mutable)
-    pickler = Pickler(out, protocol=protocol, label=label)
-    pickler.dump(value)
+    pickler = _pickle_with(value, protocol, label, out, out.clear)
     manifest = manifest_of(pickler.modules) if pickler.modules else {}
     head = pickle.dumps(manifest, protocol=4) if manifest else b""
     return [_U32.pack(len(head)) + head, *out.parts], manifest
+
+
+# ---- loading without cloudpickle ----
+#
+# A pickle names the functions that rebuild its objects. A function
+# pickled by value names six small cloudpickle helpers (make the function,
+# set its state, make its closure's cells, import the modules it uses,
+# name a builtin type); Unpickler rebuilds with its own equivalents of
+# those six, which need only the standard library, and imports cloudpickle
+# only for whatever else a pickle names (a class pickled by value, an
+# enum, a TypeVar...). Their equivalence is tested against cloudpickle's
+# own (test_serialization).
+
+
+class _EmptyCell:
+    """Stands for an empty closure cell (cloudpickle's _empty_cell_value)."""
+
+
+_EMPTY_CELL = _EmptyCell()
+
+
+def _make_function(code, globals, name, argdefs, closure):
+    globals["__builtins__"] = builtins.__dict__
+    return types.FunctionType(code, globals, name, argdefs, closure)
+
+
+def _function_setstate(obj, state):
+    # __globals__ and __closure__ cannot be set: they are filled in place.
+    state, slotstate = state
+    obj.__dict__.update(state)
+    obj_globals = slotstate.pop("__globals__")
+    obj_closure = slotstate.pop("__closure__")
+    slotstate.pop("_cloudpickle_submodules")  # held only to import them
+    obj.__globals__.update(obj_globals)
+    obj.__globals__["__builtins__"] = builtins.__dict__
+    if obj_closure is not None:
+        for i, cell in enumerate(obj_closure):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            obj.__closure__[i].cell_contents = value
+    for k, v in slotstate.items():
+        setattr(obj, k, v)
+
+
+def _make_empty_cell():
+    return types.CellType()
+
+
+def _make_cell(value=_EMPTY_CELL):
+    return types.CellType() if value is _EMPTY_CELL else types.CellType(value)
+
+
+def _subimport(name):
+    __import__(name)
+    return sys.modules[name]
+
+
+def _builtin_type(name):
+    return type if name == "ClassType" else getattr(types, name)
+
+
+_REBUILDERS = {
+    "_make_function": _make_function,
+    "_function_setstate": _function_setstate,
+    "_make_empty_cell": _make_empty_cell,
+    "_make_cell": _make_cell,
+    "_empty_cell_value": _EMPTY_CELL,
+    "subimport": _subimport,
+    "_builtin_type": _builtin_type,
+}
+_CLOUDPICKLE_MODULES = frozenset({"cloudpickle.cloudpickle", "cloudpickle.cloudpickle_fast"})
+
+
+class Unpickler(pickle.Unpickler):
+    """The standard unpickler, rebuilding functions pickled by value with
+    _REBUILDERS; anything else of cloudpickle's imports cloudpickle."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _CLOUDPICKLE_MODULES:
+            found = _REBUILDERS.get(name)
+            if found is not None:
+                return found
+            cloudpickle_module()
+        return super().find_class(module, name)
+
+
+def loads(data: Any) -> Any:
+    """Unpickles a pickle made by Pickler (or cloudpickle): with Unpickler
+    until cloudpickle is imported, then with the standard unpickler (which
+    reads data in place, where Unpickler reads a copy)."""
+    if _cloudpickle is not None:
+        return pickle.loads(data)
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def load(file: Any) -> Any:
+    """Unpickles a pickle made by Pickler (or cloudpickle) from a file."""
+    if _cloudpickle is not None:
+        return pickle.load(file)
+    return Unpickler(file).load()
 
 
 def read_manifest(read: Any) -> dict[str, dict[str, Any]]:
@@ -383,10 +641,9 @@ def warn_loaded(found: list[Mismatch], what: str, *, to_worker: bool) -> None:
 
 # ---- the function's own pickle, kept while nothing it is made of changed ----
 
-_cp = cloudpickle.cloudpickle
-_code_globals = getattr(_cp, "_extract_code_globals", None)
-_by_reference = getattr(_cp, "_should_pickle_by_reference", None)
-_by_value_modules = getattr(_cp, "_PICKLE_BY_VALUE_MODULES", None)
+_code_globals: Any = None
+_by_reference: Any = None
+_by_value_modules: Any = None
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
 _MISSING = object()
 
@@ -406,7 +663,13 @@ def function_state(fn: Any) -> list[Any] | None:
     holds the objects, so none of them is freed and its id reused while it
     is kept; what decides how things travel (the modules registered to
     travel by value, sys.modules) is part of it too."""
-    if _code_globals is None or _by_reference is None or _by_value_modules is None:
+    global _code_globals, _by_reference, _by_value_modules
+    if _code_globals is None:
+        cp = cloudpickle_module().cloudpickle
+        _code_globals = getattr(cp, "_extract_code_globals", False)
+        _by_reference = getattr(cp, "_should_pickle_by_reference", False)
+        _by_value_modules = getattr(cp, "_PICKLE_BY_VALUE_MODULES", False)
+    if not _code_globals or not _by_reference or _by_value_modules is False:
         return None  # a cloudpickle without these internals: no cache
     if type(fn) is not types.FunctionType:
         return None  # a partial, a callable object: pickled every call

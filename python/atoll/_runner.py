@@ -8,7 +8,10 @@ The runner's own packages (the runtime directory: cloudpickle, and for
 nested calls grpcio, protobuf and their dependencies) stay out of the
 user's view: the directory is not on sys.path, so importlib.metadata,
 pip and `import grpc` see the environment's packages alone. The runner
-imports its cloudpickle from there at start and keeps it in sys.modules
+imports its cloudpickle from there when it first needs it (a call of
+plain data to a function pickled by value does not: see _pickling, whose
+equivalents of cloudpickle's few helpers for functions spare a cold
+start the import) and keeps it in sys.modules
 only while it pickles or unpickles (see _OwnModules), so a user's own
 cloudpickle, of any version, is the one the function imports. Importing
 atoll (a nested call) asks for the rest: then the runtime directory is
@@ -47,15 +50,18 @@ once, and is never held twice.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
-import inspect
 import io
 import os
 import struct
 import sys
-import traceback
+import types
 from collections import OrderedDict
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: a worker's start skips typing
+    from typing import Any
 
 CALL_FD = 3
 RESULT_FD = 4
@@ -236,6 +242,8 @@ def _type_name(exc: BaseException) -> str:
 
 def _exception_frame(exc: BaseException, pickling) -> tuple[bytes, ...]:
     # The first frame is the runner's own; the user's code starts below it.
+    import traceback
+
     user_tb = exc.__traceback__.tb_next if exc.__traceback__ else None
     tb = "".join(traceback.format_exception(type(exc), exc, user_tb))
     try:
@@ -282,31 +290,46 @@ def _is_cloudpickle(name: str) -> bool:
 
 
 class _OwnModules:
-    """The runner's own cloudpickle, imported from the runtime directory:
-    in sys.modules only inside `with own_modules:`, where the runner
+    """The runner's own cloudpickle, imported from the runtime directory
+    when first needed (most calls need none: see _pickling): in
+    sys.modules only inside `with own_modules:`, where the runner
     unpickles calls and pickles results (a pickle names the cloudpickle
     functions that rebuild its objects by module name); outside, the
     user's code finds its own cloudpickle, or none."""
 
     def __init__(self, runtime: str):
+        self.runtime = runtime
         self.own: dict[str, Any] = {}
         self.saved: dict[str, Any] = {}
         self.kept = False
+        self.imported = False
+        self.depth = 0  # how many `with` blocks are open
         # Which cloudpickle modules sys.modules held at the last look, in
         # the user's view and in the runner's, and how many modules it
         # held then: a scan of sys.modules costs tens of microseconds, on
         # every call twice, while the modules change only when something
         # is imported (or removed), which changes their count.
         self._looked: dict[bool, tuple[int, list[str]]] = {}
-        if not runtime:
+
+    def _import(self) -> None:
+        self.imported = True
+        if not self.runtime:
             return  # the environment itself provides cloudpickle
-        sys.path.insert(0, runtime)
+        # The user's own cloudpickle, if its code imported one, steps
+        # aside while the runner's is imported.
+        user = self._take(runner_view=False)
+        sys.path.insert(0, self.runtime)
         try:
             import cloudpickle  # noqa: F401 - kept in self.own
         finally:
-            sys.path.remove(runtime)
+            sys.path.remove(self.runtime)
             importlib.invalidate_caches()
         self.own = self._take(runner_view=True)
+        if self.depth and not self.kept:
+            self.saved = user  # inside `with`: the runner's view
+            sys.modules.update(self.own)
+        else:
+            sys.modules.update(user)
 
     def _take(self, runner_view: bool) -> dict[str, Any]:
         modules = sys.modules
@@ -317,13 +340,15 @@ class _OwnModules:
         return {n: modules.pop(n) for n in names if n in modules}
 
     def __enter__(self):
-        if self.own and not self.kept:
+        self.depth += 1
+        if self.depth == 1 and self.own and not self.kept:
             self.saved = self._take(runner_view=False)
             sys.modules.update(self.own)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.own and not self.kept:
+        self.depth -= 1
+        if self.depth == 0 and self.own and not self.kept:
             # Submodules imported meanwhile are the runner's too.
             self.own.update(self._take(runner_view=True))
             sys.modules.update(self.saved)
@@ -334,6 +359,8 @@ class _OwnModules:
         user's code imported atoll, whose nested calls must pickle with
         the very cloudpickle that rebuilt the function they are made from
         (a second copy of it recurses on what the first rebuilt)."""
+        if not self.imported:
+            self._import()
         if self.own and not self.kept:
             self.kept = True
             self._take(runner_view=False)
@@ -341,6 +368,8 @@ class _OwnModules:
             sys.modules.update(self.own)
 
     def cloudpickle(self):
+        if not self.imported:
+            self._import()
         with self:
             import cloudpickle
 
@@ -379,9 +408,8 @@ class _Loader:
     distribution is missing or of another version becomes a
     VersionMismatchError naming it, both versions and the fix."""
 
-    def __init__(self, pickling, cloudpickle, own_modules: _OwnModules):
+    def __init__(self, pickling, own_modules: _OwnModules):
         self.pickling = pickling
-        self.cloudpickle = cloudpickle
         self.own_modules = own_modules
 
     def load(self, source, what: str):
@@ -404,7 +432,7 @@ class _Loader:
                 manifest, body = p.split(source)
             found = p.mismatches(manifest) if manifest else []
             with self.own_modules:
-                return self.cloudpickle.load(source) if streamed else self.cloudpickle.loads(body)
+                return p.load(source) if streamed else p.loads(body)
         except Exception as exc:  # noqa: BLE001 - reported with its cause
             if not found:
                 raise _AtollError(
@@ -430,6 +458,22 @@ class _Loader:
             elif body is not None:
                 body.release()
             p.warn_loaded(found, what, to_worker=True)
+
+
+_CO_GENERATOR = 0x20  # inspect.CO_GENERATOR; inspect itself costs a worker's start 10 ms
+
+
+def _is_generator_function(fn) -> bool:
+    """inspect.isgeneratorfunction: a generator function, also behind
+    methods and functools.partial."""
+    while True:
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        elif isinstance(fn, types.MethodType):
+            fn = fn.__func__
+        else:
+            break
+    return isinstance(fn, types.FunctionType) and bool(fn.__code__.co_flags & _CO_GENERATOR)
 
 
 def _parse_env(payload: bytes) -> dict[str, str]:
@@ -506,11 +550,10 @@ def _flush_std_streams() -> None:
 
 def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "") -> int:
     own_modules = _OwnModules(runtime)
-    cloudpickle = own_modules.cloudpickle()
-    with own_modules:
-        pickling = _load_pickling()
+    pickling = _load_pickling()
+    pickling.use_cloudpickle(own_modules.cloudpickle)
     _RuntimeOnImport(runtime, own_modules).install()
-    loader = _Loader(pickling, cloudpickle, own_modules)
+    loader = _Loader(pickling, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
     _write_frame(result_fd, b"Y")
     calls = io.open(call_fd, "rb", buffering=_READ_BUFFER, closefd=False)  # noqa: SIM115 - the process's
@@ -576,7 +619,7 @@ def _serve_call(fn_bytes, arguments, functions, loader, pickling, own_modules, r
             answer = _exception_frame(exc, pickling)
         _write_frame(result_fd, b"E", *answer)
         return
-    if inspect.isgeneratorfunction(fn) and inspect.isgenerator(value):
+    if _is_generator_function(fn) and type(value) is types.GeneratorType:
         # Only a generator function streams (the caller decided so from
         # the same test); a generator returned by a plain function is a
         # value, and one that cannot be pickled.

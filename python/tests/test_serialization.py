@@ -507,3 +507,156 @@ def test_a_closures_rebound_variable_reaches_the_next_pickle():
     import cloudpickle
 
     assert cloudpickle.loads(_pickling.split(pickle.get())[1]).tag == "an attribute"
+
+
+# ---- a worker's first call loads without cloudpickle (see _pickling) ----
+
+_FUNCTION_BY_VALUE = """
+    import os.path
+
+    SCALE = 3
+
+    def make():
+        offset = 5
+
+        def add(a, b=2, *, c=4) -> int:
+            "adds"
+            return (a + b + c + offset) * SCALE + len(os.path.join("x", "y")) + (add.tag == "t")
+
+        def later():
+            return unset
+
+        add.tag = "t"
+        return add, later
+        unset = 1  # never reached: later's cell stays empty
+"""
+
+# Loads a function's pickle the way a worker's runner does (_pickling by
+# path, no atoll package) where cloudpickle cannot be imported at all.
+_LOAD_WITHOUT_CLOUDPICKLE = """
+import importlib.abc, importlib.util, json, sys
+
+class NoCloudpickle(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "cloudpickle":
+            raise ImportError("cloudpickle is not importable here")
+
+sys.meta_path.insert(0, NoCloudpickle())
+spec = importlib.util.spec_from_file_location("atoll_pickling", sys.argv[1])
+pickling = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pickling)
+add, later = pickling.loads(pickling.split(sys.stdin.buffer.read())[1])
+try:
+    later()
+    empty = "no error"
+except NameError as exc:
+    empty = type(exc).__name__
+print(json.dumps({
+    "result": add(1), "defaults": add.__defaults__, "kwdefaults": add.__kwdefaults__,
+    "name": add.__qualname__, "doc": add.__doc__, "module": add.__module__,
+    "annotations": add.__annotations__, "tag": add.tag, "empty_cell": empty,
+    "imported": sorted(n for n in ("cloudpickle", "dataclasses", "inspect") if n in sys.modules),
+}))
+"""
+
+
+def _describe(add, later) -> dict:
+    try:
+        later()
+        empty = "no error"
+    except NameError as exc:
+        empty = type(exc).__name__
+    return {
+        "result": add(1), "defaults": list(add.__defaults__), "kwdefaults": add.__kwdefaults__,
+        "name": add.__qualname__, "doc": add.__doc__, "module": add.__module__,
+        "annotations": add.__annotations__, "tag": add.tag, "empty_cell": empty, "imported": [],
+    }
+
+
+def test_a_function_pickled_by_value_loads_as_cloudpickle_loads_it_without_cloudpickle():
+    import json
+    import subprocess
+
+    import cloudpickle
+
+    payload, _ = _pickling.dumps(_dynamic(_FUNCTION_BY_VALUE)["make"]())
+    expected = _describe(*cloudpickle.loads(_pickling.split(payload)[1]))
+    assert expected["empty_cell"] == "NameError" and expected["result"] == (1 + 2 + 4 + 5) * 3 + 3 + 1
+    out = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_CLOUDPICKLE, _pickling.__file__],
+                         input=payload, capture_output=True, check=True).stdout
+    assert json.loads(out) == expected
+
+
+def test_a_pickle_naming_other_cloudpickle_helpers_imports_cloudpickle():
+    import subprocess
+
+    ns = _dynamic("""
+        class Point:  # a class pickled by value
+            def __init__(self, x):
+                self.x = x
+
+        def make():
+            return Point(2)
+    """)
+    payload, _ = _pickling.dumps(ns["make"])
+    script = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('atoll_pickling', sys.argv[1])\n"
+        "pickling = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(pickling)\n"
+        "make = pickling.loads(pickling.split(sys.stdin.buffer.read())[1])\n"
+        "print(make().x, 'cloudpickle' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, _pickling.__file__], input=payload, capture_output=True, check=True)
+    assert out.stdout.split() == [b"2", b"True"], out.stderr
+
+
+def _pickled_by(cls, value) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    cls(out).dump(value)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 7, 2**100, -1.5, 1j, "text", b"bytes", b"x" * (1 << 17), bytearray(b"ba"), (1, "a", (None,)),
+    [1, [2, [3]]], {"a": {1, 2}, 3: frozenset({4})}, list(range(5000)), np.arange(6).reshape(2, 3),
+    pd.DataFrame({"a": [1, 2]}), enum.Enum, socket.AF_INET, dataclasses.MISSING.__class__,
+    sys.getsizeof, textwrap.dedent, threading.Lock,
+])
+def test_what_needs_no_cloudpickle_is_pickled_byte_for_byte_as_cloudpickle_would(value):
+    std = _pickled_by(_pickling._StdPickler, value)
+    assert std == _pickled_by(_pickling.Pickler, value)
+
+
+@pytest.mark.parametrize("value", [
+    lambda: 1, _dynamic("class Local:\n    pass\n")["Local"], [_dynamic("def f():\n    return 1\n")["f"]],
+    sys, {"k": {}.keys()}, property(len), weakref.WeakSet(), __import__("logging").getLogger("x"),
+])
+def test_what_cloudpickle_writes_its_own_way_goes_through_cloudpickle(value):
+    with pytest.raises(_pickling._NeedsCloudpickle):
+        _pickled_by(_pickling._StdPickler, value)
+    # and dumps, falling back, writes it as Pickler does
+    assert _pickling.dumps(value)[0][4:] == _pickled_by(_pickling.Pickler, value)
+
+
+def test_the_types_cloudpickle_reduces_its_own_way_are_all_known():
+    import cloudpickle
+
+    table = cloudpickle.Pickler._dispatch_table
+    assert {f"{t.__module__}.{t.__qualname__}" for t in table} <= _pickling._CLOUDPICKLE_REDUCES
+
+
+def test_a_new_workers_first_call_of_importable_data_imports_no_cloudpickle(server):
+    import datetime
+
+    @isolated(keep_alive=5)
+    def imported(day):
+        import sys
+
+        return sorted(n for n in ("cloudpickle", "dataclasses", "inspect", "typing") if n in sys.modules), day + datetime.timedelta(days=1)
+
+    # Each of these would be there had the runner imported its cloudpickle
+    # (which it keeps out of the function's view, but not what it imports).
+    assert imported(datetime.date(2026, 12, 7)) == ([], datetime.date(2026, 12, 8))
