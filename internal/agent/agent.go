@@ -29,15 +29,18 @@ import (
 // runner's own packages) is not put on the path: the runner imports its
 // cloudpickle from there and keeps the directory out of the user's view
 // until the user's code imports atoll (see python/atoll/_runner.py). The
+// modules named after the runtime directory (only cloudpickle: see
+// Options.PreloadCloudpickle) are imported before the runner reports
+// ready. The
 // runner is loaded from its file, so that importing it does not import the
 // whole SDK (and gRPC) into every worker.
 const bootstrap = `import sys, importlib.util
-sdk, runtime = sys.argv[1], sys.argv[2]
+sdk, runtime, preload = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.path.insert(1, sdk)
 spec = importlib.util.spec_from_file_location("atoll_runner", sdk + "/atoll/_runner.py")
 runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
-runner.main(runtime)
+runner.main(runtime, preload)
 `
 
 // Options configures the agent.
@@ -48,6 +51,9 @@ type Options struct {
 	SDKDir string
 	// RuntimeDir, if set, holds the runner's third-party needs.
 	RuntimeDir string
+	// PreloadCloudpickle has the runner import cloudpickle before it
+	// reports ready, rather than when a call first needs it.
+	PreloadCloudpickle bool
 	// Dir is the runner's working directory ("" = inherit).
 	Dir string
 	// Conn carries the worker protocol to and from the server. Required.
@@ -134,7 +140,11 @@ func (a *Agent) startRunner() (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(a.opts.Python, "-u", "-c", bootstrap, a.opts.SDKDir, a.opts.RuntimeDir)
+	args := []string{"-u", "-c", bootstrap, a.opts.SDKDir, a.opts.RuntimeDir}
+	if a.opts.PreloadCloudpickle {
+		args = append(args, "cloudpickle")
+	}
+	cmd := exec.Command(a.opts.Python, args...)
 	cmd.Dir = a.opts.Dir
 	cmd.Env = runnerEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = outW, errW

@@ -3,9 +3,11 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -407,4 +409,26 @@ func TestPodWhoseSandboxWasLostIsMadeAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	awaitGone(t, h, "atoll-w-lost-r")
+}
+
+func TestAPodsAgentPreloadsCloudpickleWhenTheFunctionNeedsIt(t *testing.T) {
+	h := newHarness(t, newNode("node-a", "2", "4Gi"))
+	for i, preload := range []bool{false, true} {
+		id := fmt.Sprintf("w-%d", i)
+		go h.kubelet(t, "atoll-"+id, bind)
+		s := spec(id, typeS)
+		s.PreloadCloudpickle = preload
+		proc, err := h.l.Start(context.Background(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err := h.client.CoreV1().Pods(testNS).Get(context.Background(), "atoll-"+id, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(pod.Spec.Containers[0].Args, "--preload-cloudpickle"); got != preload {
+			t.Errorf("PreloadCloudpickle %v: agent args %q", preload, pod.Spec.Containers[0].Args)
+		}
+		proc.Kill()
+	}
 }

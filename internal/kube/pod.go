@@ -170,6 +170,16 @@ func (s podSpec) secret(token, credential string) *corev1.Secret {
 // pod is the worker pod: an init container that makes the archives present
 // in the node's cache, and the worker, which mounts each read-only and dials
 // back.
+// agentArgs is the worker agent's command line in the pod.
+func (s podSpec) agentArgs() []string {
+	args := []string{"worker", "--python", podEnvDir + "/bin/python", "--sdk", podSDK, "--runtime", podRuntime,
+		"--connect", s.DialAddr, "--token-file", podSecretDir + "/" + tokenKey, "--workdir", podHome}
+	if s.Worker.PreloadCloudpickle {
+		args = append(args, "--preload-cloudpickle")
+	}
+	return args
+}
+
 func (s podSpec) pod() *corev1.Pod {
 	no, yes := false, true
 	uid := int64(workerUID)
@@ -246,12 +256,11 @@ func (s podSpec) pod() *corev1.Pod {
 				},
 			}},
 			Containers: []corev1.Container{{
-				Name:            workerName,
-				Image:           s.Image,
-				ImagePullPolicy: s.PullPolicy,
-				Command:         []string{agentBinary},
-				Args: []string{"worker", "--python", podEnvDir + "/bin/python", "--sdk", podSDK, "--runtime", podRuntime,
-					"--connect", s.DialAddr, "--token-file", podSecretDir + "/" + tokenKey, "--workdir", podHome},
+				Name:                     workerName,
+				Image:                    s.Image,
+				ImagePullPolicy:          s.PullPolicy,
+				Command:                  []string{agentBinary},
+				Args:                     s.agentArgs(),
 				Env:                      env,
 				Resources:                res,
 				SecurityContext:          restricted(),

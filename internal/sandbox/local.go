@@ -180,6 +180,9 @@ func (l *LocalLauncher) Start(ctx context.Context, spec scheduler.WorkerSpec) (s
 		ReadOnlyPaths: append([]string{l.opts.SDKDir}, env.ReadOnlyPaths...),
 		GPUs:          spec.GPUs,
 	}
+	if spec.PreloadCloudpickle {
+		host.Args = append(host.Args, "--preload-cloudpickle")
+	}
 	if l.opts.ServerSocketDir != "" {
 		host.ReadOnlyPaths = append(host.ReadOnlyPaths, l.opts.ServerSocketDir)
 	}

@@ -206,3 +206,27 @@ func serveDialBack(t *testing.T) *workerproto.Listener {
 	t.Cleanup(func() { dialBack.Close(); <-served })
 	return dialBack
 }
+
+// A function whose pickle needs cloudpickle has its runner import it as
+// the worker starts; others do not.
+func TestLocalLauncherPassesThePreloadToTheAgent(t *testing.T) {
+	for _, preload := range []bool{false, true} {
+		host := &recordingHost{}
+		l, err := NewLocal(LocalOptions{Host: host, Environments: fixedEnvironment{testEnvironment}, AgentPath: "/bin/atoll", SDKDir: "/sdk"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := neutralSpec()
+		spec.Token, spec.PreloadCloudpickle = "", preload
+		p, err := l.Start(context.Background(), spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(host.spec.Args, "--preload-cloudpickle"); got != preload {
+			t.Errorf("PreloadCloudpickle %v: agent args %q", preload, host.spec.Args)
+		}
+		host.agent.Close()
+		p.Kill()
+		p.Wait()
+	}
+}

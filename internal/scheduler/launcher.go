@@ -28,6 +28,11 @@ type WorkerSpec struct {
 	// GPUs are the indexes of the host GPUs assigned exclusively to the
 	// worker.
 	GPUs []int
+	// PreloadCloudpickle has the worker's runner import cloudpickle as it
+	// starts, on the start's full core, for a function whose pickle needs
+	// it to load (atollv1.RunRequest.needs_cloudpickle); otherwise the
+	// runner imports it only when a call first needs it.
+	PreloadCloudpickle bool
 }
 
 // Environment names a built Python environment.

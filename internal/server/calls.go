@@ -351,7 +351,8 @@ func (f *Functions) acquire(ctx context.Context, spec *callSpec, ev callEvents) 
 				Python:       req.GetEnvironment().GetPythonVersion(),
 				Requirements: req.GetEnvironment().GetRequirements(),
 			},
-			Data: true,
+			Data:               true,
+			PreloadCloudpickle: req.GetNeedsCloudpickle(),
 		}, resolved.Release, nil
 	}, func() {
 		pos := int32(1)

@@ -89,6 +89,7 @@ func New() *cobra.Command {
 	f.StringVar(&opts.Python, "python", "python3", "interpreter that runs the runner")
 	f.StringVar(&opts.SDKDir, "sdk", "", "directory holding the atoll Python package")
 	f.StringVar(&opts.RuntimeDir, "runtime", "", "directory holding the runner's own packages")
+	f.BoolVar(&opts.PreloadCloudpickle, "preload-cloudpickle", false, "have the runner import cloudpickle as it starts (the function's pickle needs it)")
 	f.StringVar(&dial.addr, "connect", "", "dial the server's worker listener at this address instead of speaking on stdin and stdout")
 	f.StringVar(&dial.tokenFile, "token-file", "", "with --connect: file holding the worker's token")
 	f.StringVar(&workDir, "workdir", "", "directory the runner starts in (host=local: the caller's)")

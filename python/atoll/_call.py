@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from atoll import _pickling
 from atoll._credentials import CloudKeyCredentials
 from atoll.v1 import atoll_pb2 as pb
 
@@ -127,6 +128,7 @@ class Call:
             keep_alive_seconds=float(self.keep_alive),
             timeout_seconds=float(self.timeout or 0),
             secrets=list(self.secrets),
+            needs_cloudpickle=_pickling.needs_cloudpickle(self.function),
         )
         if self.retries is not None and self.retries.count:
             req.retries.CopyFrom(self.retries.proto())

@@ -490,6 +490,29 @@ class Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+_other_helpers: Any = None
+
+
+def needs_cloudpickle(payload: bytes) -> bool:
+    """Whether a pickle names a cloudpickle helper beyond _REBUILDERS (a
+    class or enum pickled by value...), so that loading it imports
+    cloudpickle. It looks for their names in the bytes: a value that
+    happens to hold such a name only makes a worker import cloudpickle
+    sooner."""
+    global _other_helpers
+    if _other_helpers is None:
+        import re
+
+        cp = cloudpickle_module().cloudpickle
+        names = sorted(
+            name for name, value in vars(cp).items()
+            if (name.startswith("_") or name == "dynamic_subimport") and name not in _REBUILDERS
+            and getattr(value, "__module__", None) == cp.__name__ and callable(value)
+        )
+        _other_helpers = re.compile(b"|".join(re.escape(n.encode()) for n in names))
+    return _other_helpers.search(payload) is not None
+
+
 def loads(data: Any) -> Any:
     """Unpickles a pickle made by Pickler (or cloudpickle): with Unpickler
     until cloudpickle is imported, then with the standard unpickler (which

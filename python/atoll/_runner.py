@@ -548,10 +548,14 @@ def _flush_std_streams() -> None:
             pass
 
 
-def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "") -> int:
+def serve(call_fd: int = CALL_FD, result_fd: int = RESULT_FD, runtime: str = "", preload: tuple[str, ...] = ()) -> int:
     own_modules = _OwnModules(runtime)
     pickling = _load_pickling()
     pickling.use_cloudpickle(own_modules.cloudpickle)
+    if "cloudpickle" in preload:
+        # The function's pickle needs it: imported now, while the worker
+        # starts on a full core, not in the first call on its quota.
+        pickling.cloudpickle_module()
     _RuntimeOnImport(runtime, own_modules).install()
     loader = _Loader(pickling, own_modules)
     functions: OrderedDict[bytes, object] = OrderedDict()
@@ -640,7 +644,7 @@ def _serve_call(fn_bytes, arguments, functions, loader, pickling, own_modules, r
     _write_frame(result_fd, b"R", *result)
 
 
-def main(runtime: str = "") -> None:
+def main(runtime: str = "", preload: list[str] | tuple[str, ...] = ()) -> None:
     sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the process
     # Line by line, as on a terminal, not unbuffered (-u writes a print's
     # text and its newline apart): a line is one write, so the lines of
@@ -652,7 +656,7 @@ def main(runtime: str = "") -> None:
         if reconfigure is not None:
             reconfigure(line_buffering=True, write_through=False)
     sys.argv = ["atoll-worker"]
-    sys.exit(serve(runtime=runtime))
+    sys.exit(serve(runtime=runtime, preload=tuple(preload)))
 
 
 if __name__ == "__main__":

@@ -660,3 +660,39 @@ def test_a_new_workers_first_call_of_importable_data_imports_no_cloudpickle(serv
     # Each of these would be there had the runner imported its cloudpickle
     # (which it keeps out of the function's view, but not what it imports).
     assert imported(datetime.date(2026, 12, 7)) == ([], datetime.date(2026, 12, 8))
+
+
+def test_a_pickle_needing_cloudpickle_is_told_from_one_that_does_not():
+    ns = _dynamic("""
+        class Point:
+            pass
+
+        def with_class():
+            return Point()
+
+        def plain(x=1):
+            import os
+            return os.sep * x
+    """)
+    assert _pickling.needs_cloudpickle(_pickling.dumps(ns["with_class"])[0])
+    assert not _pickling.needs_cloudpickle(_pickling.dumps(ns["plain"])[0])
+
+
+class _ByValue:
+    """A class of this test module, which workers cannot import: it travels
+    by value, and so does a function that uses it."""
+
+
+def test_a_function_whose_pickle_needs_cloudpickle_has_its_worker_import_it_as_it_starts(server):
+    # The runner's command line says what it imported before it was ready.
+    @isolated(keep_alive=5)
+    def uses_a_class():
+        _ByValue()
+        return open("/proc/self/cmdline", "rb").read().split(b"\0")
+
+    @isolated(keep_alive=5)
+    def plain():
+        return open("/proc/self/cmdline", "rb").read().split(b"\0")
+
+    assert b"cloudpickle" in uses_a_class()[-3:]
+    assert b"cloudpickle" not in plain()[-3:]

@@ -1735,8 +1735,13 @@ type RunRequest struct {
 	// Map only: at most this many workers serve the items; 0 means as many
 	// as capacity allows.
 	MaxConcurrency int32 `protobuf:"varint,10,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The function's pickle refers to more of cloudpickle than a function's
+	// own rebuilding (a class or enum pickled by value...): a worker started
+	// for it imports cloudpickle while it starts, on the start's full core,
+	// rather than in the first call, on the function's quota.
+	NeedsCloudpickle bool `protobuf:"varint,11,opt,name=needs_cloudpickle,json=needsCloudpickle,proto3" json:"needs_cloudpickle,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
@@ -1837,6 +1842,13 @@ func (x *RunRequest) GetMaxConcurrency() int32 {
 		return x.MaxConcurrency
 	}
 	return 0
+}
+
+func (x *RunRequest) GetNeedsCloudpickle() bool {
+	if x != nil {
+		return x.NeedsCloudpickle
+	}
+	return false
 }
 
 type RetryPolicy struct {
@@ -2878,7 +2890,7 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\x0fstarted_unix_ms\x18\a \x01(\x03R\rstartedUnixMs\x12)\n" +
 	"\x11last_used_unix_ms\x18\b \x01(\x03R\x0elastUsedUnixMs\"E\n" +
 	"\x13ListWorkersResponse\x12.\n" +
-	"\aworkers\x18\x01 \x03(\v2\x14.atoll.v1.WorkerInfoR\aworkers\"\x92\x03\n" +
+	"\aworkers\x18\x01 \x03(\v2\x14.atoll.v1.WorkerInfoR\aworkers\"\xbf\x03\n" +
 	"\n" +
 	"RunRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x1a\n" +
@@ -2891,7 +2903,8 @@ const file_atoll_v1_atoll_proto_rawDesc = "" +
 	"\aretries\x18\b \x01(\v2\x15.atoll.v1.RetryPolicyR\aretries\x12\x18\n" +
 	"\asecrets\x18\t \x03(\tR\asecrets\x12'\n" +
 	"\x0fmax_concurrency\x18\n" +
-	" \x01(\x05R\x0emaxConcurrency\"\xb1\x01\n" +
+	" \x01(\x05R\x0emaxConcurrency\x12+\n" +
+	"\x11needs_cloudpickle\x18\v \x01(\bR\x10needsCloudpickle\"\xb1\x01\n" +
 	"\vRetryPolicy\x12\x1f\n" +
 	"\vmax_retries\x18\x01 \x01(\x05R\n" +
 	"maxRetries\x12'\n" +

@@ -292,7 +292,7 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerInfo, _Mapping]]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("function_name", "function", "arguments", "environment", "machine_type", "keep_alive_seconds", "timeout_seconds", "retries", "secrets", "max_concurrency")
+    __slots__ = ("function_name", "function", "arguments", "environment", "machine_type", "keep_alive_seconds", "timeout_seconds", "retries", "secrets", "max_concurrency", "needs_cloudpickle")
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +303,7 @@ class RunRequest(_message.Message):
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_CLOUDPICKLE_FIELD_NUMBER: _ClassVar[int]
     function_name: str
     function: bytes
     arguments: bytes
@@ -313,7 +314,8 @@ class RunRequest(_message.Message):
     retries: RetryPolicy
     secrets: _containers.RepeatedScalarFieldContainer[str]
     max_concurrency: int
-    def __init__(self, function_name: _Optional[str] = ..., function: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., machine_type: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., secrets: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+    needs_cloudpickle: bool
+    def __init__(self, function_name: _Optional[str] = ..., function: _Optional[bytes] = ..., arguments: _Optional[bytes] = ..., environment: _Optional[_Union[Environment, _Mapping]] = ..., machine_type: _Optional[str] = ..., keep_alive_seconds: _Optional[float] = ..., timeout_seconds: _Optional[float] = ..., retries: _Optional[_Union[RetryPolicy, _Mapping]] = ..., secrets: _Optional[_Iterable[str]] = ..., max_concurrency: _Optional[int] = ..., needs_cloudpickle: _Optional[bool] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff_seconds", "retry_exceptions", "retry_out_of_memory")
