@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-# Tests start callers with preexec_fn (to give them back SIGINT), which
-# forks; gRPC's fork handlers then restart its poller in the child, where
+# A process that forks (subprocess with a preexec_fn, multiprocessing)
+# would have gRPC's fork handlers restart its poller in the child, where
 # close_fds closes the poller's epoll descriptor before exec, and the
 # child dies in gRPC's core ("epoll_wait ... Bad file descriptor",
-# grpc/grpc#43055). Read once, when grpc is first imported.
+# grpc/grpc#43055). Read once, when grpc is first imported. Tests start
+# callers that must see Ctrl-C with with_sigint, not a preexec_fn.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import grpc  # noqa: E402
@@ -35,6 +36,17 @@ def atoll_binary() -> str:
     subprocess.run(["go", "build", "-o", str(out.parent / "atoll-agent"), "./cmd/atoll-agent"], cwd=REPO, check=True)
     os.environ["ATOLL_BIN"] = str(out)  # for host=local and zero-setup, in this process and its children
     return str(out)
+
+
+def with_sigint(argv: list[str]) -> list[str]:
+    """argv, run with SIGINT at its default, as a terminal's Ctrl-C finds a
+    program: a test runner started in the background by a shell without
+    job control inherits SIGINT ignored, exec keeps it so, and Python then
+    never raises KeyboardInterrupt. coreutils' env resets it between fork
+    and exec; a preexec_fn would run Python code in a forked child of this
+    multi-threaded process, where a lock another thread held at the fork
+    hangs it for good (it did, in a chaos test)."""
+    return [shutil.which("env") or "/usr/bin/env", "--default-signal=INT", *argv]
 
 
 def free_port() -> int:

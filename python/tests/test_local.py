@@ -22,7 +22,7 @@ from atoll import cached, cloud, isolated, local
 from atoll import _local
 from atoll.v1 import atoll_pb2 as pb
 from atoll.v1 import atoll_pb2_grpc as pb_grpc
-from conftest import atoll_binary, free_port, wait_until, worker_identity
+from conftest import atoll_binary, free_port, wait_until, with_sigint, worker_identity
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -376,8 +376,7 @@ except KeyboardInterrupt:
 """
     )
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        with_sigint([sys.executable, str(script)]), stdout=subprocess.PIPE, text=True,
     )
     try:
         child = int(proc.stdout.readline())

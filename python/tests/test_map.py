@@ -9,7 +9,7 @@ import pytest
 
 import atoll
 from atoll import isolated
-from conftest import live_workers, wait_until, worker_identity
+from conftest import live_workers, wait_until, with_sigint, worker_identity
 
 
 def test_map_1000_items_in_order_on_at_most_the_allowed_workers(server):
@@ -193,8 +193,8 @@ def test_ctrl_c_in_a_map_cancels_its_items(server, tmp_path):
     )
     # Ctrl-C as a terminal delivers it (see test_workers' interrupted caller).
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        with_sigint([sys.executable, str(script)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
     def items_running():

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from atoll import cached, isolated
-from conftest import live_workers, wait_until, worker_identity
+from conftest import live_workers, wait_until, with_sigint, worker_identity
 
 
 def workers_of(server, fn) -> list:
@@ -183,8 +183,7 @@ def test_interrupted_caller_tears_down_its_worker(server, tmp_path):
     # by a shell without job control passes SIGINT on ignored, and Python
     # then never raises KeyboardInterrupt.
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        with_sigint([sys.executable, str(script)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         assert proc.stdout.readline().strip() == "started"

@@ -5,7 +5,6 @@ their own."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import Server, wait_until
+from conftest import Server, wait_until, with_sigint
 
 
 class ChaosServer(Server):
@@ -151,8 +150,8 @@ class Caller:
         script = tmp_path / f"{name}.py"
         script.write_text(source)
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=srv.env(),
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            with_sigint([sys.executable, str(script)]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=srv.env(),
         )
         self.lines: list[str] = []
 
