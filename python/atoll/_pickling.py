@@ -125,6 +125,35 @@ class Labeled:
 _FIRST = operator.itemgetter(0)
 
 
+class _Recording:
+    """What atoll's picklers add to the one they extend: the label of the
+    argument being pickled, and the top-level modules of what they pickle
+    by reference (for the manifest)."""
+
+    def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
+        # cloudpickle's default protocol: the highest.
+        super().__init__(file, protocol=_HIGHEST_PROTOCOL if protocol is None else protocol)  # type: ignore[call-arg]
+        self.label = label
+        self.modules: dict[str, set[str]] = {}
+
+    def relabel(self, labeled: Labeled) -> Any:
+        """The reduction of a Labeled value: the bare value, pickled under
+        its label."""
+        self.label = labeled.label
+        return _FIRST, ((labeled.value,),)
+
+    def record(self, name: str | None) -> None:
+        """Records the top-level module of something pickled by reference."""
+        if name:
+            root = name.partition(".")[0]
+            if root not in _ALWAYS_PRESENT:
+                labels = self.modules.get(root)
+                if labels is None:
+                    self.modules[root] = {self.label}
+                else:
+                    labels.add(self.label)
+
+
 _pickler_class: Any = None
 
 
@@ -138,7 +167,7 @@ def _define_pickler() -> Any:
 
     cloudpickle = cloudpickle_module()
 
-    class Pickler(cloudpickle.Pickler):
+    class Pickler(_Recording, cloudpickle.Pickler):
         """cloudpickle's pickler with atoll's code-object reduction; it
         records the top-level modules of everything it pickles by
         reference."""
@@ -148,23 +177,17 @@ def _define_pickler() -> Any:
             getattr(cloudpickle.Pickler, "dispatch_table", copyreg.dispatch_table),
         )
 
-        def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
-            super().__init__(file, protocol=protocol)
-            self.label = label
-            self.modules: dict[str, set[str]] = {}
-
         def reducer_override(self, obj: Any) -> Any:
             cls = type(obj)
             if cls is Labeled:
-                self.label = obj.label
-                return _FIRST, ((obj.value,),)
+                return self.relabel(obj)
             if cls is types.ModuleType:
                 name = obj.__name__
             elif isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
                 name = getattr(obj, "__module__", None)
             else:
                 name = cls.__module__
-            _record(self, name)
+            self.record(name)
             return super().reducer_override(obj)
 
     _pickler_class = Pickler
@@ -209,7 +232,7 @@ def _by_reference_here(obj: Any) -> bool:
     return found is obj
 
 
-class _StdPickler(pickle.Pickler):
+class _StdPickler(_Recording, pickle.Pickler):
     """The standard pickler doing what Pickler does where no cloudpickle is
     needed (a worker that has not imported it): the same reductions, the
     same record of modules, the same bytes. What cloudpickle would write
@@ -217,17 +240,10 @@ class _StdPickler(pickle.Pickler):
     _CLOUDPICKLE_REDUCES) stops it with _NeedsCloudpickle, and Pickler
     writes the value instead."""
 
-    def __init__(self, file: Any, protocol: int | None = None, label: str = "") -> None:
-        # cloudpickle's default protocol: the highest.
-        super().__init__(file, protocol=_HIGHEST_PROTOCOL if protocol is None else protocol)
-        self.label = label
-        self.modules: dict[str, set[str]] = {}
-
     def reducer_override(self, obj: Any) -> Any:
         cls = type(obj)
         if cls is Labeled:
-            self.label = obj.label
-            return _FIRST, ((obj.value,),)
+            return self.relabel(obj)
         if cls is types.FunctionType or isinstance(obj, type):
             if not _by_reference_here(obj):
                 raise _NeedsCloudpickle(obj)
@@ -239,23 +255,11 @@ class _StdPickler(pickle.Pickler):
             if special:
                 raise _NeedsCloudpickle(obj)
             name = cls.__module__ if cls is not types.BuiltinFunctionType else getattr(obj, "__module__", None)
-        _record(self, name)
+        self.record(name)
         return NotImplemented
 
 
 _special: dict[type, bool] = {}
-
-
-def _record(pickler: Any, name: str | None) -> None:
-    """Records the top-level module of something pickled by reference."""
-    if name:
-        root = name.partition(".")[0]
-        if root not in _ALWAYS_PRESENT:
-            labels = pickler.modules.get(root)
-            if labels is None:
-                pickler.modules[root] = {pickler.label}
-            else:
-                labels.add(pickler.label)
 
 
 def _pickle_with(value: Any, protocol: int | None, label: str, out: Any, reset: Any) -> Any:
