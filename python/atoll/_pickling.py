@@ -494,7 +494,11 @@ class Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-_other_helpers: Any = None
+_other_helpers: tuple[bytes, ...] | None = None
+# What needs_cloudpickle found, by payload: a function pickled anew every
+# call (it uses a list, a dict...) comes out the same bytes call after call.
+_needs: dict[bytes, bool] = {}
+_NEEDS_KEPT = 64
 
 
 def needs_cloudpickle(payload: bytes) -> bool:
@@ -504,17 +508,21 @@ def needs_cloudpickle(payload: bytes) -> bool:
     happens to hold such a name only makes a worker import cloudpickle
     sooner."""
     global _other_helpers
+    found = _needs.get(payload)
+    if found is not None:
+        return found
     if _other_helpers is None:
-        import re
-
         cp = cloudpickle_module().cloudpickle
-        names = sorted(
-            name for name, value in vars(cp).items()
+        _other_helpers = tuple(sorted(
+            name.encode() for name, value in vars(cp).items()
             if (name.startswith("_") or name == "dynamic_subimport") and name not in _REBUILDERS
             and getattr(value, "__module__", None) == cp.__name__ and callable(value)
-        )
-        _other_helpers = re.compile(b"|".join(re.escape(n.encode()) for n in names))
-    return _other_helpers.search(payload) is not None
+        ))
+    found = b"cloudpickle" in payload and any(name in payload for name in _other_helpers)
+    if len(_needs) >= _NEEDS_KEPT:
+        _needs.clear()
+    _needs[payload] = found
+    return found
 
 
 def loads(data: Any) -> Any:
