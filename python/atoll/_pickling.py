@@ -526,12 +526,24 @@ def needs_cloudpickle(payload: bytes) -> bool:
 
 
 def loads(data: Any) -> Any:
-    """Unpickles a pickle made by Pickler (or cloudpickle): with Unpickler
-    until cloudpickle is imported, then with the standard unpickler (which
-    reads data in place, where Unpickler reads a copy)."""
-    if _cloudpickle is not None:
+    """Unpickles a pickle made by Pickler (or cloudpickle): with the
+    standard unpickler, which reads data in place, once cloudpickle is
+    imported or where data cannot name it (most arguments and values);
+    otherwise with Unpickler, which reads a copy."""
+    if _cloudpickle is not None or not _may_name_cloudpickle(data):
         return pickle.loads(data)
     return Unpickler(io.BytesIO(data)).load()
+
+
+def _may_name_cloudpickle(data: Any) -> bool:
+    """Whether data holds the name cloudpickle (a pickle names a module
+    by it); for a memoryview, the whole buffer it is a view of is looked
+    at, which can only say yes more often."""
+    haystack = data.obj if isinstance(data, memoryview) else data
+    try:
+        return b"cloudpickle" in haystack
+    except TypeError:  # a buffer that bytes cannot be looked for in
+        return True
 
 
 def load(file: Any) -> Any:

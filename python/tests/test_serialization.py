@@ -696,3 +696,20 @@ def test_a_function_whose_pickle_needs_cloudpickle_has_its_worker_import_it_as_i
 
     assert b"cloudpickle" in uses_a_class()[-3:]
     assert b"cloudpickle" not in plain()[-3:]
+
+
+def test_a_pickle_that_cannot_name_cloudpickle_is_read_in_place(monkeypatch):
+    # Arguments and values (most payloads) load with the standard
+    # unpickler, which needs no copy of them; only a pickle that may name
+    # cloudpickle goes through Unpickler.
+    monkeypatch.setattr(_pickling, "_cloudpickle", None)
+
+    def refuse(*_):
+        raise AssertionError("Unpickler was used")
+
+    monkeypatch.setattr(_pickling, "Unpickler", refuse)
+    payload, _ = _pickling.dumps(((1, "two", b"x" * 100_000), {"k": [3.5]}))
+    assert _pickling.loads(_pickling.split(payload)[1]) == ((1, "two", b"x" * 100_000), {"k": [3.5]})
+    function, _ = _pickling.dumps(_dynamic("def f():\n    return 1\n")["f"])
+    with pytest.raises(AssertionError, match="Unpickler was used"):
+        _pickling.loads(_pickling.split(function)[1])
